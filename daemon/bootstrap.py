@@ -1,0 +1,142 @@
+"""``retain init``: the workdir, the registry, and version 1 with its replay memory."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from daemon.config import Config
+from daemon.loading import BatchRejected, DataSpec, load_batch, read_arrays
+from daemon.logs import fields
+from daemon.service import ensure_workdir
+from daemon.versions import ModelSpec, save_memory, save_model
+from registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError
+from strategies.forgetting import evaluate_gate
+from strategies.models import head_module
+from strategies.replay import INIT_SOURCE, ReplayMemory, holdout_split, remember
+from strategies.training import TrainingHooks, TrainingProgress, train_initial
+
+log = logging.getLogger("retain.init")
+
+
+class InitError(Exception):
+    """``retain init`` cannot go on; the message says why."""
+
+
+def infer_model_spec(config: Config, data: Path) -> ModelSpec:
+    """The model's shape from config, or from the init data where config leaves it out."""
+    try:
+        x, y = read_arrays(data, config.data.label_column, config.data.max_file_bytes)
+    except BatchRejected as exc:
+        raise InitError(f"{data}: {exc}") from None
+    if y is None:
+        raise InitError(f"{data}: init data needs labels ('y' or column {config.data.label_column!r})")
+    input_shape = tuple(config.model.input_shape or x.shape[1:])
+    if not input_shape:
+        raise InitError(f"{data}: 'x' must have one row per sample")
+    num_classes = config.model.num_classes
+    if num_classes is None:
+        if len(y) == 0 or y.dtype.kind not in "iuf":
+            raise InitError(f"{data}: cannot infer the number of classes from its labels")
+        num_classes = max(int(y.max()) + 1, 2)
+    if config.model.input_shape is None and x.ndim == 2 and len(input_shape) == 1:
+        input_shape = (math.prod(input_shape),)
+    return ModelSpec(
+        factory=config.model.factory,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        head=config.model.head,
+        kwargs=dict(config.model.kwargs),
+    )
+
+
+def init_workspace(
+    config: Config,
+    data: Path,
+    train: bool,
+    actor: str,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
+) -> ModelVersion:
+    """Register version 1 as production, with a replay memory seeded from ``data``."""
+    ensure_workdir(config)
+    registry = Registry(config.registry_url)
+    try:
+        if registry.alias() is not None:
+            raise InitError(
+                f"{config.workdir} is already initialised: production is version {registry.alias()}"
+            )
+        spec = infer_model_spec(config, data)
+        torch.manual_seed(config.training.seed)  # the initial weights are reproducible too
+        try:
+            model = spec.build()
+            head_module(model, spec.head)
+        except (ValueError, TypeError) as exc:
+            raise InitError(f"model: {exc}") from None
+
+        data_spec = DataSpec(spec.input_shape, spec.num_classes, config.data.label_column,
+                             min_samples=config.data.min_samples, max_samples=config.data.max_samples,
+                             max_file_bytes=config.data.max_file_bytes)
+        try:
+            loaded = load_batch(data, data_spec)
+        except BatchRejected as exc:
+            raise InitError(f"{data}: {exc}") from None
+        assert loaded.y is not None
+        train_idx, holdout_idx = holdout_split(loaded.y, config.gate.holdout_fraction, config.training.seed)
+        train_part = (loaded.x[train_idx], loaded.y[train_idx])
+        holdout = (loaded.x[holdout_idx], loaded.y[holdout_idx])
+
+        if train:
+            model = train_initial(
+                model, *train_part, config.training.settings(), TrainingHooks(on_progress=on_progress)
+            )
+        elif config.model.weights is not None:
+            weights = config.model.weights
+            weights = weights if weights.is_absolute() else config.base_dir / weights
+            try:
+                model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+            except (OSError, RuntimeError) as exc:
+                raise InitError(f"model.weights {weights}: {str(exc).splitlines()[0]}") from None
+        else:
+            raise InitError("no initial weights: pass --train, or set model.weights in the config")
+
+        memory = remember(
+            ReplayMemory.empty(spec.input_shape),
+            train_part,
+            holdout,
+            source=INIT_SOURCE,
+            capacity=config.replay.capacity,
+            audit_fraction=config.replay.audit_fraction,
+            seed=config.training.seed,
+        )
+        if not memory.audit.any():
+            raise InitError(f"{data}: too few samples to hold any out for the forgetting audit")
+        gate = evaluate_gate(model, model, memory.audit_groups(), holdout)
+        artifacts = ArtifactStore(config.artifacts_dir)
+        version, _ = registry.register_version(
+            NewVersion(
+                status="accepted",
+                strategy="initial" if train else "imported",
+                model_spec=spec.to_dict(),
+                artifact_sha256=save_model(model, artifacts),
+                replay_sha256=save_memory(memory, artifacts),
+                acc_old_candidate=gate.acc_old_candidate,
+                acc_new_candidate=gate.acc_new_candidate,
+                rationale=f"initial model {'trained on' if train else 'imported with'} {data.name}",
+                details={"init_data": str(data), "n_train": len(train_idx), "n_holdout": len(holdout_idx)},
+            ),
+            promote=True,
+            actor=actor,
+        )
+        log.info(
+            "workspace initialised",
+            extra=fields(version=version.version, workdir=str(config.workdir), accuracy=round(gate.acc_new_candidate, 4)),
+        )
+        return version
+    except RegistryError as exc:
+        raise InitError(str(exc)) from None
+    finally:
+        registry.close()

@@ -1,0 +1,445 @@
+"""``retain``: the command-line interface."""
+
+from __future__ import annotations
+
+import faulthandler
+import getpass
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+
+from daemon.config import Config, ConfigError, find_config, load_config
+from daemon.logs import LogFormat, configure_logging
+
+app = typer.Typer(
+    help="Continual-learning daemon with a model registry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Off a terminal (pipes, journald) rich would wrap tables at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@dataclass
+class CliState:
+    config_path: Path | None
+    log_format: LogFormat
+    log_level: str
+
+    def config(self) -> Config:
+        try:
+            return load_config(find_config(self.config_path))
+        except ConfigError as exc:
+            fail(str(exc))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line naming what is wrong and exit non-zero."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return f"cli:uid{os.getuid()}"
+
+
+def use_threads(config: Config) -> None:
+    import torch
+
+    torch.set_num_threads(config.training.threads)
+
+
+def open_registry(config: Config):
+    from registry import Registry
+
+    if config.registry_url.startswith("sqlite:///") and not Path(config.registry_url[10:]).exists():
+        fail(f"no registry at {config.registry_url[10:]}: run `retain init` first")
+    return Registry(config.registry_url)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="Config file (default: $RETAIN_CONFIG, then ./retain.toml)."),
+    ] = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")] = "info",
+) -> None:
+    if log_format not in ("text", "json"):
+        fail(f"--log-format must be text or json, not {log_format!r}", code=2)
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        fail(f"--log-level must be debug, info, warning or error, not {log_level!r}", code=2)
+    configure_logging(log_level, log_format)  # type: ignore[arg-type]
+    ctx.obj = CliState(config_path=config, log_format=log_format, log_level=log_level)  # type: ignore[arg-type]
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Data the initial model knows.")] = None,
+    train: Annotated[bool, typer.Option("--train", help="Train version 1 on --data.")] = False,
+) -> None:
+    """Create the workdir and registry and register version 1 as production."""
+    from daemon.bootstrap import InitError, init_workspace
+    from daemon.config import parse_config
+
+    state: CliState = ctx.obj
+    path = find_config(state.config_path)
+    if path.exists():
+        config = state.config()
+    else:
+        config = parse_config({}, path.resolve())
+        err.print(f"no config at {path}; using defaults (workdir {config.workdir})")
+    if data is None:
+        fail("retain init needs --data FILE: the data the initial model knows seeds the replay memory")
+    if not data.exists():
+        fail(f"--data {data}: no such file")
+    use_threads(config)
+    try:
+        version = init_workspace(config, data, train, actor())
+    except InitError as exc:
+        fail(str(exc))
+    out.print(
+        f"version {version.version} is production "
+        f"(held-out accuracy {version.acc_new_candidate:.3f}); workdir {config.workdir}"
+    )
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Process what is pending, then exit.")] = False,
+) -> None:
+    """The daemon: watch the inbox and process batches one at a time."""
+    from daemon.metrics import ServiceMetrics
+    from daemon.pipeline import NoProductionVersion
+    from daemon.service import Service
+
+    config = ctx.obj.config()
+    faulthandler.enable()  # a watchdog SIGABRT leaves a Python stack in the journal
+    use_threads(config)
+    registry = open_registry(config)
+    metrics = ServiceMetrics()
+    service = Service(config, registry, metrics)
+
+    def stop(signum: int, _frame: Any) -> None:
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        if config.metrics.enabled:
+            try:
+                metrics.serve(config.metrics.host, config.metrics.port)
+            except OSError as exc:
+                fail(f"metrics.port {config.metrics.port} on {config.metrics.host}: {exc.strerror}")
+        service.run(once=once)
+    except NoProductionVersion as exc:
+        fail(str(exc))
+    finally:
+        metrics.shutdown()
+        registry.close()
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="Batch files to copy into the inbox.")],
+) -> None:
+    """Copy files atomically into the inbox (temporary name, then rename)."""
+    config = ctx.obj.config()
+    config.inbox.mkdir(parents=True, exist_ok=True)
+    for source in files:
+        if not source.is_file():
+            fail(f"{source}: no such file")
+    for source in files:
+        target = ingest_file(source, config.inbox)
+        out.print(f"{source} -> {target}")
+
+
+def ingest_file(source: Path, inbox: Path) -> Path:
+    """Copy ``source`` into ``inbox`` under a dot-name, fsync, then rename into place."""
+    target = inbox / source.name
+    if target.exists():
+        stem = f"{source.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        target = inbox / f"{stem}{source.suffix}"
+    fd, tmp = tempfile.mkstemp(dir=inbox, prefix=f".{source.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle, source.open("rb") as reader:
+            shutil.copyfileobj(reader, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+@app.command()
+def versions(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List model versions."""
+    from daemon.views import version_row, versions_table
+
+    registry = open_registry(ctx.obj.config())
+    production = registry.alias()
+    rows = [version_row(v, production) for v in registry.versions()]
+    if as_json:
+        emit_json(rows)
+    else:
+        out.print(versions_table(rows))
+
+
+def lineage(registry, number: int) -> list[int]:
+    chain, current = [], number
+    while current is not None:
+        chain.append(current)
+        current = registry.version(current).parent
+    return chain
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="Version number.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One version with metrics, lineage and rationale."""
+    from daemon.views import version_detail
+    from registry import UnknownVersion
+
+    registry = open_registry(ctx.obj.config())
+    try:
+        row = version_detail(registry.version(version), registry.alias(), lineage(registry, version))
+    except UnknownVersion as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(row)
+        return
+    out.print(f"[bold]version {row['version']}[/] — {row['status']}"
+              f"{' (production)' if row['is_production'] else ''}, strategy {row['strategy']}")
+    out.print(f"lineage: {' <- '.join(map(str, row['lineage']))}    batch: {row['batch'] or '-'}")
+    if row["severity"] is not None:
+        shift = row["details"].get("shift", {})
+        out.print(
+            f"shift: {row['severity']} (MMD² {row['shift_score']:.4g}, p {row['p_value']:.3g}, "
+            f"label distance {shift.get('label_distance', 0):.3f}, novel {shift.get('novel_classes', [])})"
+        )
+    for label, cand, prod in (
+        ("old accuracy", row["acc_old_candidate"], row["acc_old_production"]),
+        ("new accuracy", row["acc_new_candidate"], row["acc_new_production"]),
+    ):
+        if cand is not None:
+            prod_text = "-" if prod is None else f"{prod:.4f}"
+            out.print(f"{label}: candidate {cand:.4f}, production {prod_text}")
+    if row["forgetting"] is not None:
+        out.print(f"forgetting: {row['forgetting']:+.4f}")
+    for item in row["details"].get("per_batch", []):
+        out.print(
+            f"  audit batch {item['batch']}: production {item['production']:.3f}, "
+            f"candidate {item['candidate']:.3f}, forgetting {item['forgetting']:+.3f} (n={item['n']})"
+        )
+    out.print(f"rationale: {row['rationale']}")
+    for reason in row["decision_reasons"]:
+        out.print(f"gate: {reason}")
+    out.print(f"artifact: sha256:{row['artifact_sha256']}  replay: sha256:{row['replay_sha256']}")
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="Version to make production.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    force: Annotated[bool, typer.Option("--force", help="Allow a version the gate rejected.")] = False,
+) -> None:
+    """Move the production alias to VERSION."""
+    from registry import RegistryError
+
+    registry = open_registry(ctx.obj.config())
+    try:
+        moved = registry.promote(version, actor(), reason, force=force)
+    except RegistryError as exc:
+        fail(str(exc))
+    out.print(f"production: {moved.from_version} -> {moved.to_version}")
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    to: Annotated[Optional[int], typer.Option("--to", help="Roll back to this earlier production version.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+) -> None:
+    """Move production back to the version it held before."""
+    from registry import RegistryError
+
+    registry = open_registry(ctx.obj.config())
+    try:
+        moved = registry.rollback(actor(), reason, to=to)
+    except RegistryError as exc:
+        fail(str(exc))
+    out.print(f"production: {moved.from_version} -> {moved.to_version}")
+
+
+@app.command()
+def history(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The alias audit log."""
+    from daemon.views import event_row, history_table
+
+    registry = open_registry(ctx.obj.config())
+    rows = [event_row(e) for e in registry.history()]
+    if as_json:
+        emit_json(rows)
+    else:
+        out.print(history_table(rows))
+
+
+@app.command()
+def batches(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Batches with state, shift, strategy and outcome."""
+    from daemon.views import batch_row, batches_table
+
+    registry = open_registry(ctx.obj.config())
+    by_number = {v.version: v for v in registry.versions()}
+    rows = [batch_row(b, by_number.get(b.version)) for b in registry.batches()]
+    if as_json:
+        emit_json(rows)
+    else:
+        out.print(batches_table(rows))
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Daemon liveness, queue depth and production version."""
+    import socket
+
+    from daemon.service import STATUS_FILE, pid_alive
+
+    config = ctx.obj.config()
+    registry = open_registry(config)
+    daemon: dict[str, Any] = {"running": False}
+    status_path = config.workdir / STATUS_FILE
+    if status_path.exists():
+        try:
+            recorded = json.loads(status_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            recorded = {}
+        if recorded:
+            same_host = recorded.get("host") == socket.gethostname()
+            running = recorded.get("state") not in ("stopped",) and (
+                pid_alive(int(recorded["pid"])) if same_host else time.time() - recorded["heartbeat_at"] < 30
+            )
+            daemon = {
+                "running": bool(running),
+                "pid": recorded.get("pid"),
+                "host": recorded.get("host"),
+                "state": recorded.get("state") if running else "stopped",
+                "batch": recorded.get("batch") if running else None,
+                "heartbeat_age_seconds": round(time.time() - recorded.get("heartbeat_at", 0), 1),
+            }
+    payload = {"daemon": daemon, "queue_depth": registry.queue_depth(), "production_version": registry.alias()}
+    if as_json:
+        emit_json(payload)
+        return
+    if daemon["running"]:
+        doing = f"processing batch {daemon['batch']}" if daemon.get("batch") else daemon["state"]
+        out.print(f"daemon: running (pid {daemon['pid']} on {daemon['host']}), {doing}")
+    else:
+        out.print("daemon: not running")
+    out.print(f"queue depth: {payload['queue_depth']}")
+    out.print(f"production version: {payload['production_version'] or '-'}")
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Data file (.npz, .pt, .csv, .parquet); labels optional.")],
+    version: Annotated[Optional[int], typer.Option("--version", help="Version (default: production).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", help="Write predictions here (.json or .csv).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Predicted labels for a data file."""
+    from daemon.loading import BatchRejected, DataSpec, load_batch
+    from daemon.versions import load_model, spec_of
+    from registry import ArtifactError, ArtifactStore, UnknownVersion
+    from strategies.models import predict as model_predict
+
+    config = ctx.obj.config()
+    use_threads(config)
+    registry = open_registry(config)
+    number = version if version is not None else registry.alias()
+    if number is None:
+        fail("no production version: run `retain init` first")
+    try:
+        row = registry.version(number)
+        model = load_model(row, ArtifactStore(config.artifacts_dir))
+    except (UnknownVersion, ArtifactError) as exc:
+        fail(str(exc))
+    spec = spec_of(row)
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    try:
+        loaded = load_batch(
+            file,
+            DataSpec(spec.input_shape, spec.num_classes, config.data.label_column,
+                     max_samples=config.data.max_samples, max_file_bytes=config.data.max_file_bytes),
+            require_labels=False,
+        )
+    except BatchRejected as exc:
+        fail(f"{file}: {exc}")
+    predictions = model_predict(model, loaded.x).tolist()
+    payload = {"version": number, "predictions": predictions}
+    if output is not None:
+        if output.suffix.lower() == ".csv":
+            output.write_text("prediction\n" + "".join(f"{p}\n" for p in predictions))
+        else:
+            output.write_text(json.dumps(payload) + "\n")
+        err.print(f"{len(predictions)} predictions from version {number} written to {output}")
+    if as_json:
+        emit_json(payload)
+    elif output is None:
+        out.print(f"version {number}: {len(predictions)} predictions")
+        out.print(" ".join(map(str, predictions)))
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where to build the demo workspace.")] = Path(
+        "retain-demo"
+    ),
+    threads: Annotated[int, typer.Option("--threads", help="Training threads.")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the daemon's log lines.")] = False,
+) -> None:
+    """Build a workspace on scikit-learn's digits and stream batches through the daemon."""
+    from daemon.demo import DemoError, run_demo
+
+    if not verbose:  # the progress display and the tables tell the story
+        configure_logging("warning", ctx.obj.log_format)
+
+    try:
+        run_demo(workdir, out, threads=threads)
+    except DemoError as exc:
+        fail(str(exc))

@@ -1,0 +1,275 @@
+"""``retain.toml``: one file, validated by pydantic, with errors that name the key.
+
+Relative paths are resolved against the directory that holds the config file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:  # the strategies import torch; read-only CLI commands never need it
+    from strategies.forgetting import GateConfig
+    from strategies.policy import PolicyConfig
+    from strategies.shift import ShiftThresholds
+    from strategies.training import TrainingSettings
+
+CONFIG_ENV = "RETAIN_CONFIG"
+DEFAULT_CONFIG = "retain.toml"
+
+
+class ConfigError(Exception):
+    """The config file is missing or invalid; the message names the file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathsConfig(_Section):
+    workdir: Path = Path(".")
+    inbox: Path = Path("inbox")  # relative to workdir
+
+
+class RegistryConfig(_Section):
+    url: str = "sqlite:///registry.db"  # a relative SQLite path is inside workdir
+    auto_promote: bool = True
+
+
+class ModelConfig(_Section):
+    factory: str = "strategies.models:mlp"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    input_shape: list[int] | None = None  # inferred from the init data when absent
+    num_classes: int | None = Field(default=None, ge=2)
+    head: str = "head"
+    weights: Path | None = None  # initial state_dict for `retain init` without --train
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(d <= 0 for d in value)):
+            raise ValueError("every dimension must be a positive integer")
+        return value
+
+
+class ShiftConfig(_Section):
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    permutations: int = Field(default=200, ge=20)
+    max_samples: int = Field(default=500, ge=10)
+    mild_label_distance: float = Field(default=0.15, ge=0, le=1)
+    moderate_label_distance: float = Field(default=0.35, ge=0, le=1)
+    mild_accuracy_drop: float = 0.03
+    moderate_accuracy_drop: float = 0.10
+    severe_accuracy_drop: float = 0.25
+
+    def thresholds(self) -> ShiftThresholds:
+        from strategies.shift import ShiftThresholds
+
+        return ShiftThresholds(**self.model_dump())
+
+
+class PolicySection(_Section):
+    lr_scale_none: float = Field(default=0.1, gt=0, le=1)
+    lr_scale_mild: float = Field(default=0.2, gt=0, le=1)
+    lr_scale_moderate: float = Field(default=0.5, gt=0, le=1)
+    lr_scale_severe: float = Field(default=0.5, gt=0, le=1)
+
+    def policy(self) -> PolicyConfig:
+        from strategies.policy import PolicyConfig
+
+        return PolicyConfig(**self.model_dump())
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=0.003, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # One thread by default: a daemon shares its host with the model it serves, and on a
+    # busy machine more threads than free cores made small-model training ~150x slower.
+    threads: int = Field(default=1, ge=1)
+    seed: int = 0
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def settings(self, seed: int | None = None) -> TrainingSettings:
+        from strategies.training import TrainingSettings
+
+        return TrainingSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            device=self.resolved_device(),
+            seed=self.seed if seed is None else seed,
+        )
+
+
+class GateSection(_Section):
+    max_forgetting: float = Field(default=0.02, ge=0, le=1)
+    min_gain: float = Field(default=0.0, ge=-1, le=1)
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+
+    def gate(self) -> GateConfig:
+        from strategies.forgetting import GateConfig
+
+        return GateConfig(max_forgetting=self.max_forgetting, min_gain=self.min_gain)
+
+
+class ReplayConfig(_Section):
+    capacity: int = Field(default=1000, ge=10)
+    audit_fraction: float = Field(default=0.3, gt=0, lt=1)
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class DataConfig(_Section):
+    label_column: str = "label"  # for .csv/.parquet
+    min_samples: int = Field(default=20, ge=4)
+    max_samples: int = Field(default=1_000_000, ge=1)
+    max_file_bytes: int = Field(default=1 << 30, ge=1)
+
+
+class DaemonConfig(_Section):
+    lease_seconds: float = Field(default=300, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    settle_seconds: float = Field(default=1.0, ge=0)  # files without a close event
+    rescan_seconds: float = Field(default=60, gt=0)  # catch events inotify dropped
+
+
+class Config(_Section):
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    shift: ShiftConfig = Field(default_factory=ShiftConfig)
+    policy: PolicySection = Field(default_factory=PolicySection)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    gate: GateSection = Field(default_factory=GateSection)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+
+    source: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    @property
+    def workdir(self) -> Path:
+        return (self.base_dir / self.paths.workdir).resolve()
+
+    @property
+    def inbox(self) -> Path:
+        return self.workdir / self.paths.inbox
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.workdir / "processed"
+
+    @property
+    def rejected_dir(self) -> Path:
+        return self.workdir / "rejected"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.workdir / "artifacts"
+
+    @property
+    def registry_url(self) -> str:
+        url = self.registry.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.workdir / url[len(prefix) :])
+        return url
+
+
+def find_config(explicit: Path | None) -> Path:
+    """``--config``, then ``$RETAIN_CONFIG``, then ``./retain.toml``."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        parts.append(f"{key}: {message}")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
+    where = str(source) if source else "config"
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+    config.source = source.resolve() if source else None
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found (pass --config, set {CONFIG_ENV}, "
+            "or run `retain init` / `retain demo` to create one)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, path)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        return json.dumps(str(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_config(sections: dict[str, dict[str, Any]]) -> str:
+    """TOML text for a config given as ``{section: {key: value}}`` (None values omitted)."""
+    lines = ["# retain configuration; every key is described in deploy/retain.example.toml"]
+    for section, values in sections.items():
+        lines.append(f"\n[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
+    text = "\n".join(lines) + "\n"
+    tomllib.loads(text)  # what we write must read back
+    return text

@@ -1,0 +1,87 @@
+"""Prometheus metrics, on a registry of their own (no module-level global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+MODELS = ("production", "candidate")
+
+
+class _ModelInfoCollector:
+    """``retain_model_info{version,alias} 1`` for each live alias, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.aliases: dict[str, int] = {}
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            "retain_model_info", "Model version held by each alias", labels=["version", "alias"]
+        )
+        for alias, version in sorted(self.aliases.items()):
+            family.add_metric([str(version), alias], 1.0)
+        yield family
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.batches = Counter("retain_batches", "Batches finished, by outcome", ["outcome"], registry=r)
+        self.candidates = Counter(
+            "retain_candidates", "Candidates trained, by strategy and gate decision", ["strategy", "decision"], registry=r
+        )
+        self.shift_score = Gauge("retain_shift_score", "MMD² of the last batch against the replay reference", registry=r)
+        self.shift_pvalue = Gauge("retain_shift_pvalue", "Permutation p-value of the last shift test", registry=r)
+        self.forgetting = Gauge(
+            "retain_forgetting_ratio", "Audit accuracy lost by the last candidate versus production", registry=r
+        )
+        self.old_accuracy = Gauge(
+            "retain_old_accuracy_ratio", "Accuracy on the replay audit set", ["model"], registry=r
+        )
+        self.new_accuracy = Gauge(
+            "retain_new_accuracy_ratio", "Accuracy on the new batch's held-out slice", ["model"], registry=r
+        )
+        self.training_duration = Histogram(
+            "retain_training_duration_seconds",
+            "Time to train one candidate",
+            buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=r,
+        )
+        self.queue_depth = Gauge("retain_queue_depth", "Batches pending or in progress", registry=r)
+        self.production_version = Gauge("retain_production_version", "Version held by the production alias", registry=r)
+        self.replay_samples = Gauge("retain_replay_buffer_samples", "Samples in the production replay memory", registry=r)
+        self.last_batch = Gauge(
+            "retain_last_batch_timestamp_seconds", "Unix time the last batch finished", registry=r
+        )
+        self._model_info = _ModelInfoCollector()
+        r.register(self._model_info)
+        for outcome in ("accepted", "rejected", "invalid", "failed"):
+            self.batches.labels(outcome=outcome)
+        self._server = None
+
+    def set_aliases(self, aliases: dict[str, int]) -> None:
+        self._model_info.aliases = dict(aliases)
+        if "production" in aliases:
+            self.production_version.set(aliases["production"])
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the scrape endpoint; returns the bound port (useful with port 0)."""
+        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return self._server.server_address[1]
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

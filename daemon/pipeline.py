@@ -1,0 +1,307 @@
+"""One batch through steps 2–9: load, measure, select, adapt, gate, register, remember,
+report. This is where ``strategies`` and ``registry`` meet."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from daemon.config import Config
+from daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
+from daemon.logs import fields
+from daemon.metrics import ServiceMetrics
+from daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
+from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry
+from strategies.adapt import train_candidate
+from strategies.forgetting import evaluate_gate, verdict
+from strategies.models import features_and_logits
+from strategies.policy import ShiftHistoryEntry, choose
+from strategies.replay import ReplayMemory, holdout_split, remember
+from strategies.shift import ShiftReport, measure_shift
+from strategies.training import TrainingHooks, TrainingProgress
+
+log = logging.getLogger("retain.pipeline")
+
+
+class NoProductionVersion(Exception):
+    """The registry has no production model yet: run ``retain init``."""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    batch_id: int
+    state: str  # done|rejected|failed|pending
+    version: int | None = None
+    decision: str | None = None
+    reason: str | None = None
+
+
+def batch_seed(sha256: str) -> int:
+    """A per-batch seed: reprocessing the same file makes the same choices."""
+    return int(sha256[:8], 16)
+
+
+def unique_destination(directory: Path, batch_id: int, name: str) -> Path:
+    return directory / f"{batch_id:06d}-{name}"
+
+
+def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
+    """Move a batch file out of the inbox (atomic within one file system)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = unique_destination(directory, batch_id, name)
+    if source.exists():
+        os.replace(source, target)
+    return target
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).double().mean()) if len(labels) else 0.0
+
+
+class Pipeline:
+    """Processes claimed batches. Holds the production model between batches and reloads it
+    whenever the ``production`` alias has moved (including from the CLI)."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        artifacts: ArtifactStore,
+        metrics: ServiceMetrics,
+        owner: str,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_progress: Callable[[Batch, TrainingProgress], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.artifacts = artifacts
+        self.metrics = metrics
+        self.owner = owner
+        self.should_stop = should_stop
+        self.on_progress = on_progress
+        self._loaded: tuple[int, nn.Module, ReplayMemory] | None = None
+
+    def production(self) -> tuple[ModelVersion, nn.Module, ReplayMemory]:
+        version = self.registry.production()
+        if version is None:
+            raise NoProductionVersion("no production version: run `retain init` first")
+        if self._loaded is None or self._loaded[0] != version.version:
+            self._loaded = (version.version, load_model(version, self.artifacts), load_memory(version, self.artifacts))
+            log.info("production model loaded", extra=fields(version=version.version))
+        self.metrics.set_aliases({"production": version.version})
+        self.metrics.replay_samples.set(len(self._loaded[2]))
+        return version, self._loaded[1], self._loaded[2]
+
+    def data_spec(self, spec: ModelSpec) -> DataSpec:
+        data = self.config.data
+        return DataSpec(
+            input_shape=spec.input_shape,
+            num_classes=spec.num_classes,
+            label_column=data.label_column,
+            min_samples=data.min_samples,
+            max_samples=data.max_samples,
+            max_file_bytes=data.max_file_bytes,
+        )
+
+    def process(self, batch: Batch) -> BatchOutcome:
+        """Run one claimed batch to a final state. ``TrainingInterrupted`` propagates."""
+        assert batch.id is not None
+        path = Path(batch.path)
+        production, model, memory = self.production()
+        spec = spec_of(production)
+        try:
+            loaded = load_batch(path, self.data_spec(spec))
+        except BatchRejected as exc:
+            return self._reject(batch, path, str(exc))
+        except FileNotFoundError:
+            return self._reject(batch, path, "file disappeared from the inbox before it was read")
+        return self._adapt(batch, path, loaded, production, model, memory, spec)
+
+    def _reject(self, batch: Batch, path: Path, reason: str) -> BatchOutcome:
+        target = move_file(path, self.config.rejected_dir, batch.id, batch.name)
+        self.registry.finish_batch(batch.id, "rejected", path=str(target), reason=reason)
+        self.metrics.batches.labels(outcome="invalid").inc()
+        self.metrics.last_batch.set_to_current_time()
+        log.warning("batch rejected", extra=fields(batch=batch.id, file=str(path), reason=reason))
+        return BatchOutcome(batch.id, "rejected", reason=reason)
+
+    def measure(
+        self, model: nn.Module, spec: ModelSpec, memory: ReplayMemory, loaded: LoadedBatch, seed: int
+    ) -> ShiftReport:
+        """Step 3: the batch against the replay memory in the production feature space."""
+        ref_features, _ = features_and_logits(model, spec.head, memory.x)
+        _, audit_logits = features_and_logits(model, spec.head, memory.audit_set()[0])
+        batch_features, batch_logits = features_and_logits(model, spec.head, loaded.x)
+        return measure_shift(
+            ref_features,
+            memory.y,
+            batch_features,
+            loaded.y,
+            accuracy_reference=accuracy(audit_logits, memory.audit_set()[1]),
+            accuracy_batch=accuracy(batch_logits, loaded.y),
+            num_classes=spec.num_classes,
+            thresholds=self.config.shift.thresholds(),
+            seed=seed,
+        )
+
+    def history(self) -> tuple[ShiftHistoryEntry, ...]:
+        entries = []
+        for version in self.registry.versions():
+            if version.batch_id is not None and version.severity is not None:
+                entries.append(
+                    ShiftHistoryEntry(batch_id=version.batch_id, severity=version.severity, p_value=version.p_value or 1.0)
+                )
+        return tuple(entries)
+
+    def _hooks(self, batch: Batch) -> TrainingHooks:
+        lease = self.config.daemon.lease_seconds
+        last_renewal = time.monotonic()
+
+        def on_progress(progress: TrainingProgress) -> None:
+            nonlocal last_renewal
+            if time.monotonic() - last_renewal > lease / 3:
+                self.registry.renew_lease(batch.id, self.owner, lease)
+                last_renewal = time.monotonic()
+            if self.on_progress is not None:
+                self.on_progress(batch, progress)
+            if progress.iteration == progress.iterations:
+                log.debug("epoch done", extra=fields(batch=batch.id, epoch=progress.epoch, epochs=progress.epochs))
+
+        return TrainingHooks(on_progress=on_progress, should_stop=self.should_stop)
+
+    def _adapt(
+        self,
+        batch: Batch,
+        path: Path,
+        loaded: LoadedBatch,
+        production: ModelVersion,
+        model: nn.Module,
+        memory: ReplayMemory,
+        spec: ModelSpec,
+    ) -> BatchOutcome:
+        seed = batch_seed(batch.sha256)
+        assert loaded.y is not None
+        train_idx, holdout_idx = holdout_split(loaded.y, self.config.gate.holdout_fraction, seed)
+        train = (loaded.x[train_idx], loaded.y[train_idx])
+        holdout = (loaded.x[holdout_idx], loaded.y[holdout_idx])
+
+        report = self.measure(model, spec, memory, loaded, seed)
+        self.metrics.shift_score.set(report.mmd2)
+        self.metrics.shift_pvalue.set(report.p_value)
+        log.info(
+            "shift measured",
+            extra=fields(
+                batch=batch.id,
+                severity=report.severity,
+                mmd2=round(report.mmd2, 5),
+                p_value=round(report.p_value, 4),
+                label_distance=round(report.label_distance, 3),
+                accuracy_drop=round(report.accuracy_drop, 3),
+                novel_classes=list(report.novel_classes),
+            ),
+        )
+
+        choice = choose(report, self.history(), self.config.policy.policy(), self.config.training.lr)
+        log.info("strategy chosen", extra=fields(batch=batch.id, strategy=choice.strategy, rule=choice.rule))
+
+        settings = self.config.training.settings(seed=seed)
+        started = time.monotonic()
+        candidate = train_candidate(choice, model, train, memory, settings, self._hooks(batch))
+        duration = time.monotonic() - started
+        self.metrics.training_duration.observe(duration)
+
+        gate = evaluate_gate(model, candidate, memory.audit_groups(), holdout)
+        outcome = verdict(gate, self.config.gate.gate())
+        new_memory = remember(
+            memory,
+            train,
+            holdout,
+            source=batch.id,
+            capacity=self.config.replay.capacity,
+            audit_fraction=self.config.replay.audit_fraction,
+            seed=seed,
+        )
+        details = {
+            "shift": {
+                "mmd2": report.mmd2,
+                "p_value": report.p_value,
+                "label_distance": report.label_distance,
+                "novel_classes": list(report.novel_classes),
+                "accuracy_reference": report.accuracy_reference,
+                "accuracy_batch": report.accuracy_batch,
+                "reasons": list(report.reasons),
+            },
+            "choice": {"rule": choice.rule, "hyperparameters": choice.hyperparameters},
+            "per_batch": [
+                {"batch": g.source, "n": g.n, "production": g.production, "candidate": g.candidate, "forgetting": g.forgetting}
+                for g in gate.groups
+            ],
+            "training_seconds": round(duration, 3),
+            "n_train": len(train[1]),
+            "n_holdout": len(holdout[1]),
+        }
+        new = NewVersion(
+            status=outcome.decision,
+            strategy=choice.strategy,
+            model_spec=spec.to_dict(),
+            artifact_sha256=save_model(candidate, self.artifacts),
+            replay_sha256=save_memory(new_memory, self.artifacts),
+            parent=production.version,
+            batch_id=batch.id,
+            severity=report.severity,
+            shift_score=report.mmd2,
+            p_value=report.p_value,
+            acc_old_candidate=gate.acc_old_candidate,
+            acc_old_production=gate.acc_old_production,
+            acc_new_candidate=gate.acc_new_candidate,
+            acc_new_production=gate.acc_new_production,
+            forgetting=gate.forgetting,
+            rationale=choice.rationale,
+            decision_reasons=outcome.reasons,
+            details=details,
+        )
+        promote = outcome.accepted and self.config.registry.auto_promote
+        row, moved = self.registry.register_version(new, promote=promote, actor=f"daemon:{self.owner}")
+        target = move_file(path, self.config.processed_dir, batch.id, batch.name)
+        self.registry.move_batch(batch.id, str(target), n_samples=len(loaded))
+
+        self.metrics.candidates.labels(strategy=choice.strategy, decision=outcome.decision).inc()
+        self.metrics.batches.labels(outcome=outcome.decision).inc()
+        self.metrics.forgetting.set(gate.forgetting)
+        for name, old, new_acc in (
+            ("production", gate.acc_old_production, gate.acc_new_production),
+            ("candidate", gate.acc_old_candidate, gate.acc_new_candidate),
+        ):
+            self.metrics.old_accuracy.labels(model=name).set(old)
+            self.metrics.new_accuracy.labels(model=name).set(new_acc)
+        self.metrics.last_batch.set_to_current_time()
+        if moved:
+            self.metrics.set_aliases({"production": row.version})
+        log.info(
+            "candidate registered",
+            extra=fields(
+                batch=batch.id,
+                version=row.version,
+                parent=production.version,
+                strategy=choice.strategy,
+                decision=outcome.decision,
+                forgetting=round(gate.forgetting, 4),
+                acc_new_candidate=round(gate.acc_new_candidate, 4),
+                acc_new_production=round(gate.acc_new_production, 4),
+                promoted=moved,
+                training_seconds=round(duration, 2),
+            ),
+        )
+        if promote and not moved:
+            log.warning(
+                "production moved during training; candidate not promoted",
+                extra=fields(batch=batch.id, version=row.version),
+            )
+        return BatchOutcome(batch.id, "done", version=row.version, decision=outcome.decision)

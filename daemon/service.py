@@ -1,0 +1,241 @@
+"""The daemon: watch the inbox, record files as batches, process them one at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config import Config
+from daemon.logs import fields
+from daemon.metrics import ServiceMetrics
+from daemon.pipeline import BatchOutcome, Pipeline, move_file
+from daemon.watcher import InboxWatcher, is_candidate
+from registry import ArtifactStore, Batch, Registry
+from strategies.training import TrainingInterrupted, TrainingProgress
+
+log = logging.getLogger("retain.daemon")
+
+STATUS_FILE = "daemon.json"
+_STATUS_INTERVAL = 2.0
+_IDLE_WAIT = 0.5
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
+
+
+@dataclass
+class DaemonStatus:
+    """What ``retain status`` reads back from ``<workdir>/daemon.json``."""
+
+    pid: int
+    host: str
+    started_at: float
+    heartbeat_at: float
+    state: str  # starting|idle|processing|stopping|stopped
+    batch: int | None = None
+
+
+def ensure_workdir(config: Config) -> None:
+    for directory in (config.workdir, config.inbox, config.processed_dir, config.rejected_dir, config.artifacts_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        metrics: ServiceMetrics | None = None,
+        on_progress: Callable[[Batch, TrainingProgress], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.metrics = metrics or ServiceMetrics()
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}"
+        self.stop_requested = threading.Event()
+        self.watcher = InboxWatcher(config.inbox, config.daemon.settle_seconds)
+        self.pipeline = Pipeline(
+            config,
+            registry,
+            ArtifactStore(config.artifacts_dir),
+            self.metrics,
+            owner=self.owner,
+            should_stop=self.stop_requested.is_set,
+            on_progress=self._on_progress(on_progress),
+        )
+        self.status = DaemonStatus(
+            pid=os.getpid(), host=self.host, started_at=time.time(), heartbeat_at=time.time(), state="starting"
+        )
+        self._status_written = 0.0
+
+    def request_stop(self) -> None:
+        """Safe to call from a signal handler: only sets a flag that the loop polls."""
+        self.stop_requested.set()
+
+    # ------------------------------------------------------------------ status
+
+    def _write_status(self, state: str | None = None, batch: int | None = -1, force: bool = False) -> None:
+        if state is not None:
+            self.status.state = state
+        if batch != -1:
+            self.status.batch = batch
+        now = time.time()
+        if not force and state is None and now - self._status_written < _STATUS_INTERVAL:
+            return
+        self.status.heartbeat_at = now
+        write_json_atomic(self.config.workdir / STATUS_FILE, self.status.__dict__)
+        self._status_written = now
+
+    def _on_progress(self, outer):
+        def report(batch: Batch, progress: TrainingProgress) -> None:
+            self._write_status()
+            if outer is not None:
+                outer(batch, progress)
+
+        return report
+
+    # ------------------------------------------------------------------- files
+
+    def register_file(self, path: Path) -> None:
+        """Record a complete inbox file as a batch; tidy away duplicates and leftovers."""
+        if not path.is_file() or not is_candidate(path):
+            return
+        try:
+            digest = file_sha256(path)
+        except FileNotFoundError:
+            return
+        batch, created = self.registry.add_batch(digest, str(path), path.name)
+        if created:
+            log.info("batch queued", extra=fields(batch=batch.id, file=str(path), sha256=digest[:12]))
+            self.metrics.queue_depth.set(self.registry.queue_depth())
+            return
+        if Path(batch.path) == path and batch.state in ("pending", "processing", "failed"):
+            return  # already known, still ours to process (or kept for inspection)
+        if Path(batch.path) == path:
+            # Finished before a crash that came before the file was moved.
+            directory = self.config.rejected_dir if batch.state == "rejected" else self.config.processed_dir
+            target = move_file(path, directory, batch.id, batch.name)
+            self.registry.move_batch(batch.id, str(target))
+            log.info("finished batch file moved", extra=fields(batch=batch.id, file=str(target)))
+            return
+        target = move_file(path, self.config.processed_dir, batch.id, f"duplicate-{path.name}")
+        log.info(
+            "duplicate file skipped",
+            extra=fields(batch=batch.id, file=str(path), moved_to=str(target), state=batch.state),
+        )
+
+    def _recover_own_leases(self) -> None:
+        """Requeue batches that a dead process on this host was processing."""
+        for batch in self.registry.batches():
+            if batch.state != "processing" or not batch.lease_owner:
+                continue
+            host, _, pid = batch.lease_owner.rpartition(":")
+            if host == self.host and pid.isdigit() and not pid_alive(int(pid)):
+                self.registry.release_batch(batch.id, batch.lease_owner)
+                log.warning("batch requeued after crash", extra=fields(batch=batch.id, owner=batch.lease_owner))
+
+    # -------------------------------------------------------------------- loop
+
+    def process_one(self) -> BatchOutcome | None:
+        batch = self.registry.claim_batch(self.owner, self.config.daemon.lease_seconds)
+        if batch is None:
+            return None
+        self._write_status("processing", batch.id, force=True)
+        log.info("batch started", extra=fields(batch=batch.id, file=batch.path, attempt=batch.attempts))
+        try:
+            return self.pipeline.process(batch)
+        except TrainingInterrupted:
+            self.registry.release_batch(batch.id, self.owner)
+            log.info("batch interrupted; it will be retried", extra=fields(batch=batch.id))
+            return BatchOutcome(batch.id, "pending", reason="interrupted")
+        except Exception as exc:  # noqa: BLE001 - a failed batch must not stop the daemon
+            final = batch.attempts >= self.config.daemon.max_attempts
+            state = "failed" if final else "pending"
+            reason = f"{type(exc).__name__}: {exc}"
+            self.registry.finish_batch(batch.id, state, reason=reason)
+            if final:
+                self.metrics.batches.labels(outcome="failed").inc()
+            log.exception(
+                "batch failed",
+                extra=fields(batch=batch.id, attempt=batch.attempts, state=state, reason=reason),
+            )
+            return BatchOutcome(batch.id, state, reason=reason)
+        finally:
+            self.metrics.queue_depth.set(self.registry.queue_depth())
+            self._write_status("idle", None, force=True)
+
+    def run(self, once: bool = False, on_ready: Callable[[], None] | None = None) -> list[BatchOutcome]:
+        """Serve until stopped (or, with ``once``, until nothing is pending)."""
+        ensure_workdir(self.config)
+        self._write_status("starting", force=True)
+        self._recover_own_leases()
+        if not once:
+            self.watcher.start()
+        outcomes: list[BatchOutcome] = []
+        try:
+            self.watcher.scan()
+            self.pipeline.production()  # fail fast without a production model
+            self.metrics.queue_depth.set(self.registry.queue_depth())
+            self._write_status("idle", force=True)
+            log.info(
+                "daemon ready",
+                extra=fields(inbox=str(self.config.inbox), once=once, pid=os.getpid()),
+            )
+            if on_ready is not None:
+                on_ready()
+            next_scan = time.monotonic() + self.config.daemon.rescan_seconds
+            while not self.stop_requested.is_set():
+                for path in self.watcher.due():
+                    self.register_file(path)
+                if self.stop_requested.is_set():
+                    break
+                outcome = self.process_one()
+                if outcome is not None:
+                    outcomes.append(outcome)
+                    continue
+                if once:
+                    if not self.watcher.pending():
+                        break
+                    self.watcher.wait(_IDLE_WAIT)
+                    continue
+                if time.monotonic() >= next_scan:
+                    self.watcher.scan()
+                    next_scan = time.monotonic() + self.config.daemon.rescan_seconds
+                self._write_status()
+                self.watcher.wait(_IDLE_WAIT)
+        finally:
+            self._write_status("stopping", None, force=True)
+            self.watcher.stop()
+            self._write_status("stopped", None, force=True)
+            log.info("daemon stopped", extra=fields(processed=len(outcomes)))
+        return outcomes

@@ -1,0 +1,149 @@
+"""Rows for the CLI: the stable JSON fields of DESIGN.md and their table rendering."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.table import Table
+
+from registry import AliasEvent, Batch, ModelVersion
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def version_row(version: ModelVersion, production: int | None) -> dict[str, Any]:
+    return {
+        "version": version.version,
+        "parent": version.parent,
+        "batch": version.batch_id,
+        "status": version.status,
+        "strategy": version.strategy,
+        "severity": version.severity,
+        "p_value": version.p_value,
+        "acc_old_candidate": version.acc_old_candidate,
+        "acc_old_production": version.acc_old_production,
+        "acc_new_candidate": version.acc_new_candidate,
+        "acc_new_production": version.acc_new_production,
+        "forgetting": version.forgetting,
+        "rationale": version.rationale,
+        "artifact_sha256": version.artifact_sha256,
+        "created_at": iso(version.created_at),
+        "is_production": version.version == production,
+    }
+
+
+def version_detail(version: ModelVersion, production: int | None, lineage: list[int]) -> dict[str, Any]:
+    return version_row(version, production) | {
+        "shift_score": version.shift_score,
+        "decision_reasons": json.loads(version.decision_reasons),
+        "details": json.loads(version.details),
+        "model_spec": json.loads(version.model_spec),
+        "replay_sha256": version.replay_sha256,
+        "lineage": lineage,
+    }
+
+
+def batch_row(batch: Batch, version: ModelVersion | None) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "sha256": batch.sha256,
+        "path": batch.path,
+        "state": batch.state,
+        "reason": batch.reason,
+        "n_samples": batch.n_samples,
+        "version": batch.version,
+        "attempts": batch.attempts,
+        "severity": version.severity if version else None,
+        "p_value": version.p_value if version else None,
+        "strategy": version.strategy if version else None,
+        "decision": version.status if version else None,
+        "created_at": iso(batch.created_at),
+    }
+
+
+def event_row(item: AliasEvent) -> dict[str, Any]:
+    return {
+        "alias": item.alias,
+        "action": item.action,
+        "from_version": item.from_version,
+        "to_version": item.to_version,
+        "actor": item.actor,
+        "reason": item.reason,
+        "at": iso(item.at),
+    }
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def versions_table(rows: list[dict[str, Any]], title: str = "Model versions") -> Table:
+    table = Table(title=title)
+    for column, justify in (
+        ("version", "right"), ("parent", "right"), ("batch", "right"), ("strategy", "left"),
+        ("shift", "left"), ("p-value", "right"), ("old acc cand/prod", "right"),
+        ("new acc cand/prod", "right"), ("forgetting", "right"), ("decision", "left"),
+    ):
+        table.add_column(column, justify=justify)
+    for row in rows:
+        decision = row["status"] + (" (production)" if row["is_production"] else "")
+        table.add_row(
+            str(row["version"]),
+            _or_dash(row["parent"]),
+            _or_dash(row["batch"]),
+            row["strategy"],
+            _or_dash(row["severity"]),
+            _p(row["p_value"]),
+            f"{_num(row['acc_old_candidate'])} / {_num(row['acc_old_production'])}",
+            f"{_num(row['acc_new_candidate'])} / {_num(row['acc_new_production'])}",
+            _num(row["forgetting"]) if row["forgetting"] is not None else "-",
+            f"[green]{decision}[/]" if row["status"] == "accepted" else f"[red]{decision}[/]",
+        )
+    return table
+
+
+def batches_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Batches")
+    for column in ("id", "file", "state", "samples", "shift", "strategy", "version", "outcome / reason"):
+        table.add_column(column)
+    for row in rows:
+        outcome = row["decision"] or row["reason"] or ""
+        table.add_row(
+            str(row["id"]),
+            row["path"].rsplit("/", 1)[-1],
+            row["state"],
+            _or_dash(row["n_samples"]),
+            _or_dash(row["severity"]),
+            _or_dash(row["strategy"]),
+            _or_dash(row["version"]),
+            outcome,
+        )
+    return table
+
+
+def history_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Alias history")
+    for column in ("at", "alias", "action", "from", "to", "actor", "reason"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["at"], row["alias"], row["action"], _or_dash(row["from_version"]),
+            str(row["to_version"]), row["actor"], row["reason"],
+        )
+    return table

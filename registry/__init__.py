@@ -1,0 +1,27 @@
+"""The model registry: SQL tables for batches, versions and aliases, and an artifact store."""
+
+from registry.artifacts import ArtifactError, ArtifactStore
+from registry.store import (
+    PRODUCTION,
+    AliasConflict,
+    NewVersion,
+    Registry,
+    RegistryError,
+    UnknownVersion,
+)
+from registry.tables import Alias, AliasEvent, Batch, ModelVersion
+
+__all__ = [
+    "PRODUCTION",
+    "Alias",
+    "AliasConflict",
+    "AliasEvent",
+    "ArtifactError",
+    "ArtifactStore",
+    "Batch",
+    "ModelVersion",
+    "NewVersion",
+    "Registry",
+    "RegistryError",
+    "UnknownVersion",
+]

@@ -1,0 +1,74 @@
+"""Content-addressed artifact files: ``<root>/sha256/ab/<digest>``.
+
+Writes go to a temporary name in the same directory, are fsynced and renamed, so a crash
+never leaves a partial artifact under its final name. Reads verify the digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class ArtifactError(Exception):
+    """An artifact is missing or does not match its digest."""
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, digest: str) -> Path:
+        return self.root / "sha256" / digest[:2] / digest
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        target = self.path(digest)
+        try:
+            data = target.read_bytes()
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"artifact {digest} is missing ({target})") from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise ArtifactError(f"artifact {digest} is corrupt: its content hashes to {actual}")
+        return data
+
+    def put_tensors(self, tensors: dict[str, Any]) -> str:
+        """Store a dict of tensors (a ``state_dict`` or replay memory)."""
+        import torch  # imported here: read-only registry commands never load tensors
+
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        return self.put(buffer.getvalue())
+
+    def get_tensors(self, digest: str) -> dict[str, Any]:
+        """Load a dict of tensors, verified, without unpickling arbitrary objects."""
+        import torch
+
+        return torch.load(io.BytesIO(self.get(digest)), weights_only=True, map_location="cpu")

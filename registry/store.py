@@ -1,0 +1,400 @@
+"""The Registry API: batches, versions and aliases over one SQL database.
+
+Every write is one short transaction. On SQLite, transactions begin with ``BEGIN IMMEDIATE``
+so that version allocation and alias compare-and-swap never interleave; on PostgreSQL,
+version allocation takes a transaction-scoped advisory lock and batch claims use
+``FOR UPDATE SKIP LOCKED`` so several workers can share one queue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, func, or_, text, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from registry.tables import Alias, AliasEvent, Batch, ModelVersion, utcnow
+
+PRODUCTION = "production"
+_VERSION_LOCK_KEY = 0x72657461  # "reta": advisory lock id for version allocation
+
+
+class RegistryError(Exception):
+    """A registry operation cannot be done; the message says why."""
+
+
+class UnknownVersion(RegistryError):
+    def __init__(self, version: int) -> None:
+        super().__init__(f"version {version} does not exist")
+        self.version = version
+
+
+class AliasConflict(RegistryError):
+    """The alias moved between reading it and writing it."""
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """Everything needed to register a candidate; the registry allocates the number."""
+
+    status: str
+    strategy: str
+    model_spec: dict[str, Any]
+    artifact_sha256: str
+    replay_sha256: str
+    parent: int | None = None
+    batch_id: int | None = None
+    severity: str | None = None
+    shift_score: float | None = None
+    p_value: float | None = None
+    acc_old_candidate: float | None = None
+    acc_old_production: float | None = None
+    acc_new_candidate: float | None = None
+    acc_new_production: float | None = None
+    forgetting: float | None = None
+    rationale: str = ""
+    decision_reasons: tuple[str, ...] = ()
+    details: dict[str, Any] | None = None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Registry:
+    """Batches, model versions and aliases. Safe to share between processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        connect_args = {"timeout": 30} if self.is_sqlite else {}
+        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        SQLModel.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    # ----------------------------------------------------------------- batches
+
+    def add_batch(self, sha256: str, path: str, name: str) -> tuple[Batch, bool]:
+        """Record a file as a pending batch; ``(batch, False)`` if its content is known."""
+        with self._transaction() as session:
+            existing = session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
+            if existing is not None:
+                return existing, False
+            batch = Batch(sha256=sha256, path=path, name=name)
+            session.add(batch)
+            session.flush()
+            return batch, True
+
+    def claim_batch(self, owner: str, lease_seconds: float) -> Batch | None:
+        """Take the oldest pending batch (or one whose lease ran out) for ``owner``."""
+        now = utcnow()
+        with self._transaction() as session:
+            query = (
+                select(Batch)
+                .where(
+                    or_(
+                        Batch.state == "pending",
+                        (Batch.state == "processing") & (Batch.lease_expires < now),
+                    )
+                )
+                .order_by(Batch.id)
+                .limit(1)
+            )
+            if not self.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            batch = session.exec(query).first()
+            if batch is None:
+                return None
+            batch.state = "processing"
+            batch.attempts += 1
+            batch.lease_owner = owner
+            batch.lease_expires = now + timedelta(seconds=lease_seconds)
+            batch.updated_at = now
+            session.add(batch)
+            return batch
+
+    def renew_lease(self, batch_id: int, owner: str, lease_seconds: float) -> bool:
+        now = utcnow()
+        with self._transaction() as session:
+            result = session.exec(
+                update(Batch)
+                .where(Batch.id == batch_id, Batch.lease_owner == owner, Batch.state == "processing")
+                .values(lease_expires=now + timedelta(seconds=lease_seconds), updated_at=now)
+            )
+            return result.rowcount == 1
+
+    def release_batch(self, batch_id: int, owner: str) -> None:
+        """Give an interrupted batch back to the queue; the interrupted try does not count."""
+        with self._transaction() as session:
+            session.exec(
+                update(Batch)
+                .where(Batch.id == batch_id, Batch.lease_owner == owner, Batch.state == "processing")
+                .values(
+                    state="pending",
+                    attempts=Batch.attempts - 1,
+                    lease_owner=None,
+                    lease_expires=None,
+                    updated_at=utcnow(),
+                )
+            )
+
+    def finish_batch(
+        self,
+        batch_id: int,
+        state: str,
+        path: str | None = None,
+        reason: str | None = None,
+        n_samples: int | None = None,
+    ) -> Batch:
+        """Set a batch's final state (``rejected``/``failed``/``pending`` for a retry)."""
+        with self._transaction() as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None:
+                raise RegistryError(f"batch {batch_id} does not exist")
+            batch.state = state
+            batch.reason = reason
+            if path is not None:
+                batch.path = path
+            if n_samples is not None:
+                batch.n_samples = n_samples
+            batch.lease_owner = None
+            batch.lease_expires = None
+            batch.updated_at = utcnow()
+            session.add(batch)
+            return batch
+
+    def move_batch(self, batch_id: int, path: str, n_samples: int | None = None) -> None:
+        values: dict[str, Any] = {"path": path, "updated_at": utcnow()}
+        if n_samples is not None:
+            values["n_samples"] = n_samples
+        with self._transaction() as session:
+            session.exec(update(Batch).where(Batch.id == batch_id).values(**values))
+
+    def batch(self, batch_id: int) -> Batch | None:
+        with self._transaction() as session:
+            return session.get(Batch, batch_id)
+
+    def batch_by_sha256(self, sha256: str) -> Batch | None:
+        with self._transaction() as session:
+            return session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
+
+    def batches(self) -> list[Batch]:
+        with self._transaction() as session:
+            return list(session.exec(select(Batch).order_by(Batch.id)))
+
+    def queue_depth(self) -> int:
+        with self._transaction() as session:
+            return session.exec(
+                select(func.count()).select_from(Batch).where(Batch.state.in_(("pending", "processing")))
+            ).one()
+
+    # ---------------------------------------------------------------- versions
+
+    def register_version(
+        self, new: NewVersion, promote: bool = False, actor: str = "daemon"
+    ) -> tuple[ModelVersion, bool]:
+        """Insert a version (number allocated here) and, in the same transaction, mark its
+        batch done and, if asked, move ``production`` from its parent to it.
+
+        Returns the version and whether ``production`` moved: it does not when someone moved
+        the alias away from the parent while the candidate was being trained.
+        """
+        with self._transaction() as session:
+            if not self.is_sqlite:
+                session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_VERSION_LOCK_KEY))
+            latest = session.exec(select(func.max(ModelVersion.version))).one()
+            number = (latest or 0) + 1
+            row = ModelVersion(
+                version=number,
+                parent=new.parent,
+                batch_id=new.batch_id,
+                status=new.status,
+                strategy=new.strategy,
+                severity=new.severity,
+                shift_score=new.shift_score,
+                p_value=new.p_value,
+                acc_old_candidate=new.acc_old_candidate,
+                acc_old_production=new.acc_old_production,
+                acc_new_candidate=new.acc_new_candidate,
+                acc_new_production=new.acc_new_production,
+                forgetting=new.forgetting,
+                rationale=new.rationale,
+                decision_reasons=json.dumps(list(new.decision_reasons)),
+                details=json.dumps(new.details or {}),
+                model_spec=json.dumps(new.model_spec),
+                artifact_sha256=new.artifact_sha256,
+                replay_sha256=new.replay_sha256,
+            )
+            session.add(row)
+            session.flush()
+            if new.batch_id is not None:
+                batch = session.get(Batch, new.batch_id)
+                if batch is None:
+                    raise RegistryError(f"batch {new.batch_id} does not exist")
+                batch.state, batch.version, batch.reason = "done", number, None
+                batch.lease_owner, batch.lease_expires, batch.updated_at = None, None, utcnow()
+                session.add(batch)
+            moved = False
+            if promote:
+                current = session.get(Alias, PRODUCTION)
+                if current is None:
+                    self._create_alias(session, PRODUCTION, number, actor, "initial version")
+                    moved = True
+                elif current.version == new.parent:
+                    self._move_alias(session, PRODUCTION, new.parent, number, actor, "auto_promote",
+                                     "accepted by the forgetting gate")
+                    moved = True
+            return row, moved
+
+    def version(self, number: int) -> ModelVersion:
+        with self._transaction() as session:
+            row = session.exec(select(ModelVersion).where(ModelVersion.version == number)).first()
+            if row is None:
+                raise UnknownVersion(number)
+            return row
+
+    def versions(self) -> list[ModelVersion]:
+        with self._transaction() as session:
+            return list(session.exec(select(ModelVersion).order_by(ModelVersion.version)))
+
+    def version_for_batch(self, batch_id: int) -> ModelVersion | None:
+        with self._transaction() as session:
+            return session.exec(select(ModelVersion).where(ModelVersion.batch_id == batch_id)).first()
+
+    # ----------------------------------------------------------------- aliases
+
+    def alias(self, name: str = PRODUCTION) -> int | None:
+        with self._transaction() as session:
+            row = session.get(Alias, name)
+            return row.version if row else None
+
+    def production(self) -> ModelVersion | None:
+        number = self.alias(PRODUCTION)
+        return None if number is None else self.version(number)
+
+    def history(self, alias: str | None = None) -> list[AliasEvent]:
+        with self._transaction() as session:
+            query = select(AliasEvent).order_by(AliasEvent.id)
+            if alias is not None:
+                query = query.where(AliasEvent.alias == alias)
+            return list(session.exec(query))
+
+    def promote(self, number: int, actor: str, reason: str = "", force: bool = False) -> AliasEvent:
+        """Move ``production`` to ``number``; rejected versions need ``force``."""
+        with self._transaction() as session:
+            target = session.exec(select(ModelVersion).where(ModelVersion.version == number)).first()
+            if target is None:
+                raise UnknownVersion(number)
+            if target.status != "accepted" and not force:
+                raise RegistryError(
+                    f"version {number} was {target.status} by the forgetting gate; "
+                    "use --force to promote it anyway"
+                )
+            current = session.get(Alias, PRODUCTION)
+            if current is None:
+                return self._create_alias(session, PRODUCTION, number, actor, reason)
+            if current.version == number:
+                raise RegistryError(f"version {number} is already production")
+            return self._move_alias(session, PRODUCTION, current.version, number, actor, "promote", reason)
+
+    def rollback(self, actor: str, reason: str = "", to: int | None = None) -> AliasEvent:
+        """Move ``production`` back to the version it held before the current one.
+
+        The alias history is read as a stack: promotions push, rollbacks pop. Rolling back
+        twice goes two steps back, not back and forth. ``to`` pops down to that version.
+        """
+        with self._transaction() as session:
+            current = session.get(Alias, PRODUCTION)
+            if current is None:
+                raise RegistryError("there is no production version to roll back")
+            stack = self._production_stack(session)
+            if to is None:
+                if len(stack) < 2:
+                    raise RegistryError(
+                        f"production (version {current.version}) has no earlier production version"
+                    )
+                target = stack[-2]
+            else:
+                if session.exec(select(ModelVersion).where(ModelVersion.version == to)).first() is None:
+                    raise UnknownVersion(to)
+                if to == current.version:
+                    raise RegistryError(f"version {to} is already production")
+                if to not in stack:
+                    raise RegistryError(
+                        f"version {to} was never production before version {current.version}; "
+                        "use promote to move production to it"
+                    )
+                target = to
+            return self._move_alias(session, PRODUCTION, current.version, target, actor, "rollback", reason)
+
+    @staticmethod
+    def _production_stack(session: Session) -> list[int]:
+        stack: list[int] = []
+        events = session.exec(
+            select(AliasEvent).where(AliasEvent.alias == PRODUCTION).order_by(AliasEvent.id)
+        )
+        for item in events:
+            if item.action == "rollback":
+                while stack and stack[-1] != item.to_version:
+                    stack.pop()
+                if not stack:
+                    stack.append(item.to_version)
+            else:
+                stack.append(item.to_version)
+        return stack
+
+    @staticmethod
+    def _create_alias(session: Session, name: str, number: int, actor: str, reason: str) -> AliasEvent:
+        session.add(Alias(name=name, version=number))
+        record = AliasEvent(alias=name, action="create", to_version=number, actor=actor, reason=reason)
+        session.add(record)
+        session.flush()
+        return record
+
+    @staticmethod
+    def _move_alias(
+        session: Session, name: str, expected: int, number: int, actor: str, action: str, reason: str
+    ) -> AliasEvent:
+        """Compare-and-swap the alias and log the move, in the caller's transaction."""
+        result = session.exec(
+            update(Alias)
+            .where(Alias.name == name, Alias.version == expected)
+            .values(version=number, updated_at=utcnow())
+        )
+        if result.rowcount != 1:
+            raise AliasConflict(f"alias {name!r} moved away from version {expected} concurrently")
+        record = AliasEvent(
+            alias=name, action=action, from_version=expected, to_version=number, actor=actor, reason=reason
+        )
+        session.add(record)
+        session.flush()
+        return record

@@ -1,0 +1,119 @@
+"""The forgetting gate: evaluate candidate and production, then a pure accept/reject rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from strategies.models import predict
+from strategies.training import quiet_avalanche
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    max_forgetting: float = 0.02  # accuracy points on the audit set, as a ratio
+    min_gain: float = 0.0  # required gain on the new batch's held-out slice
+
+
+@dataclass(frozen=True)
+class GroupAccuracy:
+    source: int
+    n: int
+    production: float
+    candidate: float
+    forgetting: float  # production − candidate on this source batch's audit samples
+
+
+@dataclass(frozen=True)
+class GateMetrics:
+    acc_old_production: float
+    acc_old_candidate: float
+    acc_new_production: float
+    acc_new_candidate: float
+    groups: tuple[GroupAccuracy, ...] = field(default=())
+
+    @property
+    def forgetting(self) -> float:
+        return self.acc_old_production - self.acc_old_candidate
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def decision(self) -> str:
+        return "accepted" if self.accepted else "rejected"
+
+
+def verdict(metrics: GateMetrics, config: GateConfig) -> Verdict:
+    """Accept iff forgetting ≤ max_forgetting and acc_new(candidate) ≥ acc_new(production) + min_gain."""
+    reasons = []
+    forgetting_ok = metrics.forgetting <= config.max_forgetting + 1e-12
+    reasons.append(
+        f"forgetting {metrics.forgetting:+.4f} {'<=' if forgetting_ok else '>'} "
+        f"max {config.max_forgetting:.4f}"
+    )
+    needed = metrics.acc_new_production + config.min_gain
+    gain_ok = metrics.acc_new_candidate >= needed - 1e-12
+    reasons.append(
+        f"new-batch accuracy {metrics.acc_new_candidate:.4f} {'>=' if gain_ok else '<'} "
+        f"production {metrics.acc_new_production:.4f} + min gain {config.min_gain:.4f}"
+    )
+    return Verdict(accepted=forgetting_ok and gain_ok, reasons=tuple(reasons))
+
+
+def evaluate_gate(
+    production: nn.Module,
+    candidate: nn.Module,
+    audit_groups: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    holdout: tuple[torch.Tensor, torch.Tensor],
+) -> GateMetrics:
+    """Accuracy of both models on the audit set (per source batch) and the held-out slice.
+
+    Accuracy and forgetting come from Avalanche's standalone metrics: ``Accuracy`` per model
+    and group, ``Forgetting`` keyed by source batch with production as the initial value.
+    """
+    with quiet_avalanche():
+        from avalanche.evaluation.metrics import Accuracy, Forgetting
+
+    old = {"production": Accuracy(), "candidate": Accuracy()}
+    per_group: dict[int, dict[str, float]] = {}
+    sizes: dict[int, int] = {}
+    forgetting = Forgetting()
+    for source, (x, y) in audit_groups.items():
+        sizes[source] = len(y)
+        for name, model in (("production", production), ("candidate", candidate)):
+            predicted = predict(model, x)
+            group = Accuracy()
+            group.update(predicted, y)
+            old[name].update(predicted, y)
+            per_group.setdefault(source, {})[name] = group.result()
+            forgetting.update(source, group.result(), initial=name == "production")
+
+    new = {}
+    for name, model in (("production", production), ("candidate", candidate)):
+        metric = Accuracy()
+        metric.update(predict(model, holdout[0]), holdout[1])
+        new[name] = metric.result()
+
+    groups = tuple(
+        GroupAccuracy(
+            source=source,
+            n=sizes[source],
+            production=per_group[source]["production"],
+            candidate=per_group[source]["candidate"],
+            forgetting=forgetting.result_key(source),
+        )
+        for source in sorted(per_group)
+    )
+    return GateMetrics(
+        acc_old_production=old["production"].result(),
+        acc_old_candidate=old["candidate"].result(),
+        acc_new_production=new["production"],
+        acc_new_candidate=new["candidate"],
+        groups=groups,
+    )

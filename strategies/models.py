@@ -1,0 +1,151 @@
+"""Built-in model factories and helpers that work on any classifier.
+
+A built-in model is a ``Classifier``: a ``backbone`` that maps inputs to features and a
+``head`` (a ``Linear``) that maps features to class logits. A user's own model only needs a
+named head module; features are then read from the head's input with a forward hook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """A backbone followed by a linear head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def mlp(
+    input_shape: Sequence[int],
+    num_classes: int,
+    hidden: Sequence[int] = (128, 64),
+    dropout: float = 0.0,
+) -> Classifier:
+    """A multilayer perceptron for flat (or flattened) features."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    return Classifier(nn.Sequential(*layers), nn.Linear(width, num_classes))
+
+
+def small_cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    channels: Sequence[int] = (16, 32),
+    features: int = 64,
+) -> Classifier:
+    """A small CNN for single-channel images shaped ``(1, H, W)`` or ``(H, W)``."""
+    if len(input_shape) == 2:
+        input_shape = (1, *input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"small_cnn needs an image shape (C, H, W), got {tuple(input_shape)}")
+    in_channels = input_shape[0]
+    layers: list[nn.Module] = [_ImageView(tuple(input_shape))]
+    for out_channels in channels:
+        layers += [
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        ]
+        in_channels = out_channels
+    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(in_channels * 4, features), nn.ReLU()]
+    return Classifier(nn.Sequential(*layers), nn.Linear(features, num_classes))
+
+
+class _ImageView(nn.Module):
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+
+def resolve_factory(spec: str) -> Callable[..., nn.Module]:
+    """Import a ``module:function`` factory."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"model factory {spec!r} must look like 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"model factory {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"model factory {spec!r}: {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def build_model(
+    factory: str, input_shape: Sequence[int], num_classes: int, kwargs: dict[str, Any] | None = None
+) -> nn.Module:
+    """Build an untrained model from a factory spec."""
+    return resolve_factory(factory)(
+        input_shape=tuple(input_shape), num_classes=num_classes, **(kwargs or {})
+    )
+
+
+def head_module(model: nn.Module, head: str) -> nn.Module:
+    """The module named ``head`` (dotted path), or a ValueError naming what exists."""
+    modules = dict(model.named_modules())
+    if head not in modules or not head:
+        names = ", ".join(name for name in modules if name and "." not in name)
+        raise ValueError(f"model has no module named {head!r} (top-level modules: {names})")
+    return modules[head]
+
+
+@torch.no_grad()
+def features_and_logits(
+    model: nn.Module, head: str, x: torch.Tensor, batch_size: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features (the head's input) and logits, in eval mode, on the CPU."""
+    captured: list[torch.Tensor] = []
+    hook = head_module(model, head).register_forward_hook(
+        lambda _module, inputs, _output: captured.append(inputs[0].detach().flatten(1).cpu())
+    )
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits = []
+    try:
+        for start in range(0, len(x), batch_size):
+            logits.append(model(x[start : start + batch_size].to(device)).cpu())
+    finally:
+        hook.remove()
+        model.train(was_training)
+    if not logits:
+        return torch.empty(0, 0), torch.empty(0, 0)
+    return torch.cat(captured), torch.cat(logits)
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted class indices."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            out = [
+                model(x[start : start + batch_size].to(device)).argmax(1).cpu()
+                for start in range(0, len(x), batch_size)
+            ]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

@@ -1,0 +1,157 @@
+"""Shared training machinery: settings, Avalanche datasets from tensors, plugins for
+progress and interruption, and the default recipe for an initial model.
+
+Avalanche is imported inside functions: it costs seconds at import time and the CLI's
+read-only commands never train.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+class TrainingInterrupted(Exception):
+    """Training was asked to stop (shutdown); the candidate is discarded."""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 0.01  # base learning rate; strategies scale it
+    weight_decay: float = 0.0
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    epoch: int  # 1-based
+    epochs: int
+    iteration: int  # 1-based within the epoch
+    iterations: int  # per epoch
+
+
+@dataclass(frozen=True)
+class TrainingHooks:
+    """Callbacks from inside the training loop: progress reports and a stop check."""
+
+    on_progress: Callable[[TrainingProgress], None] | None = None
+    should_stop: Callable[[], bool] = field(default=lambda: False)
+
+
+def tensor_dataset(x: torch.Tensor, y: torch.Tensor):
+    """An Avalanche classification dataset with task label 0 (replay buffers need one)."""
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+
+    return _make_taskaware_tensor_classification_dataset(
+        x.float(), y.long(), targets=y.long().tolist(), task_labels=0
+    )
+
+
+def single_experience(x: torch.Tensor, y: torch.Tensor):
+    """One training experience holding ``(x, y)``."""
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+
+    return benchmark_from_datasets(train=[tensor_dataset(x, y)]).train_stream[0]
+
+
+def silent_evaluator():
+    from avalanche.training.plugins import EvaluationPlugin
+
+    return EvaluationPlugin(loggers=[])
+
+
+def hook_plugin(hooks: TrainingHooks, epochs: int):
+    """An Avalanche plugin that reports progress and aborts when asked to stop."""
+    from avalanche.core import SupervisedPlugin
+
+    class HookPlugin(SupervisedPlugin):
+        def __init__(self) -> None:
+            super().__init__()
+            self.iteration = 0
+
+        def before_training_epoch(self, strategy, **kwargs):
+            self.iteration = 0
+
+        def after_training_iteration(self, strategy, **kwargs):
+            self.iteration += 1
+            if hooks.should_stop():
+                raise TrainingInterrupted("stop requested")
+            if hooks.on_progress is not None:
+                try:
+                    iterations = len(strategy.dataloader)
+                except TypeError:
+                    iterations = self.iteration
+                hooks.on_progress(
+                    TrainingProgress(
+                        epoch=strategy.clock.train_exp_epochs + 1,
+                        epochs=epochs,
+                        iteration=self.iteration,
+                        iterations=iterations,
+                    )
+                )
+
+    return HookPlugin()
+
+
+@contextlib.contextmanager
+def quiet_avalanche() -> Iterator[None]:
+    """Silence Avalanche's per-step deprecation and version warnings."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="avalanche")
+        warnings.filterwarnings("ignore", category=UserWarning, module="qpsolvers")
+        yield
+
+
+def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def run_template(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainingSettings,
+    lr: float,
+    plugins: Sequence[object] = (),
+    hooks: TrainingHooks = TrainingHooks(),
+) -> nn.Module:
+    """Train ``model`` in place on one experience with a ``SupervisedTemplate``."""
+    with quiet_avalanche():
+        from avalanche.training.templates import SupervisedTemplate
+
+        torch.manual_seed(settings.seed)
+        strategy = SupervisedTemplate(
+            model=model,
+            optimizer=make_optimizer(model.parameters(), lr, settings.weight_decay),
+            criterion=nn.CrossEntropyLoss(),
+            train_mb_size=settings.batch_size,
+            train_epochs=settings.epochs,
+            eval_mb_size=max(settings.batch_size, 256),
+            device=settings.device,
+            plugins=[*plugins, hook_plugin(hooks, settings.epochs)],
+            evaluator=silent_evaluator(),
+        )
+        strategy.train(single_experience(x, y), num_workers=0)
+    return model.cpu().eval()
+
+
+def train_initial(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainingSettings,
+    hooks: TrainingHooks = TrainingHooks(),
+) -> nn.Module:
+    """The default recipe for version 1: plain training at the base learning rate."""
+    model = copy.deepcopy(model)
+    return run_template(model, x, y, settings, settings.lr, hooks=hooks)

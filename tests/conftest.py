@@ -1,0 +1,150 @@
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tests run beside daemon subprocesses on a 2-core machine
+
+REPO = Path(__file__).resolve().parent.parent
+RETAIN = [sys.executable, "-m", "daemon"]
+
+
+def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    order = np.random.default_rng(seed).permutation(len(data.target))
+    return (data.data[order] / 16.0).astype(np.float32), data.target[order].astype(np.int64)
+
+
+def save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def write_config(workdir: Path, **sections: dict) -> Path:
+    """A fast test config: small model, few epochs, one thread, no metrics port."""
+    from daemon.config import dump_config
+
+    base = {
+        "paths": {"workdir": "."},
+        "model": {"kwargs": {"hidden": [32]}},
+        "training": {"epochs": 4, "batch_size": 32, "lr": 0.003, "threads": 1, "device": "cpu"},
+        "shift": {"permutations": 50},
+        "replay": {"capacity": 300},
+        "metrics": {"enabled": False},
+        "daemon": {"settle_seconds": 0.2},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "retain.toml"
+    path.write_text(dump_config(base))
+    return path
+
+
+def retain(config: Path | None, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    command = [*RETAIN, *(["--config", str(config)] if config else []), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RETAIN_CONFIG", None)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture(scope="session")
+def digit_data() -> tuple[np.ndarray, np.ndarray]:
+    return digits()
+
+
+@pytest.fixture(scope="session")
+def initialised_template(tmp_path_factory, digit_data) -> Path:
+    """A workspace with version 1 trained on part of the digits, built once per session."""
+    root = tmp_path_factory.mktemp("template")
+    x, y = digit_data
+    config = write_config(root)
+    save_npz(root / "init.npz", x[:500], y[:500])
+    retain(config, "init", "--data", str(root / "init.npz"), "--train")
+    return root
+
+
+@pytest.fixture
+def workspace(tmp_path, initialised_template) -> Path:
+    """A fresh copy of the initialised workspace; returns its config path."""
+    target = tmp_path / "ws"
+    shutil.copytree(initialised_template, target)
+    return target / "retain.toml"
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _postgres_bin() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if candidates:
+        return candidates[-1].parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL: ``RETAIN_TEST_POSTGRES_URL`` if set, else a throwaway cluster.
+
+    Skipped only where no server is installed and ``RETAIN_REQUIRE_POSTGRES`` is unset;
+    CI sets it, so a missing server fails there instead of skipping.
+    """
+    if os.environ.get("RETAIN_TEST_POSTGRES_URL"):
+        yield os.environ["RETAIN_TEST_POSTGRES_URL"]
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("RETAIN_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (RETAIN_REQUIRE_POSTGRES) but initdb was not found")
+        pytest.skip("PostgreSQL server not installed")
+    # Not under pytest's tmp dir: its parents are private to root, and the server runs as postgres.
+    data = Path(tempfile.mkdtemp(prefix="retain-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(data, "postgres")
+        os.chmod(data, 0o700)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w", "-o",
+         f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+        check=True, capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)

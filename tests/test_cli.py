@@ -1,0 +1,94 @@
+"""CLI behaviour through the real `retain` entry point: outputs and one-line errors."""
+
+import json
+
+import numpy as np
+
+from conftest import retain, save_npz, write_config
+
+
+def one_error_line(result, text: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], result.stderr
+
+
+VERSION_FIELDS = {
+    "version", "parent", "batch", "status", "strategy", "severity", "p_value", "acc_old_candidate",
+    "acc_old_production", "acc_new_candidate", "acc_new_production", "forgetting", "rationale",
+    "artifact_sha256", "created_at", "is_production",
+}
+
+
+def test_versions_json_has_the_contract_fields(workspace):
+    [row] = json.loads(retain(workspace, "versions", "--json").stdout)
+    assert VERSION_FIELDS <= set(row)
+    assert row["version"] == 1 and row["is_production"] and row["status"] == "accepted"
+
+
+def test_unknown_version_is_one_line_error(workspace):
+    one_error_line(retain(workspace, "show", "42", check=False), "version 42 does not exist")
+    one_error_line(retain(workspace, "promote", "42", check=False), "version 42 does not exist")
+
+
+def test_promoting_a_rejected_version_needs_force(workspace, digit_data):
+    x, y = digit_data
+    write_config(workspace.parent, gate={"min_gain": 1.0})  # no candidate can pass
+    save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    assert json.loads(retain(workspace, "show", "2", "--json").stdout)["status"] == "rejected"
+    one_error_line(retain(workspace, "promote", "2", check=False), "use --force")
+    retain(workspace, "promote", "2", "--force", "--reason", "manual override")
+    last = json.loads(retain(workspace, "history", "--json").stdout)[-1]
+    assert (last["from_version"], last["to_version"], last["reason"]) == (1, 2, "manual override")
+
+
+def test_rollback_with_no_earlier_production_is_an_error(workspace):
+    one_error_line(retain(workspace, "rollback", check=False), "no earlier production version")
+
+
+def test_missing_config_is_an_error_naming_the_file(tmp_path):
+    one_error_line(retain(tmp_path / "absent.toml", "versions", check=False), "absent.toml not found")
+
+
+def test_invalid_config_names_the_key(tmp_path):
+    path = tmp_path / "retain.toml"
+    path.write_text("[replay]\ncapacity = -5\n")
+    one_error_line(retain(path, "versions", check=False), "replay.capacity")
+
+
+def test_init_twice_is_refused(workspace):
+    one_error_line(
+        retain(workspace, "init", "--data", str(workspace.parent / "init.npz"), "--train", check=False),
+        "already initialised",
+    )
+
+
+def test_init_without_weights_or_train_is_refused(tmp_path, digit_data):
+    x, y = digit_data
+    config = write_config(tmp_path)
+    save_npz(tmp_path / "init.npz", x[:100], y[:100])
+    one_error_line(retain(config, "init", "--data", str(tmp_path / "init.npz"), check=False), "--train")
+
+
+def test_predict_json_gives_one_label_per_row(workspace, digit_data):
+    x, _ = digit_data
+    np.savez(workspace.parent / "unlabelled.npz", x=x[:25])
+    payload = json.loads(retain(workspace, "predict", str(workspace.parent / "unlabelled.npz"), "--json").stdout)
+    assert payload["version"] == 1 and len(payload["predictions"]) == 25
+    assert all(0 <= p < 10 for p in payload["predictions"])
+
+
+def test_predict_refuses_a_bad_file_naming_it(workspace):
+    bad = workspace.parent / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 5), np.float32))
+    one_error_line(retain(workspace, "predict", str(bad), check=False), "bad.npz: each sample has shape (5,)")
+
+
+def test_ingest_copies_into_the_inbox_without_touching_the_source(workspace, digit_data):
+    x, y = digit_data
+    source = save_npz(workspace.parent / "new.npz", x[:30], y[:30])
+    retain(workspace, "ingest", str(source))
+    assert (workspace.parent / "inbox" / "new.npz").read_bytes() == source.read_bytes()
+    assert source.exists()
+    assert not [p for p in (workspace.parent / "inbox").iterdir() if p.name.startswith(".")]

@@ -1,0 +1,69 @@
+"""Config loading: defaults, relative paths, and errors that name the file and key."""
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import ConfigError, dump_config, find_config, load_config, parse_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "retain.toml"
+    path.write_text(text)
+    return path
+
+
+def test_empty_file_gives_defaults_relative_to_the_config(tmp_path):
+    config = load_config(write(tmp_path, ""))
+    assert config.workdir == tmp_path.resolve()
+    assert config.inbox == tmp_path.resolve() / "inbox"
+    assert config.registry_url == f"sqlite:///{tmp_path.resolve()}/registry.db"
+    assert config.training.threads == 1
+    assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9464)
+
+
+def test_absolute_sqlite_and_postgres_urls_are_kept(tmp_path):
+    assert load_config(write(tmp_path, '[registry]\nurl = "sqlite:////var/x.db"')).registry_url == "sqlite:////var/x.db"
+    url = "postgresql+psycopg://u@h/db"
+    assert load_config(write(tmp_path, f'[registry]\nurl = "{url}"')).registry_url == url
+
+
+def test_invalid_value_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"retain.toml: training.epochs: .*greater than or equal to 1"):
+        load_config(write(tmp_path, "[training]\nepochs = 0\n"))
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"gate.max_forgeting: unknown key"):
+        load_config(write(tmp_path, "[gate]\nmax_forgeting = 0.1\n"))
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"retain.toml: not valid TOML"):
+        load_config(write(tmp_path, "[training\n"))
+
+
+def test_missing_file_says_how_to_create_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"not found .*retain init"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_config_is_found_from_flag_then_environment_then_cwd(monkeypatch, tmp_path):
+    monkeypatch.setenv("RETAIN_CONFIG", str(tmp_path / "env.toml"))
+    assert find_config(Path("flag.toml")) == Path("flag.toml")
+    assert find_config(None) == tmp_path / "env.toml"
+    monkeypatch.delenv("RETAIN_CONFIG")
+    assert find_config(None) == Path("retain.toml")
+
+
+def test_dumped_config_reads_back(tmp_path):
+    text = dump_config({"model": {"kwargs": {"hidden": [8, 4]}, "head": "fc"}, "gate": {"max_forgetting": 0.05}})
+    config = load_config(write(tmp_path, text))
+    assert config.model.kwargs == {"hidden": [8, 4]}
+    assert config.gate.max_forgetting == 0.05
+
+
+def test_example_config_documents_the_defaults():
+    example = load_config(Path(__file__).parent.parent / "deploy" / "retain.example.toml")
+    defaults = parse_config({})
+    assert example.model_dump(exclude={"model": {"kwargs"}}) == defaults.model_dump(exclude={"model": {"kwargs"}})

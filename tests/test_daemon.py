@@ -1,0 +1,184 @@
+"""The real daemon as a subprocess: real files in its inbox, the registry, artifacts, CLI."""
+
+import hashlib
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import retain, save_npz, wait_for, write_config
+from daemon_process import DaemonProcess, drop_atomically, npz_bytes, wait_for_batches
+
+
+def inbox(config: Path) -> Path:
+    return config.parent / "inbox"
+
+
+def versions(config: Path) -> list[dict]:
+    return json.loads(retain(config, "versions", "--json").stdout)
+
+
+def batches(config: Path) -> list[dict]:
+    return json.loads(retain(config, "batches", "--json").stdout)
+
+
+def always_accept(config: Path, **sections) -> None:
+    write_config(config.parent, gate={"max_forgetting": 1.0, "min_gain": -1.0}, **sections)
+
+
+def test_files_dropped_into_the_inbox_become_registered_versions(workspace, digit_data):
+    x, y = digit_data
+    with DaemonProcess(workspace) as daemon:
+        drop_atomically(npz_bytes(x[500:700], y[500:700]), inbox(workspace), "renamed.npz")
+        (inbox(workspace) / "written.npz").write_bytes(npz_bytes(x[700:900], y[700:900]))  # close-write
+        rows = wait_for_batches(workspace, 2)
+        assert daemon.alive()
+        assert daemon.stop() == 0
+
+    assert [r["state"] for r in rows] == ["done", "done"]
+    assert all(Path(r["path"]).parent.name == "processed" and Path(r["path"]).exists() for r in rows)
+    assert not list(inbox(workspace).iterdir())
+    listed = versions(workspace)
+    assert [v["version"] for v in listed] == [1, 2, 3]
+    assert {v["batch"] for v in listed[1:]} == {r["id"] for r in rows}
+    for row in listed:
+        artifact = workspace.parent / "artifacts" / "sha256" / row["artifact_sha256"][:2] / row["artifact_sha256"]
+        assert hashlib.sha256(artifact.read_bytes()).hexdigest() == row["artifact_sha256"]
+        assert isinstance(torch.load(artifact, weights_only=True), dict)
+    shown = json.loads(retain(workspace, "show", "3", "--json").stdout)
+    assert shown["lineage"][-1] == 1
+    assert shown["details"]["per_batch"] and shown["replay_sha256"]
+    assert shown["severity"] in ("none", "mild", "moderate", "severe")
+    assert "finetune" in shown["rationale"]
+    log = daemon.output()
+    assert "candidate registered" in log and "daemon stopped" in log
+
+
+def test_bad_files_are_rejected_with_reasons_and_the_daemon_keeps_running(workspace, digit_data):
+    x, y = digit_data
+    good = npz_bytes(x[500:700], y[500:700])
+    nan_x = x[700:760].copy()
+    nan_x[3, 3] = np.nan
+    with DaemonProcess(workspace) as daemon:
+        drop_atomically(good[:300], inbox(workspace), "truncated.npz")
+        drop_atomically(npz_bytes(nan_x, y[700:760]), inbox(workspace), "nan.npz")
+        drop_atomically(npz_bytes(x[700:760, :10], y[700:760]), inbox(workspace), "shape.npz")
+        drop_atomically(npz_bytes(x[700:760], y[700:760] + 10), inbox(workspace), "labels.npz")
+        pickled = workspace.parent / "pickled.pt"
+        torch.save({"x": torch.zeros(3), "y": [object()]}, pickled)
+        drop_atomically(pickled.read_bytes(), inbox(workspace), "pickled.pt")
+        drop_atomically(good, inbox(workspace), "good.npz")
+        rows = wait_for_batches(workspace, 6)
+        assert daemon.alive()
+        assert daemon.stop() == 0
+
+    by_name = {Path(r["path"]).name.split("-", 1)[1]: r for r in rows}
+    expected = {
+        "truncated.npz": "truncated or corrupt",
+        "nan.npz": "NaN or infinite",
+        "shape.npz": "the model expects (64,)",
+        "labels.npz": "labels out of range",
+        "pickled.pt": "refused to unpickle",
+    }
+    for name, reason in expected.items():
+        assert by_name[name]["state"] == "rejected", name
+        assert reason in by_name[name]["reason"], (name, by_name[name]["reason"])
+        assert (workspace.parent / "rejected" / Path(by_name[name]["path"]).name).exists()
+    assert by_name["good.npz"]["state"] == "done"
+    table = retain(workspace, "batches").stdout
+    assert "labels out of range" in table and "rejected" in table
+    assert len(versions(workspace)) == 2
+
+
+def test_the_same_content_twice_is_processed_once(workspace, digit_data):
+    x, y = digit_data
+    data = npz_bytes(x[500:700], y[500:700])
+    drop_atomically(data, inbox(workspace), "first.npz")
+    drop_atomically(data, inbox(workspace), "again.npz")
+    retain(workspace, "run", "--once")
+    rows = batches(workspace)
+    assert len(rows) == 1 and rows[0]["state"] == "done"
+    assert len(versions(workspace)) == 2
+    kept = {p.name for p in (workspace.parent / "processed").iterdir()}
+    assert kept in ({"000001-first.npz", "000001-duplicate-again.npz"},
+                    {"000001-again.npz", "000001-duplicate-first.npz"})
+
+
+def test_run_once_processes_files_that_arrived_while_the_daemon_was_down(workspace, digit_data):
+    x, y = digit_data
+    save_npz(inbox(workspace) / "a.npz", x[500:650], y[500:650])
+    save_npz(inbox(workspace) / "b.npz", x[650:800], y[650:800])
+    (inbox(workspace) / ".hidden.npz").write_bytes(b"ignored")
+    (inbox(workspace) / "partial.npz.part").write_bytes(b"ignored")
+    result = retain(workspace, "run", "--once")
+    assert result.returncode == 0
+    assert [r["state"] for r in batches(workspace)] == ["done", "done"]
+    assert sorted(p.name for p in inbox(workspace).iterdir()) == [".hidden.npz", "partial.npz.part"]
+
+
+def test_sigterm_during_training_requeues_the_batch_for_the_next_start(workspace, digit_data):
+    x, y = digit_data
+    write_config(workspace.parent, training={"epochs": 2000})
+    with DaemonProcess(workspace) as daemon:
+        drop_atomically(npz_bytes(x[500:800], y[500:800]), inbox(workspace), "slow.npz")
+        wait_for(lambda: daemon.status().get("state") == "processing", timeout=60, message="training to start")
+        assert daemon.stop(signal.SIGTERM) == 0
+    assert "batch interrupted" in daemon.output()
+    [row] = batches(workspace)
+    assert (row["state"], row["attempts"], row["version"]) == ("pending", 0, None)
+    assert len(versions(workspace)) == 1
+
+    write_config(workspace.parent)
+    retain(workspace, "run", "--once")
+    [row] = batches(workspace)
+    assert (row["state"], row["attempts"], row["version"]) == ("done", 1, 2)
+
+
+def test_a_batch_left_by_a_killed_daemon_is_retried_on_restart(workspace, digit_data):
+    x, y = digit_data
+    write_config(workspace.parent, training={"epochs": 2000})
+    with DaemonProcess(workspace) as daemon:
+        drop_atomically(npz_bytes(x[500:800], y[500:800]), inbox(workspace), "slow.npz")
+        wait_for(lambda: daemon.status().get("state") == "processing", timeout=60, message="training to start")
+        daemon.stop(signal.SIGKILL)
+    [row] = batches(workspace)
+    assert row["state"] == "processing"
+
+    write_config(workspace.parent)
+    retain(workspace, "run", "--once")
+    [row] = batches(workspace)
+    assert (row["state"], row["version"]) == ("done", 2)
+    assert len(versions(workspace)) == 2
+
+
+def test_a_rollback_from_the_cli_is_used_for_the_next_batch(workspace, digit_data):
+    x, y = digit_data
+    always_accept(workspace)
+    with DaemonProcess(workspace) as daemon:
+        drop_atomically(npz_bytes(x[500:650], y[500:650]), inbox(workspace), "one.npz")
+        wait_for_batches(workspace, 1)
+        assert json.loads(retain(workspace, "status", "--json").stdout)["production_version"] == 2
+        retain(workspace, "rollback", "--reason", "bad metrics")
+        drop_atomically(npz_bytes(x[650:800], y[650:800]), inbox(workspace), "two.npz")
+        wait_for_batches(workspace, 2)
+        daemon.stop()
+    listed = versions(workspace)
+    assert listed[2]["parent"] == 1  # trained from the rolled-back-to production model
+    assert listed[2]["is_production"]
+    history = json.loads(retain(workspace, "history", "--json").stdout)
+    assert [(h["action"], h["from_version"], h["to_version"]) for h in history] == [
+        ("create", None, 1), ("auto_promote", 1, 2), ("rollback", 2, 1), ("auto_promote", 1, 3)]
+    assert history[2]["reason"] == "bad metrics" and history[2]["actor"].startswith("cli:")
+
+
+def test_status_reports_a_running_daemon_and_its_queue(workspace):
+    with DaemonProcess(workspace) as daemon:
+        running = json.loads(retain(workspace, "status", "--json").stdout)
+        assert running["daemon"]["running"] and running["daemon"]["pid"] == daemon.process.pid
+        assert running["production_version"] == 1 and running["queue_depth"] == 0
+        daemon.stop()
+    stopped = json.loads(retain(workspace, "status", "--json").stdout)
+    assert not stopped["daemon"]["running"]

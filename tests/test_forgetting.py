@@ -1,0 +1,54 @@
+"""The forgetting gate: the pure verdict, and the evaluation on real models."""
+
+import torch
+from torch import nn
+
+from strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdict
+
+
+def metrics(old_prod=0.9, old_cand=0.9, new_prod=0.7, new_cand=0.8) -> GateMetrics:
+    return GateMetrics(acc_old_production=old_prod, acc_old_candidate=old_cand,
+                       acc_new_production=new_prod, acc_new_candidate=new_cand)
+
+
+def test_accepts_when_forgetting_within_limit_and_new_accuracy_gains():
+    assert verdict(metrics(old_cand=0.89), GateConfig(max_forgetting=0.02, min_gain=0.05)).accepted
+
+
+def test_forgetting_exactly_at_the_limit_is_accepted():
+    assert verdict(metrics(old_prod=0.90, old_cand=0.88), GateConfig(max_forgetting=0.02)).accepted
+
+
+def test_rejects_when_forgetting_exceeds_the_limit():
+    result = verdict(metrics(old_cand=0.85), GateConfig(max_forgetting=0.02))
+    assert not result.accepted
+    assert "forgetting +0.0500 > max 0.0200" in result.reasons[0]
+
+
+def test_rejects_when_new_accuracy_gain_is_below_min_gain():
+    result = verdict(metrics(new_prod=0.70, new_cand=0.72), GateConfig(min_gain=0.05))
+    assert not result.accepted
+    assert "<" in result.reasons[1]
+
+
+class Constant(nn.Module):
+    """Predicts one class whatever the input."""
+
+    def __init__(self, label: int, classes: int = 3) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.nn.functional.one_hot(torch.tensor(label), classes).float())
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_evaluation_reports_accuracy_and_forgetting_per_source_batch():
+    groups = {0: (torch.zeros(4, 2), torch.tensor([0, 0, 0, 1])), 5: (torch.zeros(2, 2), torch.tensor([1, 1]))}
+    holdout = (torch.zeros(4, 2), torch.tensor([1, 1, 1, 0]))
+    result = evaluate_gate(Constant(0), Constant(1), groups, holdout)
+    assert result.acc_old_production == 0.5  # 3 of 6 audit samples are class 0
+    assert result.acc_old_candidate == 0.5
+    assert (result.acc_new_production, result.acc_new_candidate) == (0.25, 0.75)
+    by_source = {g.source: g for g in result.groups}
+    assert by_source[0].forgetting == 0.75 - 0.25
+    assert by_source[5].forgetting == -1.0

@@ -1,0 +1,165 @@
+"""Batch files: each format loads, and each kind of bad file is refused with its reason."""
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from daemon.loading import BatchRejected, DataSpec, load_batch
+
+SPEC = DataSpec(input_shape=(4,), num_classes=3, min_samples=2)
+
+
+def good(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(n * 4, dtype=np.float32).reshape(n, 4), np.arange(n) % 3
+
+
+def rejected(path: Path, match: str, spec: DataSpec = SPEC) -> None:
+    with pytest.raises(BatchRejected, match=match):
+        load_batch(path, spec)
+
+
+def test_npz_loads_as_float32_and_int64(tmp_path):
+    x, y = good()
+    np.savez(tmp_path / "b.npz", x=x.astype(np.float64), y=y.astype(np.int32))
+    batch = load_batch(tmp_path / "b.npz", SPEC)
+    assert batch.x.dtype == torch.float32 and batch.y.dtype == torch.int64
+    assert torch.equal(batch.y, torch.from_numpy(y))
+
+
+def test_pt_dict_of_tensors_loads(tmp_path):
+    x, y = good()
+    torch.save({"x": torch.from_numpy(x), "y": torch.from_numpy(y)}, tmp_path / "b.pt")
+    assert len(load_batch(tmp_path / "b.pt", SPEC)) == 6
+
+
+def test_csv_uses_the_label_column_wherever_it_is(tmp_path):
+    path = tmp_path / "b.csv"
+    path.write_text("f0,label,f1,f2,f3\n" + "".join(f"{i},{i % 3},{i},{i},{i}\n" for i in range(5)))
+    batch = load_batch(path, SPEC)
+    assert batch.y.tolist() == [0, 1, 2, 0, 1]
+    assert batch.x.shape == (5, 4)
+
+
+def test_flat_rows_are_reshaped_to_an_image_input(tmp_path):
+    x, y = good()
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    batch = load_batch(tmp_path / "b.npz", DataSpec(input_shape=(1, 2, 2), num_classes=3, min_samples=2))
+    assert batch.x.shape == (6, 1, 2, 2)
+
+
+def test_truncated_archive_is_refused(tmp_path):
+    x, y = good()
+    np.savez(tmp_path / "full.npz", x=x, y=y)
+    (tmp_path / "b.npz").write_bytes((tmp_path / "full.npz").read_bytes()[:200])
+    rejected(tmp_path / "b.npz", "truncated or corrupt .npz")
+
+
+def test_wrong_shape_is_refused(tmp_path):
+    np.savez(tmp_path / "b.npz", x=np.zeros((6, 5), np.float32), y=np.zeros(6, np.int64))
+    rejected(tmp_path / "b.npz", r"shape \(5,\), the model expects \(4,\)")
+
+
+def test_nan_and_inf_are_refused(tmp_path):
+    x, y = good()
+    x[0, 0], x[1, 1] = np.nan, np.inf
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    rejected(tmp_path / "b.npz", "2 NaN or infinite values")
+
+
+def test_labels_out_of_range_are_refused(tmp_path):
+    x, y = good()
+    y[2] = 7
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    rejected(tmp_path / "b.npz", r"labels out of range: \[7\]")
+
+
+def test_negative_and_fractional_labels_are_refused(tmp_path):
+    x, y = good()
+    np.savez(tmp_path / "neg.npz", x=x, y=y - 1)
+    rejected(tmp_path / "neg.npz", r"labels out of range: \[-1\]")
+    np.savez(tmp_path / "frac.npz", x=x, y=y + 0.5)
+    rejected(tmp_path / "frac.npz", "labels 'y' must be integers")
+
+
+def test_missing_arrays_are_named(tmp_path):
+    x, y = good()
+    np.savez(tmp_path / "nox.npz", features=x, y=y)
+    rejected(tmp_path / "nox.npz", r"no array 'x' \(found: \['features', 'y'\]\)")
+    np.savez(tmp_path / "noy.npz", x=x)
+    rejected(tmp_path / "noy.npz", "no labels")
+
+
+def test_mismatched_lengths_are_refused(tmp_path):
+    x, y = good()
+    np.savez(tmp_path / "b.npz", x=x, y=y[:-1])
+    rejected(tmp_path / "b.npz", "'x' has 6 samples but 'y' has 5 labels")
+
+
+def test_empty_file_and_empty_arrays_are_refused(tmp_path):
+    (tmp_path / "a.npz").write_bytes(b"")
+    rejected(tmp_path / "a.npz", "file is empty")
+    np.savez(tmp_path / "b.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
+    rejected(tmp_path / "b.npz", "no samples")
+
+
+def test_too_few_samples_are_refused(tmp_path):
+    x, y = good(1)
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    rejected(tmp_path / "b.npz", "fewer than the minimum of 2")
+
+
+def test_file_over_the_size_limit_is_refused_before_reading(tmp_path):
+    x, y = good()
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    rejected(tmp_path / "b.npz", "over the limit of 10", DataSpec((4,), 3, max_file_bytes=10))
+
+
+class Payload:
+    """Unpickling this would run code: the loader must refuse it."""
+
+    def __reduce__(self):
+        return (Path("/tmp/retain-test-pwned").touch, ())
+
+
+def test_pt_with_a_pickled_object_is_refused_without_running_it(tmp_path):
+    marker = Path("/tmp/retain-test-pwned")
+    marker.unlink(missing_ok=True)
+    torch.save({"x": Payload(), "y": torch.zeros(3)}, tmp_path / "b.pt")
+    rejected(tmp_path / "b.pt", "refused to unpickle")
+    assert not marker.exists()
+
+
+def test_pt_holding_a_list_is_refused(tmp_path):
+    torch.save([torch.zeros(3, 4), torch.zeros(3)], tmp_path / "b.pt")
+    rejected(tmp_path / "b.pt", "must hold a dict")
+
+
+def test_npz_with_an_object_array_is_refused_without_unpickling(tmp_path):
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([Payload()], dtype=object), allow_pickle=True)
+    with zipfile.ZipFile(tmp_path / "b.npz", "w") as archive:
+        archive.writestr("x.npy", buffer.getvalue())
+        archive.writestr("y.npy", buffer.getvalue())
+    rejected(tmp_path / "b.npz", "pickled objects")
+    assert not Path("/tmp/retain-test-pwned").exists()
+
+
+def test_raw_pickle_renamed_to_pt_is_refused(tmp_path):
+    (tmp_path / "b.pt").write_bytes(pickle.dumps({"x": [1, 2]}))
+    rejected(tmp_path / "b.pt", r"refused to unpickle: .*\(Unsupported operand")
+
+
+def test_unsupported_suffix_is_refused(tmp_path):
+    (tmp_path / "b.json").write_text("{}")
+    rejected(tmp_path / "b.json", "unsupported file type .json")
+
+
+def test_csv_with_text_values_names_the_line(tmp_path):
+    path = tmp_path / "b.csv"
+    path.write_text("a,b,c,d,label\n1,2,3,4,0\n1,x,3,4,1\n")
+    rejected(path, "CSV line 3 has a value that is not a number")

@@ -1,0 +1,167 @@
+"""The registry on real SQLite and real PostgreSQL."""
+
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from registry import AliasConflict, NewVersion, Registry, RegistryError, UnknownVersion
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def registry(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/registry.db"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = base.rsplit("/", 1)[0] + f"/{name}"
+    store = Registry(url)
+    yield store
+    store.close()
+
+
+def version(status="accepted", parent=None, batch_id=None) -> NewVersion:
+    return NewVersion(status=status, strategy="finetune", model_spec={"factory": "m:f"}, artifact_sha256="a" * 64,
+                      replay_sha256="b" * 64, parent=parent, batch_id=batch_id)
+
+
+def test_same_content_is_one_batch(registry):
+    first, created = registry.add_batch("1" * 64, "/inbox/a.npz", "a.npz")
+    again, created_again = registry.add_batch("1" * 64, "/inbox/copy.npz", "copy.npz")
+    assert created and not created_again
+    assert again.id == first.id and len(registry.batches()) == 1
+
+
+def test_claim_takes_oldest_pending_batch_once(registry):
+    a, _ = registry.add_batch("1" * 64, "/a", "a")
+    b, _ = registry.add_batch("2" * 64, "/b", "b")
+    assert registry.claim_batch("w1", 60).id == a.id
+    assert registry.claim_batch("w2", 60).id == b.id
+    assert registry.claim_batch("w3", 60) is None
+    assert registry.queue_depth() == 2
+
+
+def test_expired_lease_can_be_claimed_by_another_worker(registry):
+    a, _ = registry.add_batch("1" * 64, "/a", "a")
+    registry.claim_batch("w1", -1)
+    claimed = registry.claim_batch("w2", 60)
+    assert claimed.id == a.id and claimed.lease_owner == "w2" and claimed.attempts == 2
+
+
+def test_released_batch_is_pending_again_without_counting_the_attempt(registry):
+    a, _ = registry.add_batch("1" * 64, "/a", "a")
+    registry.claim_batch("w1", 60)
+    registry.release_batch(a.id, "w1")
+    assert registry.batch(a.id).state == "pending" and registry.batch(a.id).attempts == 0
+
+
+def test_concurrent_claims_never_hand_out_a_batch_twice(registry):
+    for i in range(20):
+        registry.add_batch(f"{i:064d}", f"/{i}", str(i))
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (batch := registry.claim_batch(name, 60)) is not None:
+            with lock:
+                claimed.append(batch.id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == list(range(1, 21))
+
+
+def test_concurrent_registrations_get_distinct_consecutive_numbers(registry):
+    numbers: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(5):
+            row, _ = registry.register_version(version())
+            with lock:
+                numbers.append(row.version)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(numbers) == list(range(1, 21))
+
+
+def test_registering_marks_the_batch_done_and_promotes_in_one_step(registry):
+    registry.register_version(version(), promote=True)
+    batch, _ = registry.add_batch("1" * 64, "/a", "a")
+    registry.claim_batch("w", 60)
+    row, moved = registry.register_version(version(parent=1, batch_id=batch.id), promote=True)
+    assert moved and registry.alias() == row.version == 2
+    assert registry.batch(batch.id).state == "done" and registry.batch(batch.id).version == 2
+    assert [(e.action, e.from_version, e.to_version) for e in registry.history()] == [
+        ("create", None, 1), ("auto_promote", 1, 2)]
+
+
+def test_auto_promotion_is_skipped_when_production_moved_meanwhile(registry):
+    registry.register_version(version(), promote=True)
+    registry.register_version(version(parent=1))
+    registry.promote(2, "cli:ops")
+    row, moved = registry.register_version(version(parent=1), promote=True)
+    assert not moved and registry.alias() == 2 and row.version == 3
+
+
+def test_promoting_a_rejected_version_needs_force(registry):
+    registry.register_version(version(), promote=True)
+    registry.register_version(version(status="rejected", parent=1))
+    with pytest.raises(RegistryError, match="version 2 was rejected .* --force"):
+        registry.promote(2, "cli:ops")
+    event = registry.promote(2, "cli:ops", reason="hotfix", force=True)
+    assert (event.from_version, event.to_version, event.actor, event.reason) == (1, 2, "cli:ops", "hotfix")
+
+
+def test_unknown_version_is_reported(registry):
+    with pytest.raises(UnknownVersion, match="version 9 does not exist"):
+        registry.promote(9, "cli:ops")
+    with pytest.raises(UnknownVersion):
+        registry.version(9)
+
+
+def test_rollback_walks_back_through_earlier_production_versions(registry):
+    for parent in (None, 1, 2):
+        registry.register_version(version(parent=parent), promote=True)
+    assert registry.rollback("cli:ops").to_version == 2
+    assert registry.rollback("cli:ops").to_version == 1
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        registry.rollback("cli:ops")
+
+
+def test_rollback_to_a_named_earlier_version(registry):
+    for parent in (None, 1, 2):
+        registry.register_version(version(parent=parent), promote=True)
+    assert registry.rollback("cli:ops", to=1).to_version == 1
+    with pytest.raises(RegistryError, match="never production before"):
+        registry.register_version(version(parent=1)) and registry.rollback("cli:ops", to=4)
+
+
+def test_rollback_without_any_production_is_an_error(registry):
+    with pytest.raises(RegistryError, match="no production version"):
+        registry.rollback("cli:ops")
+
+
+def test_alias_compare_and_swap_refuses_a_stale_expectation(registry):
+    registry.register_version(version(), promote=True)
+    registry.register_version(version(parent=1))
+    registry.register_version(version(parent=1))
+    registry.promote(2, "a")
+    with pytest.raises(AliasConflict):
+        with registry._transaction() as session:
+            registry._move_alias(session, "production", 1, 3, "b", "promote", "stale")
+    assert registry.alias() == 2
+    assert [e.to_version for e in registry.history()] == [1, 2]
