@@ -135,6 +135,7 @@ def run(
 ) -> None:
     """The daemon: watch the inbox and process batches one at a time."""
     from daemon.metrics import ServiceMetrics
+    from daemon.notify import Notifier
     from daemon.pipeline import NoProductionVersion
     from daemon.service import Service
 
@@ -142,8 +143,8 @@ def run(
     faulthandler.enable()  # a watchdog SIGABRT leaves a Python stack in the journal
     use_threads(config)
     registry = open_registry(config)
-    metrics = ServiceMetrics()
-    service = Service(config, registry, metrics)
+    metrics = ServiceMetrics(config.metrics.recent_batches)
+    service = Service(config, registry, metrics, notifier=Notifier())
 
     def stop(signum: int, _frame: Any) -> None:
         service.request_stop()

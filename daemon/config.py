@@ -138,6 +138,7 @@ class MetricsConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
+    recent_batches: int = Field(default=10, ge=0)  # per-batch forgetting series kept
 
 
 class DataConfig(_Section):
@@ -152,6 +153,8 @@ class DaemonConfig(_Section):
     max_attempts: int = Field(default=3, ge=1)
     settle_seconds: float = Field(default=1.0, ge=0)  # files without a close event
     rescan_seconds: float = Field(default=60, gt=0)  # catch events inotify dropped
+    stuck_seconds: float = Field(default=900, gt=0)  # no progress this long: stop watchdog pings
+    stall_alert_seconds: float = Field(default=3600, gt=0)  # exported for the queue-stalled alert
 
 
 class Config(_Section):

@@ -69,7 +69,9 @@ def configure_logging(level: str = "info", log_format: LogFormat = "text") -> No
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
-    logger = logging.getLogger("retain")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    for name in ("retain", "py.warnings"):  # library warnings become log lines too
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    logging.captureWarnings(True)

@@ -14,6 +14,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 MODELS = ("production", "candidate")
+STRATEGY_NAMES = ("finetune", "feature_extraction", "meta")  # pre-created label sets
 
 
 class _ModelInfoCollector:
@@ -32,7 +33,8 @@ class _ModelInfoCollector:
 
 
 class ServiceMetrics:
-    def __init__(self) -> None:
+    def __init__(self, recent_batches: int = 10) -> None:
+        self.recent_batches = recent_batches
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
@@ -46,6 +48,25 @@ class ServiceMetrics:
         self.forgetting = Gauge(
             "retain_forgetting_ratio", "Audit accuracy lost by the last candidate versus production", registry=r
         )
+        self.batch_forgetting = Gauge(
+            "retain_batch_forgetting_ratio",
+            "Audit accuracy the last candidate lost on each recent source batch (0 = init data)",
+            ["batch"],
+            registry=r,
+        )
+        self.production_forgetting = Gauge(
+            "retain_production_forgetting_ratio",
+            "Forgetting measured when the production version was a candidate",
+            registry=r,
+        )
+        self.gate_max_forgetting = Gauge(
+            "retain_gate_max_forgetting_ratio", "The forgetting gate's limit (gate.max_forgetting)", registry=r
+        )
+        self.stall_threshold = Gauge(
+            "retain_stall_threshold_seconds",
+            "Alert when the queue is non-empty and no batch finished for this long (daemon.stall_alert_seconds)",
+            registry=r,
+        )
         self.old_accuracy = Gauge(
             "retain_old_accuracy_ratio", "Accuracy on the replay audit set", ["model"], registry=r
         )
@@ -58,6 +79,12 @@ class ServiceMetrics:
             buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r,
         )
+        self.batch_latency = Histogram(
+            "retain_batch_latency_seconds",
+            "Time from a file's arrival to its batch finishing",
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=r,
+        )
         self.queue_depth = Gauge("retain_queue_depth", "Batches pending or in progress", registry=r)
         self.production_version = Gauge("retain_production_version", "Version held by the production alias", registry=r)
         self.replay_samples = Gauge("retain_replay_buffer_samples", "Samples in the production replay memory", registry=r)
@@ -68,7 +95,22 @@ class ServiceMetrics:
         r.register(self._model_info)
         for outcome in ("accepted", "rejected", "invalid", "failed"):
             self.batches.labels(outcome=outcome)
+        for strategy in STRATEGY_NAMES:
+            for decision in ("accepted", "rejected"):
+                self.candidates.labels(strategy=strategy, decision=decision)
+        self._forgetting_batches: list[str] = []
         self._server = None
+
+    def set_batch_forgetting(self, per_batch: dict[int, float]) -> None:
+        """Per-source-batch forgetting for the most recent ``recent_batches`` batches only,
+        so the label's cardinality stays bounded however long the daemon runs."""
+        keep = sorted(per_batch)[-self.recent_batches :] if self.recent_batches else []
+        labels = [str(b) for b in keep]
+        for stale in set(self._forgetting_batches) - set(labels):
+            self.batch_forgetting.remove(stale)
+        for batch in keep:
+            self.batch_forgetting.labels(batch=str(batch)).set(per_batch[batch])
+        self._forgetting_batches = labels
 
     def set_aliases(self, aliases: dict[str, int]) -> None:
         self._model_info.aliases = dict(aliases)

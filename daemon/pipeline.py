@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
 from daemon.logs import fields
 from daemon.metrics import ServiceMetrics
 from daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
-from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry
+from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc
 from strategies.adapt import train_candidate
 from strategies.forgetting import evaluate_gate, verdict
 from strategies.models import features_and_logits
@@ -95,9 +96,23 @@ class Pipeline:
         if self._loaded is None or self._loaded[0] != version.version:
             self._loaded = (version.version, load_model(version, self.artifacts), load_memory(version, self.artifacts))
             log.info("production model loaded", extra=fields(version=version.version))
-        self.metrics.set_aliases({"production": version.version})
-        self.metrics.replay_samples.set(len(self._loaded[2]))
+            self.metrics.replay_samples.set(len(self._loaded[2]))
+        self.refresh_metrics(version)
         return version, self._loaded[1], self._loaded[2]
+
+    def refresh_metrics(self, production: ModelVersion | None = None) -> None:
+        """Alias gauges from the registry: catches promotions and rollbacks made from the CLI."""
+        aliases = self.registry.aliases()
+        self.metrics.set_aliases(aliases)
+        if production is None and "production" in aliases:
+            production = self.registry.version(aliases["production"])
+        if production is not None:
+            self.metrics.production_forgetting.set(production.forgetting or 0.0)
+
+    def _finished(self, batch: Batch) -> None:
+        self.metrics.last_batch.set_to_current_time()
+        waited = datetime.now(UTC) - as_utc(batch.created_at)
+        self.metrics.batch_latency.observe(max(0.0, waited.total_seconds()))
 
     def data_spec(self, spec: ModelSpec) -> DataSpec:
         data = self.config.data
@@ -128,7 +143,7 @@ class Pipeline:
         target = move_file(path, self.config.rejected_dir, batch.id, batch.name)
         self.registry.finish_batch(batch.id, "rejected", path=str(target), reason=reason)
         self.metrics.batches.labels(outcome="invalid").inc()
-        self.metrics.last_batch.set_to_current_time()
+        self._finished(batch)
         log.warning("batch rejected", extra=fields(batch=batch.id, file=str(path), reason=reason))
         return BatchOutcome(batch.id, "rejected", reason=reason)
 
@@ -281,9 +296,10 @@ class Pipeline:
         ):
             self.metrics.old_accuracy.labels(model=name).set(old)
             self.metrics.new_accuracy.labels(model=name).set(new_acc)
-        self.metrics.last_batch.set_to_current_time()
+        self.metrics.set_batch_forgetting({g.source: g.forgetting for g in gate.groups})
+        self._finished(batch)
         if moved:
-            self.metrics.set_aliases({"production": row.version})
+            self.refresh_metrics(row)
         log.info(
             "candidate registered",
             extra=fields(

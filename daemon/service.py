@@ -16,9 +16,10 @@ from pathlib import Path
 from daemon.config import Config
 from daemon.logs import fields
 from daemon.metrics import ServiceMetrics
+from daemon.notify import Notifier, Watchdog, watchdog_interval
 from daemon.pipeline import BatchOutcome, Pipeline, move_file
 from daemon.watcher import InboxWatcher, is_candidate
-from registry import ArtifactStore, Batch, Registry
+from registry import ArtifactStore, Batch, Registry, as_utc
 from strategies.training import TrainingInterrupted, TrainingProgress
 
 log = logging.getLogger("retain.daemon")
@@ -76,10 +77,13 @@ class Service:
         registry: Registry,
         metrics: ServiceMetrics | None = None,
         on_progress: Callable[[Batch, TrainingProgress], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
-        self.metrics = metrics or ServiceMetrics()
+        self.metrics = metrics or ServiceMetrics(config.metrics.recent_batches)
+        self.notifier = notifier or Notifier(address="")
+        self.last_progress = time.monotonic()
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}"
         self.stop_requested = threading.Event()
@@ -112,12 +116,15 @@ class Service:
         now = time.time()
         if not force and state is None and now - self._status_written < _STATUS_INTERVAL:
             return
+        if state is None:  # periodic: pick up alias moves made from the CLI
+            self.pipeline.refresh_metrics()
         self.status.heartbeat_at = now
         write_json_atomic(self.config.workdir / STATUS_FILE, self.status.__dict__)
         self._status_written = now
 
     def _on_progress(self, outer):
         def report(batch: Batch, progress: TrainingProgress) -> None:
+            self.last_progress = time.monotonic()
             self._write_status()
             if outer is not None:
                 outer(batch, progress)
@@ -166,11 +173,20 @@ class Service:
 
     # -------------------------------------------------------------------- loop
 
+    def _initial_metrics(self) -> None:
+        self.metrics.queue_depth.set(self.registry.queue_depth())
+        self.metrics.gate_max_forgetting.set(self.config.gate.max_forgetting)
+        self.metrics.stall_threshold.set(self.config.daemon.stall_alert_seconds)
+        # "No batch finished since": the last one in the registry, or this start.
+        last = self.registry.last_finished_at()
+        self.metrics.last_batch.set(as_utc(last).timestamp() if last else time.time())
+
     def process_one(self) -> BatchOutcome | None:
         batch = self.registry.claim_batch(self.owner, self.config.daemon.lease_seconds)
         if batch is None:
             return None
         self._write_status("processing", batch.id, force=True)
+        self.notifier.status(f"processing batch {batch.id} ({batch.name})")
         log.info("batch started", extra=fields(batch=batch.id, file=batch.path, attempt=batch.attempts))
         try:
             return self.pipeline.process(batch)
@@ -191,8 +207,11 @@ class Service:
             )
             return BatchOutcome(batch.id, state, reason=reason)
         finally:
-            self.metrics.queue_depth.set(self.registry.queue_depth())
+            depth = self.registry.queue_depth()
+            self.metrics.queue_depth.set(depth)
             self._write_status("idle", None, force=True)
+            self.notifier.status(f"idle, {depth} queued" if depth else "idle")
+            self.last_progress = time.monotonic()
 
     def run(self, once: bool = False, on_ready: Callable[[], None] | None = None) -> list[BatchOutcome]:
         """Serve until stopped (or, with ``once``, until nothing is pending)."""
@@ -202,21 +221,33 @@ class Service:
         if not once:
             self.watcher.start()
         outcomes: list[BatchOutcome] = []
+        watchdog: Watchdog | None = None
         try:
             self.watcher.scan()
             self.pipeline.production()  # fail fast without a production model
-            self.metrics.queue_depth.set(self.registry.queue_depth())
+            self._initial_metrics()
             self._write_status("idle", force=True)
+            self.notifier.ready(f"watching {self.config.inbox}")
+            interval = watchdog_interval() if self.notifier.enabled else None
+            if interval:
+                watchdog = Watchdog(
+                    self.notifier, interval, lambda: self.last_progress, self.config.daemon.stuck_seconds
+                )
+                watchdog.start()
             log.info(
                 "daemon ready",
-                extra=fields(inbox=str(self.config.inbox), once=once, pid=os.getpid()),
+                extra=fields(inbox=str(self.config.inbox), once=once, pid=os.getpid(), watchdog_interval=interval),
             )
             if on_ready is not None:
                 on_ready()
             next_scan = time.monotonic() + self.config.daemon.rescan_seconds
             while not self.stop_requested.is_set():
+                self.last_progress = time.monotonic()
                 for path in self.watcher.due():
-                    self.register_file(path)
+                    try:
+                        self.register_file(path)
+                    except Exception:  # noqa: BLE001 - e.g. registry unreachable; the rescan retries
+                        log.exception("could not record file; will retry", extra=fields(file=str(path)))
                 if self.stop_requested.is_set():
                     break
                 outcome = self.process_one()
@@ -234,6 +265,9 @@ class Service:
                 self._write_status()
                 self.watcher.wait(_IDLE_WAIT)
         finally:
+            self.notifier.stopping()
+            if watchdog is not None:
+                watchdog.stop()
             self._write_status("stopping", None, force=True)
             self.watcher.stop()
             self._write_status("stopped", None, force=True)

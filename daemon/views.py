@@ -8,15 +8,13 @@ from typing import Any
 
 from rich.table import Table
 
-from registry import AliasEvent, Batch, ModelVersion
+from registry import AliasEvent, Batch, ModelVersion, as_utc
 
 
 def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def version_row(version: ModelVersion, production: int | None) -> dict[str, Any]:

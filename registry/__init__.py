@@ -9,11 +9,12 @@ from registry.store import (
     RegistryError,
     UnknownVersion,
 )
-from registry.tables import Alias, AliasEvent, Batch, ModelVersion
+from registry.tables import Alias, AliasEvent, Batch, ModelVersion, as_utc
 
 __all__ = [
     "PRODUCTION",
     "Alias",
+    "as_utc",
     "AliasConflict",
     "AliasEvent",
     "ArtifactError",

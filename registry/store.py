@@ -297,6 +297,17 @@ class Registry:
             row = session.get(Alias, name)
             return row.version if row else None
 
+    def aliases(self) -> dict[str, int]:
+        with self._transaction() as session:
+            return {row.name: row.version for row in session.exec(select(Alias))}
+
+    def last_finished_at(self) -> datetime | None:
+        """When the most recent batch reached a final state."""
+        with self._transaction() as session:
+            return session.exec(
+                select(func.max(Batch.updated_at)).where(Batch.state.in_(("done", "rejected", "failed")))
+            ).one()
+
     def production(self) -> ModelVersion | None:
         number = self.alias(PRODUCTION)
         return None if number is None else self.version(number)

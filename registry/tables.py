@@ -11,6 +11,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """Timestamps read back from SQLite have no zone; every stored timestamp is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Batch(SQLModel, table=True):
     __tablename__ = "batch"
 

@@ -8,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-from strategies.training import TrainingHooks, TrainingSettings, run_template, tensor_dataset
+from strategies.training import TrainingHooks, TrainingSettings, quiet_avalanche, run_template, tensor_dataset
 
 
 def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor):
@@ -17,8 +17,9 @@ def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor):
     The buffer is not updated after training: what the memory keeps from a batch is decided
     once, by ``strategies.replay.remember``, and saved with the version.
     """
-    from avalanche.training.plugins import ReplayPlugin
-    from avalanche.training.storage_policy import ClassBalancedBuffer
+    with quiet_avalanche():
+        from avalanche.training.plugins import ReplayPlugin
+        from avalanche.training.storage_policy import ClassBalancedBuffer
 
     class FixedReplayPlugin(ReplayPlugin):
         def after_training_exp(self, strategy, **kwargs):

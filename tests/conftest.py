@@ -148,3 +148,17 @@ def postgres_url() -> Iterator[str]:
     finally:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; CI (RETAIN_REQUIRE_OPS=1) fails instead of skipping without it."""
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("RETAIN_REQUIRE_OPS"):
+        pytest.fail(f"{name} is required (RETAIN_REQUIRE_OPS) but not installed")
+    pytest.skip(f"{name} not installed")
+
+
+def free_port() -> int:
+    return _free_port()

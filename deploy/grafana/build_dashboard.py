@@ -1,0 +1,164 @@
+"""Writes deploy/grafana/dashboards/retain.json, the dashboard Grafana provisions.
+
+Plain dictionaries rather than grafana-foundation-sdk: the SDK is a public preview pinned to
+one Grafana version, and this dashboard needs nothing it adds. Run after editing panels:
+
+    .venv/bin/python deploy/grafana/build_dashboard.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DATASOURCE = {"type": "prometheus", "uid": "retain-prometheus"}
+SEL = 'job=~"$job", instance=~"$instance"'
+OUTPUT = Path(__file__).parent / "dashboards" / "retain.json"
+
+
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict:
+    return {
+        "datasource": DATASOURCE,
+        "expr": expr,
+        "legendFormat": legend or "__auto",
+        "refId": ref,
+        "range": not instant,
+        "instant": instant,
+    }
+
+
+def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int = 12, h: int = 8,
+          unit: str = "short", description: str = "", **options) -> dict:
+    for index, item in enumerate(targets):
+        item["refId"] = chr(ord("A") + index)
+    defaults: dict = {"unit": unit}
+    if unit == "percentunit":
+        defaults |= {"min": 0, "max": 1}
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options,
+    }
+
+
+def panels() -> list[dict]:
+    rows = [
+        panel("stat", "Production version", [target(f"retain_production_version{{{SEL}}}", "version")],
+              0, 0, w=4, h=4, description="Version held by the production alias"),
+        panel("stat", "Daemon up", [target(f'up{{{SEL}}}', "{{instance}}")], 4, 0, w=4, h=4,
+              description="1 while Prometheus can scrape the daemon"),
+        panel("stat", "Queue depth", [target(f"retain_queue_depth{{{SEL}}}", "queued")], 8, 0, w=4, h=4),
+        panel("stat", "Replay memory", [target(f"retain_replay_buffer_samples{{{SEL}}}", "samples")],
+              12, 0, w=4, h=4, description="Samples in the production version's replay memory"),
+        panel("stat", "Since last batch", [target(f"time() - retain_last_batch_timestamp_seconds{{{SEL}}}", "age")],
+              16, 0, w=4, h=4, unit="s"),
+        panel("stat", "Gate limit", [target(f"retain_gate_max_forgetting_ratio{{{SEL}}}", "max forgetting")],
+              20, 0, w=4, h=4, unit="percentunit"),
+        panel("timeseries", "Forgetting over time, per production version", [
+            target(f'retain_production_forgetting_ratio{{{SEL}}} * on (job, instance) group_left (version) '
+                   f'retain_model_info{{{SEL}, alias="production"}}', "production v{{version}}"),
+            target(f"retain_forgetting_ratio{{{SEL}}}", "last candidate"),
+            target(f"retain_gate_max_forgetting_ratio{{{SEL}}}", "gate limit"),
+        ], 0, 4, unit="percentunit",
+            description="Audit accuracy lost against the parent: production's, the last candidate's, and the gate"),
+        panel("timeseries", "Forgetting per source batch (last candidate)", [
+            target(f"retain_batch_forgetting_ratio{{{SEL}}}", "batch {{batch}}"),
+        ], 12, 4, unit="percentunit", description="Batch 0 is the data version 1 was trained on"),
+        panel("timeseries", "Accuracy: candidate vs production", [
+            target(f"retain_old_accuracy_ratio{{{SEL}}}", "old data, {{model}}"),
+            target(f"retain_new_accuracy_ratio{{{SEL}}}", "new batch, {{model}}"),
+        ], 0, 12, unit="percentunit",
+            description="Old = replay audit set; new = held-out slice of the latest batch"),
+        panel("timeseries", "Shift of the latest batch", [
+            target(f"retain_shift_score{{{SEL}}}", "MMD²"),
+            target(f"retain_shift_pvalue{{{SEL}}}", "p-value"),
+        ], 12, 12, description="Kernel MMD² in the production model's feature space and its permutation p-value"),
+        panel("timeseries", "Strategy choices and gate decisions", [
+            target(f"sum by (strategy, decision) (increase(retain_candidates_total{{{SEL}}}[$__rate_interval]))",
+                   "{{strategy}} {{decision}}"),
+        ], 0, 20, description="Candidates trained per interval", drawStyle="bars"),
+        panel("bargauge", "Candidates so far", [
+            target(f"sum by (strategy, decision) (retain_candidates_total{{{SEL}}})", "{{strategy}} {{decision}}",
+                   instant=True),
+        ], 12, 20, displayMode="basic", orientation="horizontal"),
+        panel("timeseries", "Batches by outcome", [
+            target(f"sum by (outcome) (increase(retain_batches_total{{{SEL}}}[$__rate_interval]))", "{{outcome}}"),
+        ], 0, 28),
+        panel("timeseries", "Queue depth and batch latency", [
+            target(f"retain_queue_depth{{{SEL}}}", "queued"),
+            target(f"histogram_quantile(0.9, sum by (le) (rate(retain_batch_latency_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+                   "p90 arrival to done (s)"),
+            target(f"histogram_quantile(0.9, sum by (le) (rate(retain_training_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+                   "p90 training (s)"),
+        ], 12, 28),
+        panel("timeseries", "Production version", [
+            target(f"retain_production_version{{{SEL}}}", "production"),
+        ], 0, 36, w=24, description="Annotated with every promotion and rollback", drawStyle="line",
+            lineInterpolation="stepAfter"),
+    ]
+    for number, item in enumerate(rows, start=1):
+        item["id"] = number
+    return rows
+
+
+def dashboard() -> dict:
+    return {
+        "uid": "retain-overview",
+        "title": "retain",
+        "description": "Continual learning: shift, forgetting, gate decisions and the production version",
+        "tags": ["retain"],
+        "timezone": "utc",
+        "schemaVersion": 42,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "time": {"from": "now-24h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "job", "label": "job", "type": "query", "datasource": DATASOURCE,
+                    "query": {"query": "label_values(retain_production_version, job)", "refId": "job"},
+                    "definition": "label_values(retain_production_version, job)",
+                    "current": {"text": "retain", "value": "retain"}, "refresh": 2, "includeAll": False,
+                },
+                {
+                    "name": "instance", "label": "instance", "type": "query", "datasource": DATASOURCE,
+                    "query": {"query": 'label_values(retain_production_version{job=~"$job"}, instance)',
+                              "refId": "instance"},
+                    "definition": 'label_values(retain_production_version{job=~"$job"}, instance)',
+                    "current": {"text": "All", "value": "$__all"}, "refresh": 2, "includeAll": True,
+                    "allValue": ".*", "multi": True,
+                },
+            ]
+        },
+        "annotations": {
+            "list": [
+                {
+                    "name": "Promotions and rollbacks",
+                    "datasource": DATASOURCE,
+                    "enable": True,
+                    "iconColor": "orange",
+                    "expr": f"changes(retain_production_version{{{SEL}}}[2m]) > 0",
+                    "titleFormat": "production moved",
+                    "textFormat": "production is now version {{value}}",
+                    "step": "30s",
+                }
+            ]
+        },
+        "panels": panels(),
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    OUTPUT.write_text(render())
+    print(f"wrote {OUTPUT}")
