@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/shift_mmd.py
+	$(BIN)/python benchmarks/policy_regret.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -16,7 +16,7 @@ from daemon.service import ensure_workdir
 from daemon.versions import ModelSpec, save_memory, save_model
 from registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError
 from strategies.forgetting import evaluate_gate
-from strategies.models import head_module
+from strategies.models import head_width
 from strategies.replay import INIT_SOURCE, ReplayMemory, holdout_split, remember
 from strategies.training import TrainingHooks, TrainingProgress, train_initial
 
@@ -73,9 +73,12 @@ def init_workspace(
         torch.manual_seed(config.training.seed)  # the initial weights are reproducible too
         try:
             model = spec.build()
-            head_module(model, spec.head)
         except (ValueError, TypeError) as exc:
-            raise InitError(f"model: {exc}") from None
+            raise InitError(f"model.factory {spec.factory!r}: {exc}") from None
+        try:
+            head_width(model, spec.head)
+        except ValueError as exc:
+            raise InitError(f"model.head: {exc}") from None
 
         data_spec = DataSpec(spec.input_shape, spec.num_classes, config.data.label_column,
                              min_samples=config.data.min_samples, max_samples=config.data.max_samples,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 if TYPE_CHECKING:  # the strategies import torch; read-only CLI commands never need it
     from strategies.forgetting import GateConfig
+    from strategies.meta import ReptileSettings
     from strategies.policy import PolicyConfig
     from strategies.shift import ShiftThresholds
     from strategies.training import TrainingSettings
@@ -50,6 +51,8 @@ class ModelConfig(_Section):
     num_classes: int | None = Field(default=None, ge=2)
     head: str = "head"
     weights: Path | None = None  # initial state_dict for `retain init` without --train
+    # Labels up to max_classes - 1 are accepted; classes beyond the head's width widen it.
+    max_classes: int | None = Field(default=None, ge=2)
 
     @field_validator("input_shape")
     @classmethod
@@ -78,13 +81,34 @@ class ShiftConfig(_Section):
 class PolicySection(_Section):
     lr_scale_none: float = Field(default=0.1, gt=0, le=1)
     lr_scale_mild: float = Field(default=0.2, gt=0, le=1)
-    lr_scale_moderate: float = Field(default=0.5, gt=0, le=1)
-    lr_scale_severe: float = Field(default=0.5, gt=0, le=1)
+    lr_scale_moderate: float = Field(default=1.0, gt=0, le=1)
+    lr_scale_severe: float = Field(default=1.0, gt=0, le=1)
+    feature_extraction_lr_scale: float = Field(default=3.0, gt=0)
+    meta_lr_scale: float = Field(default=0.2, gt=0)
+    small_batch: int = Field(default=200, ge=0)
+    probe_separates: float = Field(default=0.98, ge=0, le=1)
+    probe_transfers: float = Field(default=0.95, ge=0, le=1)
+    recurring_batches: int = Field(default=2, ge=1)
+    history_window: int = Field(default=10, ge=0)
+    fallback: bool = True
 
     def policy(self) -> PolicyConfig:
         from strategies.policy import PolicyConfig
 
         return PolicyConfig(**self.model_dump())
+
+
+class MetaSection(_Section):
+    meta_steps: int = Field(default=200, ge=1)
+    inner_steps: int = Field(default=5, ge=1)
+    inner_lr: float = Field(default=0.05, gt=0)
+    meta_lr: float = Field(default=0.5, gt=0, le=1)
+    batch_size: int = Field(default=32, ge=1)
+
+    def reptile(self) -> ReptileSettings:
+        from strategies.meta import ReptileSettings
+
+        return ReptileSettings(**self.model_dump())
 
 
 class TrainingConfig(_Section):
@@ -163,6 +187,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     shift: ShiftConfig = Field(default_factory=ShiftConfig)
     policy: PolicySection = Field(default_factory=PolicySection)
+    meta: MetaSection = Field(default_factory=MetaSection)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateSection = Field(default_factory=GateSection)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)

@@ -3,11 +3,12 @@ report. This is where ``strategies`` and ``registry`` meet."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from daemon.metrics import ServiceMetrics
 from daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
 from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc
 from strategies.adapt import train_candidate
-from strategies.forgetting import evaluate_gate, verdict
-from strategies.models import features_and_logits
-from strategies.policy import ShiftHistoryEntry, choose
+from strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
+from strategies.measure import measure_batch
+from strategies.models import head_module
+from strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
 from strategies.replay import ReplayMemory, holdout_split, remember
-from strategies.shift import ShiftReport, measure_shift
+from strategies.shift import ShiftReport
 from strategies.training import TrainingHooks, TrainingProgress
 
 log = logging.getLogger("retain.pipeline")
@@ -33,6 +35,15 @@ log = logging.getLogger("retain.pipeline")
 
 class NoProductionVersion(Exception):
     """The registry has no production model yet: run ``retain init``."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    choice: Choice
+    model: nn.Module
+    gate: GateMetrics
+    verdict: Verdict
+    duration: float
 
 
 @dataclass(frozen=True)
@@ -60,10 +71,6 @@ def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
     if source.exists():
         os.replace(source, target)
     return target
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).double().mean()) if len(labels) else 0.0
 
 
 class Pipeline:
@@ -118,7 +125,7 @@ class Pipeline:
         data = self.config.data
         return DataSpec(
             input_shape=spec.input_shape,
-            num_classes=spec.num_classes,
+            num_classes=max(spec.num_classes, self.config.model.max_classes or 0),
             label_column=data.label_column,
             min_samples=data.min_samples,
             max_samples=data.max_samples,
@@ -151,29 +158,22 @@ class Pipeline:
         self, model: nn.Module, spec: ModelSpec, memory: ReplayMemory, loaded: LoadedBatch, seed: int
     ) -> ShiftReport:
         """Step 3: the batch against the replay memory in the production feature space."""
-        ref_features, _ = features_and_logits(model, spec.head, memory.x)
-        _, audit_logits = features_and_logits(model, spec.head, memory.audit_set()[0])
-        batch_features, batch_logits = features_and_logits(model, spec.head, loaded.x)
-        return measure_shift(
-            ref_features,
-            memory.y,
-            batch_features,
-            loaded.y,
-            accuracy_reference=accuracy(audit_logits, memory.audit_set()[1]),
-            accuracy_batch=accuracy(batch_logits, loaded.y),
-            num_classes=spec.num_classes,
-            thresholds=self.config.shift.thresholds(),
-            seed=seed,
+        assert loaded.y is not None
+        return measure_batch(
+            model, spec.head, memory, loaded.x, loaded.y, spec.num_classes, self.config.shift.thresholds(), seed
         )
 
     def history(self) -> tuple[ShiftHistoryEntry, ...]:
-        entries = []
+        """One entry per earlier batch (a batch with a fallback has two versions)."""
+        entries: dict[int, ShiftHistoryEntry] = {}
         for version in self.registry.versions():
             if version.batch_id is not None and version.severity is not None:
-                entries.append(
-                    ShiftHistoryEntry(batch_id=version.batch_id, severity=version.severity, p_value=version.p_value or 1.0)
+                novel = tuple(json.loads(version.details).get("shift", {}).get("novel_classes", []))
+                entries[version.batch_id] = ShiftHistoryEntry(
+                    batch_id=version.batch_id, severity=version.severity, p_value=version.p_value or 1.0,
+                    novel_classes=novel,
                 )
-        return tuple(entries)
+        return tuple(entries.values())
 
     def _hooks(self, batch: Batch) -> TrainingHooks:
         lease = self.config.daemon.lease_seconds
@@ -190,6 +190,37 @@ class Pipeline:
                 log.debug("epoch done", extra=fields(batch=batch.id, epoch=progress.epoch, epochs=progress.epochs))
 
         return TrainingHooks(on_progress=on_progress, should_stop=self.should_stop)
+
+    def _train_and_gate(
+        self,
+        choice: Choice,
+        batch: Batch,
+        model: nn.Module,
+        memory: ReplayMemory,
+        train: tuple[torch.Tensor, torch.Tensor],
+        holdout: tuple[torch.Tensor, torch.Tensor],
+        spec: ModelSpec,
+        seed: int,
+    ) -> Candidate:
+        """Steps 5 and 6 for one strategy."""
+        log.info("strategy chosen", extra=fields(batch=batch.id, strategy=choice.strategy, rule=choice.rule))
+        started = time.monotonic()
+        model_out = train_candidate(
+            choice, model, train, memory, self.config.training.settings(seed=seed), head=spec.head,
+            reptile=self.config.meta.reptile(), hooks=self._hooks(batch),
+        )
+        duration = time.monotonic() - started
+        self.metrics.training_duration.observe(duration)
+        gate = evaluate_gate(model, model_out, memory.audit_groups(), holdout)
+        outcome = verdict(gate, self.config.gate.gate())
+        self.metrics.candidates.labels(strategy=choice.strategy, decision=outcome.decision).inc()
+        log.info(
+            "candidate gated",
+            extra=fields(batch=batch.id, strategy=choice.strategy, decision=outcome.decision,
+                         forgetting=round(gate.forgetting, 4), acc_new_candidate=round(gate.acc_new_candidate, 4),
+                         acc_new_production=round(gate.acc_new_production, 4), training_seconds=round(duration, 2)),
+        )
+        return Candidate(choice, model_out, gate, outcome, duration)
 
     def _adapt(
         self,
@@ -220,20 +251,18 @@ class Pipeline:
                 label_distance=round(report.label_distance, 3),
                 accuracy_drop=round(report.accuracy_drop, 3),
                 novel_classes=list(report.novel_classes),
+                probe_accuracy=report.probe_accuracy,
             ),
         )
 
-        choice = choose(report, self.history(), self.config.policy.policy(), self.config.training.lr)
-        log.info("strategy chosen", extra=fields(batch=batch.id, strategy=choice.strategy, rule=choice.rule))
+        policy = self.config.policy.policy()
+        choice = choose(report, self.history(), policy, self.config.training.lr)
+        candidates = [self._train_and_gate(choice, batch, model, memory, train, holdout, spec, seed)]
+        if not candidates[0].verdict.accepted:
+            second = fallback_choice(choice, report, policy, self.config.training.lr)
+            if second is not None:
+                candidates.append(self._train_and_gate(second, batch, model, memory, train, holdout, spec, seed))
 
-        settings = self.config.training.settings(seed=seed)
-        started = time.monotonic()
-        candidate = train_candidate(choice, model, train, memory, settings, self._hooks(batch))
-        duration = time.monotonic() - started
-        self.metrics.training_duration.observe(duration)
-
-        gate = evaluate_gate(model, candidate, memory.audit_groups(), holdout)
-        outcome = verdict(gate, self.config.gate.gate())
         new_memory = remember(
             memory,
             train,
@@ -243,6 +272,67 @@ class Pipeline:
             audit_fraction=self.config.replay.audit_fraction,
             seed=seed,
         )
+        replay_sha256 = save_memory(new_memory, self.artifacts)
+        news = [
+            self._new_version(c, production, batch, report, spec, replay_sha256, len(train[1]), len(holdout[1]),
+                              first_of=None if i == 0 else production.version)
+            for i, c in enumerate(candidates)
+        ]
+        accepted = [i for i, c in enumerate(candidates) if c.verdict.accepted]
+        promote_index = accepted[0] if accepted and self.config.registry.auto_promote else None
+        rows, moved = self.registry.register_versions(news, promote_index=promote_index, actor=f"daemon:{self.owner}")
+        target = move_file(path, self.config.processed_dir, batch.id, batch.name)
+        self.registry.move_batch(batch.id, str(target), n_samples=len(loaded))
+
+        final = candidates[accepted[0]] if accepted else candidates[-1]
+        final_row = rows[accepted[0]] if accepted else rows[-1]
+        gate = final.gate
+        self.metrics.batches.labels(outcome=final.verdict.decision).inc()
+        self.metrics.forgetting.set(gate.forgetting)
+        for name, old, new_acc in (
+            ("production", gate.acc_old_production, gate.acc_new_production),
+            ("candidate", gate.acc_old_candidate, gate.acc_new_candidate),
+        ):
+            self.metrics.old_accuracy.labels(model=name).set(old)
+            self.metrics.new_accuracy.labels(model=name).set(new_acc)
+        self.metrics.set_batch_forgetting({g.source: g.forgetting for g in gate.groups})
+        self._finished(batch)
+        if moved:
+            self.refresh_metrics(final_row)
+        log.info(
+            "candidate registered",
+            extra=fields(
+                batch=batch.id,
+                version=final_row.version,
+                parent=production.version,
+                strategy=final.choice.strategy,
+                decision=final.verdict.decision,
+                candidates=len(candidates),
+                forgetting=round(gate.forgetting, 4),
+                promoted=moved,
+            ),
+        )
+        if promote_index is not None and not moved:
+            log.warning(
+                "production moved during training; candidate not promoted",
+                extra=fields(batch=batch.id, version=final_row.version),
+            )
+        return BatchOutcome(batch.id, "done", version=final_row.version, decision=final.verdict.decision)
+
+    def _new_version(
+        self,
+        candidate: Candidate,
+        production: ModelVersion,
+        batch: Batch,
+        report: ShiftReport,
+        spec: ModelSpec,
+        replay_sha256: str,
+        n_train: int,
+        n_holdout: int,
+        first_of: int | None,
+    ) -> NewVersion:
+        gate, choice = candidate.gate, candidate.choice
+        width = head_module(candidate.model, spec.head).out_features
         details = {
             "shift": {
                 "mmd2": report.mmd2,
@@ -251,23 +341,27 @@ class Pipeline:
                 "novel_classes": list(report.novel_classes),
                 "accuracy_reference": report.accuracy_reference,
                 "accuracy_batch": report.accuracy_batch,
+                "probe_accuracy": report.probe_accuracy,
                 "reasons": list(report.reasons),
             },
-            "choice": {"rule": choice.rule, "hyperparameters": choice.hyperparameters},
+            "choice": {"rule": choice.rule, "hyperparameters": choice.hyperparameters,
+                       "measurements": choice.measurements, "fallback": choice.fallback},
             "per_batch": [
-                {"batch": g.source, "n": g.n, "production": g.production, "candidate": g.candidate, "forgetting": g.forgetting}
+                {"batch": g.source, "n": g.n, "production": g.production, "candidate": g.candidate,
+                 "forgetting": g.forgetting}
                 for g in gate.groups
             ],
-            "training_seconds": round(duration, 3),
-            "n_train": len(train[1]),
-            "n_holdout": len(holdout[1]),
+            "training_seconds": round(candidate.duration, 3),
+            "n_train": n_train,
+            "n_holdout": n_holdout,
+            "is_fallback": first_of is not None,
         }
-        new = NewVersion(
-            status=outcome.decision,
+        return NewVersion(
+            status=candidate.verdict.decision,
             strategy=choice.strategy,
-            model_spec=spec.to_dict(),
-            artifact_sha256=save_model(candidate, self.artifacts),
-            replay_sha256=save_memory(new_memory, self.artifacts),
+            model_spec=replace(spec, num_classes=width).to_dict(),
+            artifact_sha256=save_model(candidate.model, self.artifacts),
+            replay_sha256=replay_sha256,
             parent=production.version,
             batch_id=batch.id,
             severity=report.severity,
@@ -279,45 +373,6 @@ class Pipeline:
             acc_new_production=gate.acc_new_production,
             forgetting=gate.forgetting,
             rationale=choice.rationale,
-            decision_reasons=outcome.reasons,
+            decision_reasons=candidate.verdict.reasons,
             details=details,
         )
-        promote = outcome.accepted and self.config.registry.auto_promote
-        row, moved = self.registry.register_version(new, promote=promote, actor=f"daemon:{self.owner}")
-        target = move_file(path, self.config.processed_dir, batch.id, batch.name)
-        self.registry.move_batch(batch.id, str(target), n_samples=len(loaded))
-
-        self.metrics.candidates.labels(strategy=choice.strategy, decision=outcome.decision).inc()
-        self.metrics.batches.labels(outcome=outcome.decision).inc()
-        self.metrics.forgetting.set(gate.forgetting)
-        for name, old, new_acc in (
-            ("production", gate.acc_old_production, gate.acc_new_production),
-            ("candidate", gate.acc_old_candidate, gate.acc_new_candidate),
-        ):
-            self.metrics.old_accuracy.labels(model=name).set(old)
-            self.metrics.new_accuracy.labels(model=name).set(new_acc)
-        self.metrics.set_batch_forgetting({g.source: g.forgetting for g in gate.groups})
-        self._finished(batch)
-        if moved:
-            self.refresh_metrics(row)
-        log.info(
-            "candidate registered",
-            extra=fields(
-                batch=batch.id,
-                version=row.version,
-                parent=production.version,
-                strategy=choice.strategy,
-                decision=outcome.decision,
-                forgetting=round(gate.forgetting, 4),
-                acc_new_candidate=round(gate.acc_new_candidate, 4),
-                acc_new_production=round(gate.acc_new_production, 4),
-                promoted=moved,
-                training_seconds=round(duration, 2),
-            ),
-        )
-        if promote and not moved:
-            log.warning(
-                "production moved during training; candidate not promoted",
-                extra=fields(batch=batch.id, version=row.version),
-            )
-        return BatchOutcome(batch.id, "done", version=row.version, decision=outcome.decision)

@@ -222,58 +222,69 @@ class Registry:
     def register_version(
         self, new: NewVersion, promote: bool = False, actor: str = "daemon"
     ) -> tuple[ModelVersion, bool]:
-        """Insert a version (number allocated here) and, in the same transaction, mark its
-        batch done and, if asked, move ``production`` from its parent to it.
+        """Register one version; see ``register_versions``."""
+        rows, moved = self.register_versions([new], promote_index=0 if promote else None, actor=actor)
+        return rows[0], moved
 
-        Returns the version and whether ``production`` moved: it does not when someone moved
-        the alias away from the parent while the candidate was being trained.
+    def register_versions(
+        self, news: list[NewVersion], promote_index: int | None = None, actor: str = "daemon"
+    ) -> tuple[list[ModelVersion], bool]:
+        """Insert versions (numbers allocated here, in order) and, in the same transaction,
+        mark their batch done and, if asked, move ``production`` from the parent of
+        ``news[promote_index]`` to it. All candidates of one batch land together or not at all.
+
+        Returns the rows and whether ``production`` moved: it does not when someone moved the
+        alias away from the parent while the candidates were being trained.
         """
         with self._transaction() as session:
             if not self.is_sqlite:
                 session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_VERSION_LOCK_KEY))
-            latest = session.exec(select(func.max(ModelVersion.version))).one()
-            number = (latest or 0) + 1
-            row = ModelVersion(
-                version=number,
-                parent=new.parent,
-                batch_id=new.batch_id,
-                status=new.status,
-                strategy=new.strategy,
-                severity=new.severity,
-                shift_score=new.shift_score,
-                p_value=new.p_value,
-                acc_old_candidate=new.acc_old_candidate,
-                acc_old_production=new.acc_old_production,
-                acc_new_candidate=new.acc_new_candidate,
-                acc_new_production=new.acc_new_production,
-                forgetting=new.forgetting,
-                rationale=new.rationale,
-                decision_reasons=json.dumps(list(new.decision_reasons)),
-                details=json.dumps(new.details or {}),
-                model_spec=json.dumps(new.model_spec),
-                artifact_sha256=new.artifact_sha256,
-                replay_sha256=new.replay_sha256,
-            )
-            session.add(row)
+            latest = session.exec(select(func.max(ModelVersion.version))).one() or 0
+            rows = []
+            for offset, new in enumerate(news, start=1):
+                row = ModelVersion(
+                    version=latest + offset,
+                    parent=new.parent,
+                    batch_id=new.batch_id,
+                    status=new.status,
+                    strategy=new.strategy,
+                    severity=new.severity,
+                    shift_score=new.shift_score,
+                    p_value=new.p_value,
+                    acc_old_candidate=new.acc_old_candidate,
+                    acc_old_production=new.acc_old_production,
+                    acc_new_candidate=new.acc_new_candidate,
+                    acc_new_production=new.acc_new_production,
+                    forgetting=new.forgetting,
+                    rationale=new.rationale,
+                    decision_reasons=json.dumps(list(new.decision_reasons)),
+                    details=json.dumps(new.details or {}),
+                    model_spec=json.dumps(new.model_spec),
+                    artifact_sha256=new.artifact_sha256,
+                    replay_sha256=new.replay_sha256,
+                )
+                session.add(row)
+                rows.append(row)
             session.flush()
-            if new.batch_id is not None:
-                batch = session.get(Batch, new.batch_id)
+            final = rows[promote_index] if promote_index is not None else rows[-1]
+            if final.batch_id is not None:
+                batch = session.get(Batch, final.batch_id)
                 if batch is None:
-                    raise RegistryError(f"batch {new.batch_id} does not exist")
-                batch.state, batch.version, batch.reason = "done", number, None
+                    raise RegistryError(f"batch {final.batch_id} does not exist")
+                batch.state, batch.version, batch.reason = "done", final.version, None
                 batch.lease_owner, batch.lease_expires, batch.updated_at = None, None, utcnow()
                 session.add(batch)
             moved = False
-            if promote:
+            if promote_index is not None:
                 current = session.get(Alias, PRODUCTION)
                 if current is None:
-                    self._create_alias(session, PRODUCTION, number, actor, "initial version")
+                    self._create_alias(session, PRODUCTION, final.version, actor, "initial version")
                     moved = True
-                elif current.version == new.parent:
-                    self._move_alias(session, PRODUCTION, new.parent, number, actor, "auto_promote",
+                elif current.version == final.parent:
+                    self._move_alias(session, PRODUCTION, final.parent, final.version, actor, "auto_promote",
                                      "accepted by the forgetting gate")
                     moved = True
-            return row, moved
+            return rows, moved
 
     def version(self, number: int) -> ModelVersion:
         with self._transaction() as session:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from strategies.feature_extraction import feature_extraction
 from strategies.finetune import finetune
+from strategies.meta import ReptileSettings, meta
 from strategies.policy import Choice
 from strategies.replay import ReplayMemory
 from strategies.training import TrainingHooks, TrainingSettings
@@ -17,11 +19,22 @@ def train_candidate(
     train: tuple[torch.Tensor, torch.Tensor],
     memory: ReplayMemory,
     settings: TrainingSettings,
+    head: str = "head",
+    reptile: ReptileSettings = ReptileSettings(),
     hooks: TrainingHooks = TrainingHooks(),
 ) -> nn.Module:
-    """Train a candidate from ``production`` with the chosen strategy; production is untouched."""
+    """Train a candidate from ``production`` with the chosen strategy; production is untouched.
+
+    Every strategy rehearses the replay memory's rehearsal partition and widens the head when
+    the batch brings classes beyond it.
+    """
+    lr = choice.hyperparameters["lr"]
+    rehearsal = memory.rehearsal()
     if choice.strategy == "finetune":
-        return finetune(
-            production, train, memory.rehearsal(), settings, lr=choice.hyperparameters["lr"], hooks=hooks
-        )
-    raise NotImplementedError(f"strategy {choice.strategy!r} is not implemented yet")
+        return finetune(production, train, rehearsal, settings, lr, head=head, hooks=hooks)
+    if choice.strategy == "feature_extraction":
+        return feature_extraction(production, train, rehearsal, settings, lr, head=head, hooks=hooks)
+    if choice.strategy == "meta":
+        sources = memory.source[~memory.audit]
+        return meta(production, train, rehearsal, sources, settings, lr, reptile, head=head, hooks=hooks)
+    raise ValueError(f"unknown strategy {choice.strategy!r}")

@@ -7,6 +7,7 @@ named head module; features are then read from the head's input with a forward h
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 from collections.abc import Callable, Sequence
@@ -149,3 +150,37 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def head_width(model: nn.Module, head: str) -> int:
+    module = head_module(model, head)
+    if not isinstance(module, nn.Linear):
+        raise ValueError(f"model.head {head!r} must be an nn.Linear, not {type(module).__name__}")
+    return module.out_features
+
+
+def widen_head(model: nn.Module, head: str, num_classes: int) -> nn.Module:
+    """Give the head ``num_classes`` outputs, keeping every old class's weights and bias, so
+    old-class logits are unchanged; new rows start at small random weights and zero bias."""
+    old = head_module(model, head)
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"cannot widen model.head {head!r}: it is a {type(old).__name__}, not an nn.Linear")
+    if num_classes <= old.out_features:
+        return model
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None).to(old.weight.device)
+    with torch.no_grad():
+        new.weight.normal_(0.0, 0.01)
+        new.weight[: old.out_features] = old.weight
+        if old.bias is not None:
+            new.bias.zero_()
+            new.bias[: old.out_features] = old.bias
+    parent_name, _, attr = head.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+    return model
+
+
+def prepare_candidate(production: nn.Module, head: str, labels: torch.Tensor) -> nn.Module:
+    """A copy of ``production`` whose head is wide enough for every label it will see."""
+    candidate = copy.deepcopy(production)
+    return widen_head(candidate, head, int(labels.max()) + 1) if len(labels) else candidate

@@ -9,22 +9,40 @@ from strategies.shift import Severity, ShiftReport
 
 Strategy = Literal["finetune", "feature_extraction", "meta"]
 STRATEGIES: tuple[Strategy, ...] = ("finetune", "feature_extraction", "meta")
+# "Significant" is the statistical sense: any severity above none means at least one
+# measurement (the MMD test, label distance, accuracy drop) crossed its threshold.
+SIGNIFICANT: tuple[Severity, ...] = ("mild", "moderate", "severe")
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Config ``[policy]``: how much of the base learning rate each severity gets.
+    """Config ``[policy]``: every threshold the rules below compare against."""
 
-    Fine-tuning always runs below the base rate: the production weights are a good start
-    and a full-rate update is what erases old knowledge.
-    """
-
+    # finetune: a fraction of the base learning rate, by severity. Always reduced: the
+    # production weights are a good start and a full-rate update is what erases old knowledge.
     lr_scale_none: float = 0.1
     lr_scale_mild: float = 0.2
-    lr_scale_moderate: float = 0.5
-    lr_scale_severe: float = 0.5
+    lr_scale_moderate: float = 1.0
+    lr_scale_severe: float = 1.0
+    # feature_extraction trains only the head, which takes a higher rate than the whole net.
+    feature_extraction_lr_scale: float = 3.0
+    # meta adapts from an initialisation already fitted to every task: a gentle final step
+    # keeps it close to that multi-task point, so it forgets less.
+    meta_lr_scale: float = 0.2
+    # A batch smaller than this is "small": too little data to move a whole network safely.
+    small_batch: int = 200
+    # Linear-probe accuracy on frozen features at or above which they "separate" the classes,
+    # and below which they "do not transfer".
+    probe_separates: float = 0.98
+    probe_transfers: float = 0.95
+    # Significant shifts in at least this many distinct earlier batches count as recurring.
+    recurring_batches: int = 2
+    # Look back this many earlier batches for recurrence.
+    history_window: int = 10
+    # Train the next-best strategy once when the first candidate fails the gate.
+    fallback: bool = True
 
-    def lr_scale(self, severity: Severity) -> float:
+    def finetune_lr_scale(self, severity: Severity) -> float:
         return {
             "none": self.lr_scale_none,
             "mild": self.lr_scale_mild,
@@ -50,9 +68,10 @@ class Choice:
     rationale: str
     rule: str
     measurements: dict[str, Any] = field(default_factory=dict)
+    fallback: Strategy | None = None  # next-best strategy if the candidate fails the gate
 
 
-def _measurements(report: ShiftReport) -> dict[str, Any]:
+def _measurements(report: ShiftReport, recurring: int) -> dict[str, Any]:
     return {
         "severity": report.severity,
         "mmd2": round(report.mmd2, 6),
@@ -60,8 +79,61 @@ def _measurements(report: ShiftReport) -> dict[str, Any]:
         "label_distance": round(report.label_distance, 4),
         "novel_classes": list(report.novel_classes),
         "accuracy_drop": round(report.accuracy_drop, 4),
+        "probe_accuracy": None if report.probe_accuracy is None else round(report.probe_accuracy, 4),
         "n_batch": report.n_batch,
+        "recurring_shifts": recurring,
     }
+
+
+def recurring_shifts(history: tuple[ShiftHistoryEntry, ...], window: int) -> int:
+    """Distinct earlier batches (within the last ``window``) with a significant shift."""
+    recent = sorted(history, key=lambda entry: entry.batch_id)[-window:] if window else ()
+    return len({entry.batch_id for entry in recent if entry.severity in SIGNIFICANT})
+
+
+def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[Strategy, str, str]:
+    """The first rule that fires: (strategy, rule name, why in words)."""
+    probe = report.probe_accuracy
+    probe_text = "n/a" if probe is None else f"{probe:.3f}"
+    if report.novel_classes:
+        if probe is not None and probe >= config.probe_separates:
+            return ("feature_extraction", "novel-classes-separable",
+                    f"new classes {list(report.novel_classes)} and frozen features separate them "
+                    f"(probe {probe_text} >= {config.probe_separates})")
+        return ("meta", "novel-classes-entangled",
+                f"new classes {list(report.novel_classes)} that frozen features do not separate "
+                f"(probe {probe_text} < {config.probe_separates})")
+    if report.severity not in SIGNIFICANT:
+        return ("finetune", "little-shift", "no measurement shows a significant shift")
+    if recurring >= config.recurring_batches:
+        return ("meta", "recurring-shift",
+                f"significant shifts recur: {recurring} distinct earlier batches >= {config.recurring_batches}")
+    if probe is not None and probe < config.probe_transfers:
+        return ("meta", "features-do-not-transfer",
+                f"frozen features do not transfer (probe {probe_text} < {config.probe_transfers})")
+    if report.n_batch < config.small_batch:
+        return ("feature_extraction", "significant-shift-small-batch",
+                f"{report.severity} shift on a small batch ({report.n_batch} < {config.small_batch})")
+    return ("finetune", f"significant-shift-{report.severity}",
+            f"{report.severity} shift on a large batch whose features transfer (probe {probe_text})")
+
+
+# What to try when the first choice fails the gate: the next-best strategy for that rule.
+_FALLBACK: dict[Strategy, Strategy] = {
+    "finetune": "feature_extraction",
+    "feature_extraction": "meta",
+    "meta": "feature_extraction",
+}
+
+
+def hyperparameters(strategy: Strategy, report: ShiftReport, config: PolicyConfig, base_lr: float) -> dict[str, Any]:
+    if strategy == "finetune":
+        scale = config.finetune_lr_scale(report.severity)
+    elif strategy == "feature_extraction":
+        scale = config.feature_extraction_lr_scale
+    else:
+        scale = config.meta_lr_scale
+    return {"lr": base_lr * scale, "lr_scale": scale}
 
 
 def choose(
@@ -70,23 +142,46 @@ def choose(
     config: PolicyConfig,
     base_lr: float,
 ) -> Choice:
-    """Pick the adaptation for this batch.
+    """Pick the adaptation for this batch (rules in order, first match wins):
 
-    Only ``finetune`` is implemented so far; the learning rate grows with severity but stays
-    reduced. ``feature_extraction`` and ``meta`` plug in here as further rules.
+    1. new classes: ``feature_extraction`` if a linear probe on the frozen features separates
+       the batch's classes, else ``meta``;
+    2. little shift (severity none): ``finetune`` at a reduced learning rate;
+    3. significant shifts recurring across several distinct earlier batches: ``meta``;
+    4. features that do not transfer (low probe accuracy): ``meta``;
+    5. a significant shift on a small batch: ``feature_extraction``;
+    6. otherwise ``finetune``.
     """
-    scale = config.lr_scale(report.severity)
-    lr = base_lr * scale
+    recurring = recurring_shifts(history, config.history_window)
+    strategy, rule, why = _rule(report, recurring, config)
+    params = hyperparameters(strategy, report, config, base_lr)
     measured = "; ".join(report.reasons) or "no measurement crossed a threshold"
-    rule = f"finetune-{report.severity}"
     rationale = (
-        f"severity {report.severity} ({measured}); "
-        f"finetune at {scale:g} x base lr = {lr:g} [{rule}]"
+        f"{strategy} because {why} [{rule}]; measured: {measured}; "
+        f"lr {params['lr']:g} ({params['lr_scale']:g} x base)"
     )
     return Choice(
-        strategy="finetune",
-        hyperparameters={"lr": lr, "lr_scale": scale},
+        strategy=strategy,
+        hyperparameters=params,
         rationale=rationale,
         rule=rule,
-        measurements=_measurements(report) | {"earlier_batches": len(history)},
+        measurements=_measurements(report, recurring),
+        fallback=_FALLBACK[strategy] if config.fallback else None,
+    )
+
+
+def fallback_choice(first: Choice, report: ShiftReport, config: PolicyConfig, base_lr: float) -> Choice | None:
+    """The second candidate to train when ``first`` failed the gate, or None."""
+    if first.fallback is None:
+        return None
+    strategy = first.fallback
+    params = hyperparameters(strategy, report, config, base_lr)
+    return Choice(
+        strategy=strategy,
+        hyperparameters=params,
+        rationale=f"{strategy} as fallback after the {first.strategy} candidate failed the gate "
+                  f"[fallback-after-{first.rule}]; lr {params['lr']:g} ({params['lr_scale']:g} x base)",
+        rule=f"fallback-after-{first.rule}",
+        measurements=first.measurements,
+        fallback=None,
     )

@@ -51,6 +51,9 @@ class ShiftReport:
     n_batch: int
     severity: Severity
     reasons: tuple[str, ...] = field(default=())
+    # Held-out accuracy of a linear probe on the production features of the new batch: how
+    # well the frozen features separate its classes (None when too small to measure).
+    probe_accuracy: float | None = None
 
     @property
     def accuracy_drop(self) -> float:
@@ -151,6 +154,26 @@ def classify_severity(
     return SEVERITIES[level], tuple(reasons)
 
 
+def linear_probe_accuracy(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> float | None:
+    """Held-out accuracy of a logistic regression on frozen features (70/30 split).
+
+    ``None`` when there are too few samples or a single class: nothing to separate.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x = features.double().flatten(1).numpy()
+    y = labels.long().numpy()
+    counts = torch.bincount(labels.long())
+    if len(y) < 20 or int((counts > 0).sum()) < 2 or int(counts[counts > 0].min()) < 2:
+        return None
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
+    scaler = StandardScaler().fit(x_train)
+    probe = LogisticRegression(max_iter=500).fit(scaler.transform(x_train), y_train)
+    return float(probe.score(scaler.transform(x_test), y_test))
+
+
 def measure_shift(
     reference_features: torch.Tensor,
     reference_labels: torch.Tensor,
@@ -161,6 +184,7 @@ def measure_shift(
     num_classes: int,
     thresholds: ShiftThresholds = ShiftThresholds(),
     seed: int = 0,
+    probe_accuracy: float | None = None,
 ) -> ShiftReport:
     """Measure how far a batch has moved from the reference, and how badly."""
     mmd = mmd_permutation_test(
@@ -186,4 +210,5 @@ def measure_shift(
         n_batch=len(batch_features),
         severity=severity,
         reasons=reasons,
+        probe_accuracy=probe_accuracy,
     )

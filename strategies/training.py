@@ -112,6 +112,27 @@ def quiet_avalanche() -> Iterator[None]:
         yield
 
 
+def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor):
+    """A ``ReplayPlugin`` whose class-balanced buffer already holds the rehearsal samples.
+
+    The buffer is not updated after training: what the memory keeps from a batch is decided
+    once, by ``strategies.replay.remember``, and saved with the version.
+    """
+    with quiet_avalanche():
+        from avalanche.training.plugins import ReplayPlugin
+        from avalanche.training.storage_policy import ClassBalancedBuffer
+
+    class FixedReplayPlugin(ReplayPlugin):
+        def after_training_exp(self, strategy, **kwargs):
+            pass
+
+    size = max(len(rehearsal_y), 1)
+    buffer = ClassBalancedBuffer(max_size=size, adaptive_size=True)
+    if len(rehearsal_y):
+        buffer.update_from_dataset(tensor_dataset(rehearsal_x, rehearsal_y))
+    return FixedReplayPlugin(mem_size=size, storage_policy=buffer)
+
+
 def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 

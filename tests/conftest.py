@@ -52,9 +52,11 @@ def write_config(workdir: Path, **sections: dict) -> Path:
     return path
 
 
-def retain(config: Path | None, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def retain(
+    config: Path | None, *args: str, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     command = [*RETAIN, *(["--config", str(config)] if config else []), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop("RETAIN_CONFIG", None)
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     if check and result.returncode != 0:

@@ -1,33 +1,91 @@
-"""Strategy selection is a pure function of the shift report and config."""
+"""Strategy selection is a pure function of the shift report, the history and the config."""
 
-from strategies.policy import PolicyConfig, ShiftHistoryEntry, choose
+from dataclasses import replace
+
+from strategies.policy import PolicyConfig, ShiftHistoryEntry, choose, fallback_choice, recurring_shifts
 from strategies.shift import ShiftReport
 
+CONFIG = PolicyConfig()
 
-def report(severity: str, reasons=("accuracy drop 0.120 >= 0.1",)) -> ShiftReport:
+
+def report(severity="moderate", n_batch=500, probe=0.97, novel=(), reasons=("accuracy drop 0.120 >= 0.1",)):
     return ShiftReport(
-        mmd2=0.05, p_value=0.004, label_distance=0.1, novel_classes=(), accuracy_reference=0.9,
-        accuracy_batch=0.78, n_reference=300, n_batch=200, severity=severity, reasons=tuple(reasons),
+        mmd2=0.05, p_value=0.004, label_distance=0.1, novel_classes=tuple(novel), accuracy_reference=0.9,
+        accuracy_batch=0.78, n_reference=300, n_batch=n_batch, severity=severity, reasons=tuple(reasons),
+        probe_accuracy=probe,
     )
 
 
-def test_finetune_learning_rate_is_reduced_and_grows_with_severity():
-    config = PolicyConfig()
-    rates = [choose(report(s), (), config, base_lr=0.01).hyperparameters["lr"] for s in ("none", "mild", "moderate")]
+def history(*severities: str) -> tuple[ShiftHistoryEntry, ...]:
+    return tuple(ShiftHistoryEntry(batch_id=i + 1, severity=s, p_value=0.01) for i, s in enumerate(severities))
+
+
+def test_little_shift_picks_finetune_at_a_reduced_learning_rate():
+    choice = choose(report("none", reasons=()), (), CONFIG, base_lr=0.01)
+    assert (choice.strategy, choice.rule) == ("finetune", "little-shift")
+    assert choice.hyperparameters["lr"] < 0.01
+
+
+def test_finetune_learning_rate_grows_with_severity_and_comes_from_config():
+    rates = [CONFIG.finetune_lr_scale(s) for s in ("none", "mild", "moderate", "severe")]
     assert rates == sorted(rates)
-    assert all(rate < 0.01 for rate in rates)
+    assert choose(report("none"), (), replace(CONFIG, lr_scale_none=0.25), 0.004).hyperparameters["lr"] == 0.001
 
 
-def test_learning_rate_scale_comes_from_config():
-    choice = choose(report("moderate"), (), PolicyConfig(lr_scale_moderate=0.25), base_lr=0.004)
-    assert choice.strategy == "finetune"
-    assert choice.hyperparameters["lr"] == 0.001
+def test_a_mild_shift_is_significant():
+    assert choose(report("mild", n_batch=100), (), CONFIG, 0.01).strategy == "feature_extraction"
+
+
+def test_significant_shift_on_a_small_batch_picks_feature_extraction():
+    choice = choose(report("moderate", n_batch=120), (), CONFIG, 0.01)
+    assert (choice.strategy, choice.rule) == ("feature_extraction", "significant-shift-small-batch")
+
+
+def test_new_classes_that_frozen_features_separate_pick_feature_extraction():
+    choice = choose(report("severe", novel=(8, 9), probe=0.99), (), CONFIG, 0.01)
+    assert (choice.strategy, choice.rule) == ("feature_extraction", "novel-classes-separable")
+    assert "probe 0.990 >= 0.98" in choice.rationale
+
+
+def test_new_classes_that_frozen_features_do_not_separate_pick_meta():
+    assert choose(report("severe", novel=(8,), probe=0.5), (), CONFIG, 0.01).strategy == "meta"
+
+
+def test_significant_shifts_recurring_across_earlier_batches_pick_meta():
+    choice = choose(report("moderate"), history("severe", "none", "mild"), CONFIG, 0.01)
+    assert (choice.strategy, choice.rule) == ("meta", "recurring-shift")
+
+
+def test_one_earlier_significant_shift_is_not_a_recurrence():
+    assert choose(report("moderate"), history("severe", "none"), CONFIG, 0.01).strategy == "finetune"
+
+
+def test_features_that_do_not_transfer_pick_meta():
+    choice = choose(report("severe", probe=0.4), (), CONFIG, 0.01)
+    assert (choice.strategy, choice.rule) == ("meta", "features-do-not-transfer")
+
+
+def test_significant_shift_on_a_large_batch_with_transferable_features_picks_finetune():
+    choice = choose(report("severe", n_batch=800, probe=0.97), (), CONFIG, 0.01)
+    assert (choice.strategy, choice.rule) == ("finetune", "significant-shift-severe")
+
+
+def test_recurrence_counts_distinct_batches_within_the_window():
+    entries = history("severe", "moderate", "none", "mild") + (ShiftHistoryEntry(4, "severe", 0.01),)
+    assert recurring_shifts(entries, window=10) == 3
+    assert recurring_shifts(entries, window=2) == 1
 
 
 def test_rationale_names_the_measurements_and_the_rule():
-    history = (ShiftHistoryEntry(batch_id=1, severity="mild", p_value=0.01),)
-    choice = choose(report("moderate"), history, PolicyConfig(), base_lr=0.01)
+    choice = choose(report("moderate"), history("mild"), CONFIG, base_lr=0.01)
     assert "accuracy drop 0.120" in choice.rationale
-    assert choice.rule in choice.rationale
-    assert choice.measurements["earlier_batches"] == 1
-    assert choice.measurements["p_value"] == 0.004
+    assert f"[{choice.rule}]" in choice.rationale
+    assert choice.measurements["p_value"] == 0.004 and choice.measurements["probe_accuracy"] == 0.97
+
+
+def test_fallback_is_the_next_best_strategy_and_can_be_switched_off():
+    first = choose(report("moderate", n_batch=100), (), CONFIG, 0.01)
+    second = fallback_choice(first, report("moderate", n_batch=100), CONFIG, 0.01)
+    assert (first.strategy, second.strategy) == ("feature_extraction", "meta")
+    assert second.rule == "fallback-after-significant-shift-small-batch"
+    assert fallback_choice(choose(report(), (), replace(CONFIG, fallback=False), 0.01), report(), CONFIG, 0.01) is None

@@ -1,0 +1,70 @@
+"""``feature_extraction``: the production backbone frozen, the head retrained (and widened for
+classes the model has never seen), with rehearsal from the replay buffer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from strategies.models import head_module, prepare_candidate
+from strategies.training import TrainingHooks, TrainingSettings, replay_plugin, run_template
+
+
+def backbone_parameters(model: nn.Module, head: str) -> list[tuple[str, nn.Parameter]]:
+    """Every parameter outside the head: for a built-in model, ``backbone``'s; for a user's
+    model, everything but the named head module."""
+    prefix = head + "."
+    return [(name, p) for name, p in model.named_parameters() if not name.startswith(prefix)]
+
+
+def frozen_backbone_plugin(model: nn.Module, head: str):
+    """Keeps everything but the head in eval mode: the template calls ``model.train()`` each
+    epoch, which would let BatchNorm statistics move."""
+    from avalanche.core import SupervisedPlugin
+
+    target = head_module(model, head)
+    inside_head = set(map(id, target.modules()))
+    # Modules that neither are part of the head nor contain it (the root model contains it).
+    backbone_modules = [
+        m for m in model.modules() if id(m) not in inside_head and not any(c is target for c in m.modules())
+    ]
+
+    def freeze_modes() -> None:
+        for module in backbone_modules:
+            module.eval()
+
+    class FrozenBackbone(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kwargs):
+            freeze_modes()
+
+        def before_training_iteration(self, strategy, **kwargs):
+            freeze_modes()
+
+    return FrozenBackbone()
+
+
+def feature_extraction(
+    production: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    rehearsal: tuple[torch.Tensor, torch.Tensor],
+    settings: TrainingSettings,
+    lr: float,
+    head: str = "head",
+    hooks: TrainingHooks = TrainingHooks(),
+) -> nn.Module:
+    """A candidate whose backbone is bit-identical to ``production``'s; only the head learns."""
+    candidate = prepare_candidate(production, head, torch.cat([train[1], rehearsal[1]]))
+    # The template's optimizer covers every parameter: without requires_grad=False the
+    # backbone would still move (weight decay, momentum).
+    frozen = backbone_parameters(candidate, head)
+    for _, parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        run_template(
+            candidate, *train, settings, lr,
+            plugins=[replay_plugin(*rehearsal), frozen_backbone_plugin(candidate, head)], hooks=hooks,
+        )
+    finally:
+        for _, parameter in frozen:
+            parameter.requires_grad_(True)
+    return candidate

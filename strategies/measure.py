@@ -1,0 +1,50 @@
+"""Step 3 on a model: the batch against the replay memory in the model's feature space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from strategies.models import features_and_logits
+from strategies.replay import ReplayMemory
+from strategies.shift import ShiftReport, ShiftThresholds, linear_probe_accuracy, measure_shift
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).double().mean()) if len(labels) else 0.0
+
+
+def measure_batch(
+    model: nn.Module,
+    head: str,
+    memory: ReplayMemory,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    thresholds: ShiftThresholds,
+    seed: int = 0,
+) -> ShiftReport:
+    """MMD on penultimate features, label distance, novel classes, the production model's
+    accuracy drop (audit set vs batch) and a linear probe on frozen features.
+
+    The probe is fitted on the batch and the replay memory together, so "the features
+    separate the classes" means new classes apart from old ones too, not just each other.
+    """
+    reference_features, _ = features_and_logits(model, head, memory.x)
+    audit_x, audit_y = memory.audit_set()
+    _, audit_logits = features_and_logits(model, head, audit_x)
+    batch_features, batch_logits = features_and_logits(model, head, x)
+    return measure_shift(
+        reference_features,
+        memory.y,
+        batch_features,
+        y,
+        accuracy_reference=accuracy(audit_logits, audit_y),
+        accuracy_batch=accuracy(batch_logits, y),
+        num_classes=max(num_classes, int(y.max()) + 1),
+        thresholds=thresholds,
+        seed=seed,
+        probe_accuracy=linear_probe_accuracy(
+            torch.cat([batch_features, reference_features]), torch.cat([y, memory.y]), seed=seed % (2**31)
+        ),
+    )

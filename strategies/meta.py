@@ -1,0 +1,103 @@
+"""``meta``: learn an initialisation that adapts fast (first-order, Reptile) over the tasks
+at hand — the past batches held in the replay buffer and the new batch's support split —
+then adapt from it on the new batch.
+
+Reptile runs inside Avalanche as a plugin at the start of the experience, so the ordinary
+training that follows (with replay) and the forgetting gate apply unchanged. It is written
+with ``torch.func`` (``functional_call`` and ``grad``): no ``higher`` or ``learn2learn``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+from torch.nn import functional as F
+
+from strategies.models import prepare_candidate
+from strategies.training import TrainingHooks, TrainingSettings, replay_plugin, run_template
+
+Task = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ReptileSettings:
+    meta_steps: int = 200  # outer updates
+    inner_steps: int = 5  # SGD steps on one task per outer update
+    inner_lr: float = 0.05
+    meta_lr: float = 0.5  # interpolation towards the adapted weights, annealed to 0
+    batch_size: int = 32
+
+
+def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed: int = 0) -> nn.Module:
+    """Move ``model``'s parameters, in place, to a Reptile initialisation for ``tasks``."""
+    tasks = [task for task in tasks if len(task[1])]
+    if not tasks:
+        return model
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    buffers = {name: b for name, b in model.named_buffers()}
+
+    def loss(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, (weights, buffers), (x,)), y)
+
+    task_gradient = grad(loss)
+    was_training = model.training
+    model.train()
+    for step in range(settings.meta_steps):
+        x, y = tasks[int(torch.randint(len(tasks), (1,), generator=generator))]
+        fast = dict(params)
+        for _ in range(settings.inner_steps):
+            idx = torch.randint(len(y), (min(settings.batch_size, len(y)),), generator=generator)
+            gradients = task_gradient(fast, x[idx].to(device), y[idx].to(device))
+            fast = {name: fast[name] - settings.inner_lr * gradients[name] for name in fast}
+        step_size = settings.meta_lr * (1.0 - step / settings.meta_steps)
+        params = {name: params[name] + step_size * (fast[name] - params[name]) for name in params}
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.copy_(params[name])
+    model.train(was_training)
+    return model
+
+
+def meta_plugin(tasks: list[Task], settings: ReptileSettings, seed: int):
+    """Runs Reptile on the strategy's model when the experience starts."""
+    from avalanche.core import SupervisedPlugin
+
+    class MetaInitialisation(SupervisedPlugin):
+        def before_training_exp(self, strategy, **kwargs):
+            reptile(strategy.model, tasks, settings, seed)
+
+    return MetaInitialisation()
+
+
+def meta_tasks(
+    rehearsal: tuple[torch.Tensor, torch.Tensor], rehearsal_source: torch.Tensor, support: Task
+) -> list[Task]:
+    """One task per past batch in the replay buffer, plus the new batch's support split."""
+    x, y = rehearsal
+    tasks = [(x[rehearsal_source == s], y[rehearsal_source == s]) for s in rehearsal_source.unique().tolist()]
+    return [*tasks, support]
+
+
+def meta(
+    production: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    rehearsal: tuple[torch.Tensor, torch.Tensor],
+    rehearsal_source: torch.Tensor,
+    settings: TrainingSettings,
+    lr: float,
+    reptile_settings: ReptileSettings = ReptileSettings(),
+    head: str = "head",
+    hooks: TrainingHooks = TrainingHooks(),
+) -> nn.Module:
+    """A candidate adapted on the new batch from a meta-learned initialisation."""
+    candidate = prepare_candidate(production, head, torch.cat([train[1], rehearsal[1]]))
+    tasks = meta_tasks(rehearsal, rehearsal_source, train)
+    return run_template(
+        candidate, *train, settings, lr,
+        plugins=[meta_plugin(tasks, reptile_settings, settings.seed), replay_plugin(*rehearsal)], hooks=hooks,
+    )

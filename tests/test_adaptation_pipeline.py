@@ -1,0 +1,103 @@
+"""Strategy selection and fallback through the real daemon: `retain run --once` on real files."""
+
+import json
+import os
+import textwrap
+
+import numpy as np
+
+from conftest import retain, save_npz, write_config
+
+
+def versions(config):
+    return json.loads(retain(config, "versions", "--json").stdout)
+
+
+def test_a_rejected_candidate_is_followed_by_one_fallback_and_both_are_recorded(workspace, digit_data):
+    x, y = digit_data
+    write_config(workspace.parent, gate={"min_gain": 1.0})  # nothing can pass
+    save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    first, second = versions(workspace)[1:]
+    assert first["batch"] == second["batch"] == 1
+    assert first["strategy"] != second["strategy"]
+    assert (first["status"], second["status"]) == ("rejected", "rejected")
+    assert "as fallback after the" in second["rationale"]
+    [batch] = json.loads(retain(workspace, "batches", "--json").stdout)
+    assert (batch["state"], batch["version"]) == ("done", second["version"])
+
+
+def test_fallback_can_be_switched_off(workspace, digit_data):
+    x, y = digit_data
+    write_config(workspace.parent, gate={"min_gain": 1.0}, policy={"fallback": False})
+    save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    assert len(versions(workspace)) == 2
+
+
+def test_new_classes_widen_the_head_and_the_rationale_names_them(tmp_path, digit_data):
+    x, y = digit_data
+    old = y < 8
+    config = write_config(tmp_path, model={"kwargs": {"hidden": [32]}, "max_classes": 10},
+                          gate={"max_forgetting": 1.0, "min_gain": -1.0})
+    save_npz(tmp_path / "init.npz", x[old][:500], y[old][:500])
+    retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
+    new = np.flatnonzero(~old)
+    held_out_eights = new[y[new] == 8][:20]
+    batch = np.concatenate([np.setdiff1d(new, held_out_eights), np.flatnonzero(old)[500:600]])
+    save_npz(tmp_path / "inbox" / "new.npz", x[batch], y[batch])  # mostly 8s and 9s
+    retain(config, "run", "--once")
+    candidate = versions(config)[1]
+    assert candidate["strategy"] in ("feature_extraction", "meta")
+    assert "new classes [8, 9]" in candidate["rationale"]
+    shown = json.loads(retain(config, "show", str(candidate["version"]), "--json").stdout)
+    assert shown["model_spec"]["num_classes"] == 10
+    assert json.loads(retain(config, "show", "1", "--json").stdout)["model_spec"]["num_classes"] == 8
+    np.savez(tmp_path / "eights.npz", x=x[held_out_eights])
+    predicted = json.loads(retain(config, "predict", str(tmp_path / "eights.npz"), "--json").stdout)["predictions"]
+    assert predicted.count(8) >= 10
+
+
+def test_labels_beyond_max_classes_are_rejected(workspace, digit_data):
+    x, y = digit_data
+    save_npz(workspace.parent / "inbox" / "b.npz", x[:100], y[:100] + 5)  # labels up to 14
+    retain(workspace, "run", "--once")
+    [batch] = json.loads(retain(workspace, "batches", "--json").stdout)
+    assert batch["state"] == "rejected" and "labels out of range" in batch["reason"]
+
+
+USER_MODEL = '''
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self, input_shape, num_classes):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], 24), nn.ReLU())
+            self.fc = nn.Linear(24, num_classes)
+
+        def forward(self, x):
+            return self.fc(self.body(x))
+
+    def build(input_shape, num_classes):
+        return Net(input_shape, num_classes)
+'''
+
+
+def test_a_users_model_names_its_head_in_config(tmp_path, digit_data):
+    x, y = digit_data
+    (tmp_path / "mymodels.py").write_text(textwrap.dedent(USER_MODEL))
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    save_npz(tmp_path / "init.npz", x[:400], y[:400])
+    config = write_config(tmp_path, model={"factory": "mymodels:build", "kwargs": {}, "head": "classifier"})
+    result = retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train", check=False, env=env)
+    assert result.returncode != 0
+    assert "model.head: model has no module named 'classifier' (top-level modules: body, fc)" in result.stderr
+
+    config = write_config(tmp_path, model={"factory": "mymodels:build", "kwargs": {}, "head": "fc"},
+                          policy={"small_batch": 1000}, gate={"max_forgetting": 1.0, "min_gain": -1.0})
+    retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train", env=env)
+    noisy = np.clip(x[400:600] + np.random.default_rng(0).normal(0, 0.3, (200, 64)), 0, 1).astype(np.float32)
+    save_npz(tmp_path / "inbox" / "noisy.npz", noisy, y[400:600])
+    retain(config, "run", "--once", env=env)
+    assert versions(config)[1]["strategy"] in ("feature_extraction", "meta", "finetune")
+    assert versions(config)[1]["artifact_sha256"]

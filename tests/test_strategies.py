@@ -1,0 +1,109 @@
+"""The three adaptation strategies on small streams."""
+
+import copy
+import math
+
+import torch
+from torch.nn import functional as F
+
+from strategies.feature_extraction import feature_extraction
+from strategies.finetune import finetune
+from strategies.meta import ReptileSettings, reptile
+from strategies.models import mlp, small_cnn, widen_head
+from strategies.training import TrainingSettings
+
+SETTINGS = TrainingSettings(epochs=2, batch_size=16, lr=0.01)
+
+
+def blobs(n: int, classes: int, dim: int, seed: int, shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(123)) * 3
+    return centres[y] + torch.randn(n, dim, generator=g) + shift, y
+
+
+def test_finetune_changes_the_weights_and_leaves_production_untouched():
+    production = mlp((4,), 3, hidden=(8,))
+    before = copy.deepcopy(production.state_dict())
+    candidate = finetune(production, blobs(60, 3, 4, 1), blobs(20, 3, 4, 2), SETTINGS, lr=0.01)
+    assert all(torch.equal(before[k], v) for k, v in production.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in candidate.state_dict().items())
+
+
+def test_feature_extraction_leaves_every_backbone_parameter_and_statistic_bit_identical():
+    torch.manual_seed(0)
+    production = small_cnn((1, 8, 8), 3, channels=(4,), features=8)
+    x, y = blobs(48, 3, 64, 3)
+    x = x.reshape(-1, 1, 8, 8)
+    rehearsal = (x[:12] + 0.5, y[:12])
+    candidate = feature_extraction(production, (x, y), rehearsal, SETTINGS, lr=0.05)
+    for name, tensor in production.backbone.state_dict().items():  # weights and BatchNorm buffers
+        assert torch.equal(tensor, candidate.backbone.state_dict()[name]), name
+    assert not torch.equal(production.head.weight, candidate.head.weight)
+    assert all(p.requires_grad for p in candidate.parameters())  # saved model is a normal model
+
+
+def test_feature_extraction_widens_the_head_for_new_classes():
+    production = mlp((4,), 3, hidden=(8,))
+    x, y = blobs(60, 5, 4, 1)
+    candidate = feature_extraction(production, (x, y), blobs(20, 3, 4, 2), SETTINGS, lr=0.05)
+    assert candidate.head.out_features == 5
+    assert torch.equal(production.backbone[1].weight, candidate.backbone[1].weight)
+
+
+def test_widening_the_head_keeps_old_class_logits_unchanged():
+    model = mlp((4,), 3, hidden=(8,))
+    x = torch.randn(10, 4)
+    before = model(x).detach()
+    old_weight, old_bias = model.head.weight.detach().clone(), model.head.bias.detach().clone()
+    widen_head(model, "head", 5)
+    after = model(x).detach()
+    assert after.shape == (10, 5)
+    # Same weights and bias; a wider matmul may only round differently in the last bit.
+    torch.testing.assert_close(after[:, :3], before, rtol=0, atol=1e-6)
+    assert torch.equal(model.head.weight[:3], old_weight) and torch.equal(model.head.bias[:3], old_bias)
+
+
+def hyperplane(angle: float, seed: int, n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g) * 2
+    return x, (x @ torch.tensor([math.cos(angle), math.sin(angle)]) > 0).long()
+
+
+def steps_to_loss(model, x, y, target: float, lr: float = 0.05, limit: int = 500) -> int:
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    for step in range(limit):
+        loss = F.cross_entropy(model(x), y)
+        if loss.item() <= target:
+            return step
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return limit
+
+
+def test_meta_initialisation_adapts_faster_than_the_production_start_on_a_held_out_task():
+    torch.manual_seed(0)
+    production = mlp((2,), 2, hidden=(32,))
+    optimizer = torch.optim.Adam(production.parameters(), 1e-2)
+    x0, y0 = hyperplane(0.0, seed=1)
+    for _ in range(300):
+        loss = F.cross_entropy(production(x0), y0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    tasks = [hyperplane(angle, seed=10 + i) for i, angle in enumerate((0.0, 0.8, 1.6, 2.4))]
+    learned = reptile(copy.deepcopy(production), tasks, ReptileSettings(meta_steps=300), seed=0)
+    held_out = hyperplane(2.0, seed=99)
+    plain_steps = steps_to_loss(production, *held_out, target=0.3)
+    meta_steps = steps_to_loss(learned, *held_out, target=0.3)
+    assert meta_steps < plain_steps / 2, (meta_steps, plain_steps)
+
+
+def test_reptile_without_tasks_leaves_the_model_unchanged():
+    model = mlp((2,), 2, hidden=(4,))
+    before = copy.deepcopy(model.state_dict())
+    reptile(model, [], ReptileSettings())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
