@@ -116,6 +116,7 @@ class TrainingConfig(_Section):
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=0.003, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    distillation: float = Field(default=1.0, ge=0)  # anchor replayed samples to production's outputs
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # One thread by default: a daemon shares its host with the model it serves, and on a
     # busy machine more threads than free cores made small-model training ~150x slower.
@@ -137,6 +138,7 @@ class TrainingConfig(_Section):
             batch_size=self.batch_size,
             lr=self.lr,
             weight_decay=self.weight_decay,
+            distillation=self.distillation,
             device=self.resolved_device(),
             seed=self.seed if seed is None else seed,
         )

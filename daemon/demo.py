@@ -14,7 +14,8 @@ from daemon.config import dump_config, load_config
 DEMO_CONFIG = {
     "paths": {"workdir": ".", "inbox": "inbox"},
     "registry": {"url": "sqlite:///registry.db", "auto_promote": True},
-    "model": {"factory": "strategies.models:mlp", "kwargs": {"hidden": [128, 64]}, "head": "head"},
+    # Version 1 knows digits 0-7; 8 and 9 arrive later and widen the head.
+    "model": {"factory": "strategies.models:mlp", "kwargs": {"hidden": [128, 64]}, "head": "head", "max_classes": 10},
     "training": {"epochs": 8, "batch_size": 32, "lr": 0.003, "device": "auto", "threads": 1},
     "gate": {"max_forgetting": 0.02, "min_gain": 0.0, "holdout_fraction": 0.25},
     "replay": {"capacity": 1000, "audit_fraction": 0.3},
@@ -54,14 +55,18 @@ def write_stream(data_dir: Path, seed: int = 0) -> tuple[Path, list[tuple[str, P
         np.savez(path, x=xs.astype(np.float32), y=ys)
         return path
 
-    init = save("init.npz", x[:700], y[:700])
+    known, novel = np.flatnonzero(y < 8), np.flatnonzero(y >= 8)
+    init = save("init.npz", x[known[:600]], y[known[:600]])
+    new_classes = np.concatenate([novel[:250], known[1200:1300]])
+    everything = np.concatenate([novel[250:], known[1300:]])
     batches = [
-        ("same distribution", save("01-same-distribution.npz", x[700:950], y[700:950])),
-        ("gaussian noise", save("02-noisy.npz", add_noise(x[950:1200], rng), y[950:1200])),
-        ("rotated 90 degrees", save("03-rotated.npz", rotate(x[1200:1450]), y[1200:1450])),
-        ("same distribution", save("04-same-distribution.npz", x[1450:1797], y[1450:1797])),
+        ("digits 0-7, same distribution", save("01-same-distribution.npz", x[known[600:850]], y[known[600:850]])),
+        ("gaussian noise", save("02-noisy.npz", add_noise(x[known[850:1050]], rng), y[known[850:1050]])),
+        ("rotated 90 degrees", save("03-rotated.npz", rotate(x[known[1050:1200]]), y[known[1050:1200]])),
+        ("new classes 8 and 9", save("04-new-classes.npz", x[new_classes], y[new_classes])),
+        ("all ten digits", save("05-all-digits.npz", x[everything], y[everything])),
     ]
-    corrupt = data_dir / "05-truncated.npz"
+    corrupt = data_dir / "06-truncated.npz"
     corrupt.write_bytes(batches[0][1].read_bytes()[:500])
     batches.append(("truncated file", corrupt))
     return init, batches
@@ -90,7 +95,7 @@ def run_demo(workdir: Path, console: Console, threads: int = 1) -> None:
     torch.set_num_threads(config.training.threads)
 
     init_file, stream = write_stream(workdir / "data")
-    console.print(f"[bold]retain demo[/] in {workdir}: digits, {len(stream)} batches")
+    console.print(f"[bold]retain demo[/] in {workdir}: digits 0-7 known, {len(stream)} batches to come")
 
     with _progress(console) as progress:
         task = progress.add_task("training version 1 on init.npz", total=None)

@@ -31,10 +31,12 @@ def train_candidate(
     lr = choice.hyperparameters["lr"]
     rehearsal = memory.rehearsal()
     if choice.strategy == "finetune":
-        return finetune(production, train, rehearsal, settings, lr, head=head, hooks=hooks)
-    if choice.strategy == "feature_extraction":
-        return feature_extraction(production, train, rehearsal, settings, lr, head=head, hooks=hooks)
-    if choice.strategy == "meta":
+        candidate = finetune(production, train, rehearsal, settings, lr, head=head, hooks=hooks)
+    elif choice.strategy == "feature_extraction":
+        candidate = feature_extraction(production, train, rehearsal, settings, lr, head=head, hooks=hooks)
+    elif choice.strategy == "meta":
         sources = memory.source[~memory.audit]
-        return meta(production, train, rehearsal, sources, settings, lr, reptile, head=head, hooks=hooks)
-    raise ValueError(f"unknown strategy {choice.strategy!r}")
+        candidate = meta(production, train, rehearsal, sources, settings, lr, reptile, head=head, hooks=hooks)
+    else:
+        raise ValueError(f"unknown strategy {choice.strategy!r}")
+    return candidate

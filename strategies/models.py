@@ -184,3 +184,4 @@ def prepare_candidate(production: nn.Module, head: str, labels: torch.Tensor) ->
     """A copy of ``production`` whose head is wide enough for every label it will see."""
     candidate = copy.deepcopy(production)
     return widen_head(candidate, head, int(labels.max()) + 1) if len(labels) else candidate
+

@@ -27,6 +27,7 @@ class TrainingSettings:
     batch_size: int = 32
     lr: float = 0.01  # base learning rate; strategies scale it
     weight_decay: float = 0.0
+    distillation: float = 1.0  # weight of the production-anchoring loss on replayed samples
     device: str = "cpu"
     seed: int = 0
 
@@ -47,12 +48,16 @@ class TrainingHooks:
     should_stop: Callable[[], bool] = field(default=lambda: False)
 
 
-def tensor_dataset(x: torch.Tensor, y: torch.Tensor):
-    """An Avalanche classification dataset with task label 0 (replay buffers need one)."""
+NEW_DATA_TASK = 0
+REHEARSAL_TASK = 1  # marks replayed samples inside a mixed minibatch; the model ignores it
+
+
+def tensor_dataset(x: torch.Tensor, y: torch.Tensor, task_label: int = NEW_DATA_TASK):
+    """An Avalanche classification dataset with a task label (replay buffers need one)."""
     from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
 
     return _make_taskaware_tensor_classification_dataset(
-        x.float(), y.long(), targets=y.long().tolist(), task_labels=0
+        x.float(), y.long(), targets=y.long().tolist(), task_labels=task_label
     )
 
 
@@ -129,8 +134,41 @@ def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor):
     size = max(len(rehearsal_y), 1)
     buffer = ClassBalancedBuffer(max_size=size, adaptive_size=True)
     if len(rehearsal_y):
-        buffer.update_from_dataset(tensor_dataset(rehearsal_x, rehearsal_y))
+        buffer.update_from_dataset(tensor_dataset(rehearsal_x, rehearsal_y, task_label=REHEARSAL_TASK))
     return FixedReplayPlugin(mem_size=size, storage_policy=buffer)
+
+
+def anchor_plugin(teacher: nn.Module, weight: float, temperature: float = 2.0):
+    """Distil the production model's outputs on replayed samples into the candidate.
+
+    Rehearsal with labels keeps old classes right; matching production's soft outputs on the
+    same samples also keeps how it ranks the wrong ones, which is what drifts first.
+    """
+    from avalanche.core import SupervisedPlugin
+
+    teacher = teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+
+    class Anchor(SupervisedPlugin):
+        def before_training_exp(self, strategy, **kwargs):
+            teacher.to(strategy.device)
+
+        def before_backward(self, strategy, **kwargs):
+            replayed = torch.as_tensor(strategy.mb_task_id) == REHEARSAL_TASK
+            if weight <= 0 or not bool(replayed.any()):
+                return
+            with torch.no_grad():
+                target = teacher(strategy.mb_x[replayed])
+            student = strategy.mb_output[replayed][:, : target.shape[1]]
+            distillation = nn.functional.kl_div(
+                nn.functional.log_softmax(student / temperature, dim=1),
+                nn.functional.softmax(target / temperature, dim=1),
+                reduction="batchmean",
+            )
+            strategy.loss += weight * temperature**2 * distillation
+
+    return Anchor()
 
 
 def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -107,3 +107,21 @@ def test_reptile_without_tasks_leaves_the_model_unchanged():
     before = copy.deepcopy(model.state_dict())
     reptile(model, [], ReptileSettings())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_distillation_keeps_replayed_outputs_closer_to_production():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    production = mlp((4,), 3, hidden=(16,))
+    rehearsal = blobs(60, 3, 4, 2)
+    shifted = blobs(90, 3, 4, 5, shift=2.0)
+    settings = replace(SETTINGS, epochs=5)
+
+    def drift(weight: float) -> float:
+        candidate = finetune(production, shifted, rehearsal, replace(settings, distillation=weight), lr=0.02)
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(candidate(rehearsal[0]), 1), F.softmax(production(rehearsal[0]), 1),
+                                  reduction="batchmean"))
+
+    assert drift(5.0) < drift(0.0)
