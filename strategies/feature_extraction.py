@@ -3,13 +3,11 @@ classes the model has never seen), with rehearsal from the replay buffer."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from strategies.models import head_module, prepare_candidate
-from strategies.training import TrainingHooks, TrainingSettings, anchor_plugin, replay_plugin, run_template
+from strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
 
 
 def backbone_parameters(model: nn.Module, head: str) -> list[tuple[str, nn.Parameter]]:
@@ -64,8 +62,8 @@ def feature_extraction(
     try:
         run_template(
             candidate, *train, settings, lr,
-            plugins=[replay_plugin(*rehearsal), frozen_backbone_plugin(candidate, head),
-                     anchor_plugin(copy.deepcopy(production), settings.distillation)],
+            plugins=[*rehearsal_plugins(production, rehearsal, train[1], settings),
+                     frozen_backbone_plugin(candidate, head)],
             hooks=hooks,
         )
     finally:

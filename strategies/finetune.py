@@ -3,13 +3,11 @@ rate, with rehearsal from a class-balanced replay buffer."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from strategies.models import prepare_candidate
-from strategies.training import TrainingHooks, TrainingSettings, anchor_plugin, replay_plugin, run_template
+from strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
 
 
 def finetune(
@@ -23,5 +21,5 @@ def finetune(
 ) -> nn.Module:
     """A candidate fine-tuned from a copy of ``production``; ``production`` is untouched."""
     candidate = prepare_candidate(production, head, torch.cat([train[1], rehearsal[1]]))
-    plugins = [replay_plugin(*rehearsal), anchor_plugin(copy.deepcopy(production), settings.distillation)]
+    plugins = rehearsal_plugins(production, rehearsal, train[1], settings)
     return run_template(candidate, *train, settings, lr, plugins=plugins, hooks=hooks)

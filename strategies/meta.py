@@ -9,7 +9,6 @@ with ``torch.func`` (``functional_call`` and ``grad``): no ``higher`` or ``learn
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +17,7 @@ from torch.func import functional_call, grad
 from torch.nn import functional as F
 
 from strategies.models import prepare_candidate
-from strategies.training import TrainingHooks, TrainingSettings, anchor_plugin, replay_plugin, run_template
+from strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
 
 Task = tuple[torch.Tensor, torch.Tensor]
 
@@ -100,7 +99,7 @@ def meta(
     tasks = meta_tasks(rehearsal, rehearsal_source, train)
     return run_template(
         candidate, *train, settings, lr,
-        plugins=[meta_plugin(tasks, reptile_settings, settings.seed), replay_plugin(*rehearsal),
-                 anchor_plugin(copy.deepcopy(production), settings.distillation)],
+        plugins=[meta_plugin(tasks, reptile_settings, settings.seed),
+                 *rehearsal_plugins(production, rehearsal, train[1], settings)],
         hooks=hooks,
     )

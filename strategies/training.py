@@ -117,7 +117,29 @@ def quiet_avalanche() -> Iterator[None]:
         yield
 
 
-def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor):
+def memory_batch_size(batch_size: int, rehearsal_y: torch.Tensor, train_y: torch.Tensor, cap: int = 4) -> int:
+    """Replayed samples per minibatch so that every class is drawn at about the same rate:
+    a batch that brings 2 classes next to a memory of 8 gets 4x as many replayed samples
+    as new ones, or the new classes would dominate each step and pull old samples over."""
+    memory_classes = len(rehearsal_y.unique()) if len(rehearsal_y) else 0
+    new_classes = max(len(train_y.unique()), 1)
+    return max(1, min(cap * batch_size, round(batch_size * memory_classes / new_classes)))
+
+
+def rehearsal_plugins(
+    production: nn.Module,
+    rehearsal: tuple[torch.Tensor, torch.Tensor],
+    train_y: torch.Tensor,
+    settings: TrainingSettings,
+) -> list:
+    """What every strategy rehearses with: class-balanced replay and the production anchor."""
+    return [
+        replay_plugin(*rehearsal, batch_size_mem=memory_batch_size(settings.batch_size, rehearsal[1], train_y)),
+        anchor_plugin(copy.deepcopy(production), settings.distillation),
+    ]
+
+
+def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor, batch_size_mem: int | None = None):
     """A ``ReplayPlugin`` whose class-balanced buffer already holds the rehearsal samples.
 
     The buffer is not updated after training: what the memory keeps from a batch is decided
@@ -135,7 +157,7 @@ def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor):
     buffer = ClassBalancedBuffer(max_size=size, adaptive_size=True)
     if len(rehearsal_y):
         buffer.update_from_dataset(tensor_dataset(rehearsal_x, rehearsal_y, task_label=REHEARSAL_TASK))
-    return FixedReplayPlugin(mem_size=size, storage_policy=buffer)
+    return FixedReplayPlugin(mem_size=size, storage_policy=buffer, batch_size_mem=batch_size_mem)
 
 
 def anchor_plugin(teacher: nn.Module, weight: float, temperature: float = 2.0):

@@ -125,3 +125,13 @@ def test_distillation_keeps_replayed_outputs_closer_to_production():
                                   reduction="batchmean"))
 
     assert drift(5.0) < drift(0.0)
+
+
+def test_replayed_samples_per_step_balance_class_rates():
+    from strategies.training import memory_batch_size
+
+    eight_old, two_new = torch.arange(80) % 8, torch.arange(20) % 2 + 8
+    assert memory_batch_size(32, eight_old, two_new) == 128  # 4 per class either way
+    assert memory_batch_size(32, torch.arange(50) % 10, torch.arange(50) % 10) == 32
+    assert memory_batch_size(32, torch.arange(100) % 10, torch.zeros(5, dtype=torch.long)) == 128  # capped
+    assert memory_batch_size(32, torch.empty(0, dtype=torch.long), two_new) == 1
