@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,21 +181,16 @@ def ingest(
 
 
 def ingest_file(source: Path, inbox: Path) -> Path:
-    """Copy ``source`` into ``inbox`` under a dot-name, fsync, then rename into place."""
+    """Copy ``source`` into ``inbox`` under a dot-name, fsync, then rename into place (the
+    watcher ignores dot-files, and sees the rename)."""
     target = inbox / source.name
     if target.exists():
         stem = f"{source.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         target = inbox / f"{stem}{source.suffix}"
-    fd, tmp = tempfile.mkstemp(dir=inbox, prefix=f".{source.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle, source.open("rb") as reader:
-            shutil.copyfileobj(reader, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from registry import atomic_write
+
+    with source.open("rb") as reader:
+        atomic_write(target, lambda handle: shutil.copyfileobj(reader, handle))
     return target
 
 

@@ -19,7 +19,7 @@ from daemon.metrics import ServiceMetrics
 from daemon.notify import Notifier, Watchdog, watchdog_interval
 from daemon.pipeline import BatchOutcome, Pipeline, move_file
 from daemon.watcher import InboxWatcher, is_candidate
-from registry import ArtifactStore, Batch, Registry, as_utc
+from registry import ArtifactStore, Batch, Registry, as_utc, atomic_write
 from strategies.training import TrainingInterrupted, TrainingProgress
 
 log = logging.getLogger("retain.daemon")
@@ -48,9 +48,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(json.dumps(payload).encode()))
 
 
 @dataclass

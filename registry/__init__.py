@@ -1,6 +1,6 @@
 """The model registry: SQL tables for batches, versions and aliases, and an artifact store."""
 
-from registry.artifacts import ArtifactError, ArtifactStore
+from registry.artifacts import ArtifactError, ArtifactStore, atomic_write
 from registry.store import (
     PRODUCTION,
     AliasConflict,
@@ -15,6 +15,7 @@ __all__ = [
     "PRODUCTION",
     "Alias",
     "as_utc",
+    "atomic_write",
     "AliasConflict",
     "AliasEvent",
     "ArtifactError",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -242,27 +242,12 @@ class Registry:
             latest = session.exec(select(func.max(ModelVersion.version))).one() or 0
             rows = []
             for offset, new in enumerate(news, start=1):
-                row = ModelVersion(
-                    version=latest + offset,
-                    parent=new.parent,
-                    batch_id=new.batch_id,
-                    status=new.status,
-                    strategy=new.strategy,
-                    severity=new.severity,
-                    shift_score=new.shift_score,
-                    p_value=new.p_value,
-                    acc_old_candidate=new.acc_old_candidate,
-                    acc_old_production=new.acc_old_production,
-                    acc_new_candidate=new.acc_new_candidate,
-                    acc_new_production=new.acc_new_production,
-                    forgetting=new.forgetting,
-                    rationale=new.rationale,
-                    decision_reasons=json.dumps(list(new.decision_reasons)),
-                    details=json.dumps(new.details or {}),
-                    model_spec=json.dumps(new.model_spec),
-                    artifact_sha256=new.artifact_sha256,
-                    replay_sha256=new.replay_sha256,
-                )
+                values = asdict(new) | {
+                    "decision_reasons": json.dumps(list(new.decision_reasons)),
+                    "details": json.dumps(new.details or {}),
+                    "model_spec": json.dumps(new.model_spec),
+                }
+                row = ModelVersion(version=latest + offset, **values)
                 session.add(row)
                 rows.append(row)
             session.flush()
