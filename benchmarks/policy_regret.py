@@ -292,6 +292,7 @@ def main() -> None:
                         help="override a [policy] setting, e.g. small_batch=300")
     parser.add_argument("--max-forgetting", type=float, default=GateConfig().max_forgetting)
     parser.add_argument("--meta-steps", type=int, default=ReptileSettings().meta_steps)
+    parser.add_argument("--distillation", type=float, default=TrainingSettings().distillation)
     parser.add_argument("--tolerance", type=float, default=0.5,
                         help="points within which a pick also counts as near-best (test sets hold ~100 samples)")
     args = parser.parse_args()
@@ -303,7 +304,8 @@ def main() -> None:
         default = getattr(PolicyConfig(), key)
         overrides[key] = (value.lower() == "true") if isinstance(default, bool) else type(default)(value)
     setup = Setup(
-        training=TrainingSettings(epochs=args.epochs, batch_size=32, lr=0.003, seed=args.seed),
+        training=TrainingSettings(epochs=args.epochs, batch_size=32, lr=0.003, seed=args.seed,
+                                  distillation=args.distillation),
         policy=replace(PolicyConfig(), **overrides),
         gate=GateConfig(max_forgetting=args.max_forgetting),
         reptile=ReptileSettings(meta_steps=args.meta_steps),
