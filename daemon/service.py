@@ -211,7 +211,7 @@ class Service:
             self.notifier.status(f"idle, {depth} queued" if depth else "idle")
             self.last_progress = time.monotonic()
 
-    def run(self, once: bool = False, on_ready: Callable[[], None] | None = None) -> list[BatchOutcome]:
+    def run(self, once: bool = False) -> list[BatchOutcome]:
         """Serve until stopped (or, with ``once``, until nothing is pending)."""
         ensure_workdir(self.config)
         self._write_status("starting", force=True)
@@ -236,8 +236,6 @@ class Service:
                 "daemon ready",
                 extra=fields(inbox=str(self.config.inbox), once=once, pid=os.getpid(), watchdog_interval=interval),
             )
-            if on_ready is not None:
-                on_ready()
             next_scan = time.monotonic() + self.config.daemon.rescan_seconds
             while not self.stop_requested.is_set():
                 self.last_progress = time.monotonic()
