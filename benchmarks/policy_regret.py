@@ -180,6 +180,7 @@ class PolicyRecord:
     forgetting: dict[str, float]
     probe: float | None
     accuracy_drop: float
+    p_value: float
 
 
 # ------------------------------------------------------------------------------ retain
@@ -240,7 +241,7 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
         records.append(PolicyRecord(experience.name, report.severity, choice.strategy, choice.rule,
                                     max(scores, key=scores.get), scores, decision, forgetting, report.probe_accuracy,
-                                    report.accuracy_drop))
+                                    report.accuracy_drop, report.p_value))
         run.rows.append(test_accuracies(production, stream, t))
     return run, records
 
@@ -341,7 +342,7 @@ def main() -> None:
             for r in records:
                 scores = " ".join(f"{s[:4]}={100 * v:.1f}/{100 * r.forgetting[s]:+.1f}" for s, v in r.scores.items())
                 probe = "-" if r.probe is None else f"{r.probe:.2f}"
-                print(f"    {r.batch:26} {r.severity:8} drop {r.accuracy_drop:+.2f} probe {probe} picked {r.picked:18} ({r.rule}); "
+                print(f"    {r.batch:26} {r.severity:8} p {r.p_value:.3f} drop {r.accuracy_drop:+.2f} probe {probe} picked {r.picked:18} ({r.rule}); "
                       f"best {r.best:18} score/forgetting {scores}; {r.decision}")
     n = totals["batches"]
     print("-" * len(header))
