@@ -182,3 +182,28 @@ def test_status_reports_a_running_daemon_and_its_queue(workspace):
         daemon.stop()
     stopped = json.loads(retain(workspace, "status", "--json").stdout)
     assert not stopped["daemon"]["running"]
+
+
+def test_the_daemon_runs_on_a_postgresql_registry(tmp_path, digit_data, postgres_url):
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"daemon_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+    x, y = digit_data
+    config = write_config(tmp_path, registry={"url": url})
+    save_npz(tmp_path / "init.npz", x[:400], y[:400])
+    retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
+    save_npz(inbox(config) / "a.npz", x[400:600], y[400:600])
+    drop_atomically(b"junk", inbox(config), "bad.npz")
+    retain(config, "run", "--once")
+    states = sorted(r["state"] for r in batches(config))
+    assert states == ["done", "rejected"]
+    assert [v["version"] for v in versions(config)] == [1, 2]
+    assert not (tmp_path / "registry.db").exists()  # everything went to PostgreSQL
