@@ -28,7 +28,6 @@ from torch import nn
 
 from strategies.adapt import train_candidate
 from strategies.forgetting import GateConfig, evaluate_gate, verdict
-from strategies.measure import accuracy as logits_accuracy
 from strategies.measure import measure_batch
 from strategies.meta import ReptileSettings
 from strategies.models import mlp, predict
@@ -199,16 +198,16 @@ class Setup:
     hidden: tuple[int, ...] = (128, 64)
 
 
-def new_model(stream: Stream, classes: int, seed: int) -> nn.Module:
+def new_model(stream: Stream, classes: int, setup: Setup, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return mlp((stream.dim,), classes, hidden=(128, 64))
+    return mlp((stream.dim,), classes, hidden=setup.hidden)
 
 
 def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[PolicyRecord]]:
     first = stream.experiences[0]
     x0, y0 = first.train
     train_idx, holdout_idx = holdout_split(y0, setup.holdout_fraction, seed)
-    production = train_initial(new_model(stream, int(y0.max()) + 1, seed), x0[train_idx], y0[train_idx],
+    production = train_initial(new_model(stream, int(y0.max()) + 1, setup, seed), x0[train_idx], y0[train_idx],
                                setup.training)
     memory = remember(ReplayMemory.empty((stream.dim,)), (x0[train_idx], y0[train_idx]),
                       (x0[holdout_idx], y0[holdout_idx]), 0, setup.capacity, setup.audit_fraction, seed)
@@ -254,7 +253,7 @@ def run_avalanche(stream: Stream, setup: Setup, method: str, seed: int) -> Run:
     from avalanche.training import EWC, Naive, Replay
     from avalanche.training.plugins import EvaluationPlugin
 
-    model = new_model(stream, stream.max_classes, seed)
+    model = new_model(stream, stream.max_classes, setup, seed)
     common = dict(
         model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=setup.training.lr),

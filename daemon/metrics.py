@@ -13,8 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-MODELS = ("production", "candidate")
-STRATEGY_NAMES = ("finetune", "feature_extraction", "meta")  # pre-created label sets
+from strategies.policy import STRATEGIES
+
 
 
 class _ModelInfoCollector:
@@ -95,7 +95,7 @@ class ServiceMetrics:
         r.register(self._model_info)
         for outcome in ("accepted", "rejected", "invalid", "failed"):
             self.batches.labels(outcome=outcome)
-        for strategy in STRATEGY_NAMES:
+        for strategy in STRATEGIES:  # every label set exists from the first scrape
             for decision in ("accepted", "rejected"):
                 self.candidates.labels(strategy=strategy, decision=decision)
         self._forgetting_batches: list[str] = []

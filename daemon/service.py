@@ -267,5 +267,6 @@ class Service:
             self._write_status("stopping", None, force=True)
             self.watcher.stop()
             self._write_status("stopped", None, force=True)
+            self.notifier.close()
             log.info("daemon stopped", extra=fields(processed=len(outcomes)))
         return outcomes

@@ -203,10 +203,6 @@ class Registry:
         with self._transaction() as session:
             return session.get(Batch, batch_id)
 
-    def batch_by_sha256(self, sha256: str) -> Batch | None:
-        with self._transaction() as session:
-            return session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
-
     def batches(self) -> list[Batch]:
         with self._transaction() as session:
             return list(session.exec(select(Batch).order_by(Batch.id)))
@@ -281,12 +277,6 @@ class Registry:
     def versions(self) -> list[ModelVersion]:
         with self._transaction() as session:
             return list(session.exec(select(ModelVersion).order_by(ModelVersion.version)))
-
-    def version_for_batch(self, batch_id: int) -> ModelVersion | None:
-        with self._transaction() as session:
-            return session.exec(select(ModelVersion).where(ModelVersion.batch_id == batch_id)).first()
-
-    # ----------------------------------------------------------------- aliases
 
     def alias(self, name: str = PRODUCTION) -> int | None:
         with self._transaction() as session:

@@ -152,6 +152,20 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def fresh_postgres_database(server_url: str, prefix: str) -> str:
+    """A new, empty database on the test server; returns its URL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; CI (RETAIN_REQUIRE_OPS=1) fails instead of skipping without it."""
     found = shutil.which(name)

@@ -2,14 +2,13 @@
 
 import hashlib
 import json
-import shutil
 import signal
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from conftest import retain, save_npz, wait_for, write_config
+from conftest import fresh_postgres_database, retain, save_npz, wait_for, write_config
 from daemon_process import DaemonProcess, drop_atomically, npz_bytes, wait_for_batches
 
 
@@ -185,19 +184,8 @@ def test_status_reports_a_running_daemon_and_its_queue(workspace):
 
 
 def test_the_daemon_runs_on_a_postgresql_registry(tmp_path, digit_data, postgres_url):
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    name = f"daemon_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-
     x, y = digit_data
-    config = write_config(tmp_path, registry={"url": url})
+    config = write_config(tmp_path, registry={"url": fresh_postgres_database(postgres_url, "daemon")})
     save_npz(tmp_path / "init.npz", x[:400], y[:400])
     retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
     save_npz(inbox(config) / "a.npz", x[400:600], y[400:600])

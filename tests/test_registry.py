@@ -1,11 +1,10 @@
 """The registry on real SQLite and real PostgreSQL."""
 
 import threading
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
 
+from conftest import fresh_postgres_database
 from registry import AliasConflict, NewVersion, Registry, RegistryError, UnknownVersion
 
 
@@ -14,13 +13,7 @@ def registry(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/registry.db"
     else:
-        base = request.getfixturevalue("postgres_url")
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name}"))
-        admin.dispose()
-        url = base.rsplit("/", 1)[0] + f"/{name}"
+        url = fresh_postgres_database(request.getfixturevalue("postgres_url"), "registry")
     store = Registry(url)
     yield store
     store.close()

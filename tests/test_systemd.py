@@ -1,7 +1,6 @@
 """The systemd unit, checked by the real systemd-analyze."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
