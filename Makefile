@@ -23,7 +23,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/shift_mmd.py
-	$(BIN)/python benchmarks/policy_regret.py
+	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3
+	$(BIN)/python benchmarks/new_class_forgetting.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -85,6 +85,7 @@ class PolicySection(_Section):
     lr_scale_severe: float = Field(default=1.0, gt=0, le=1)
     feature_extraction_lr_scale: float = Field(default=3.0, gt=0)
     meta_lr_scale: float = Field(default=0.2, gt=0)
+    meta_lr_scale_new_classes: float = Field(default=1.0, gt=0)
     small_batch: int = Field(default=200, ge=0)
     probe_separates: float = Field(default=0.98, ge=0, le=1)
     probe_transfers: float = Field(default=0.95, ge=0, le=1)
@@ -146,13 +147,15 @@ class TrainingConfig(_Section):
 
 class GateSection(_Section):
     max_forgetting: float = Field(default=0.02, ge=0, le=1)
+    max_forgetting_new_classes: float = Field(default=0.06, ge=0, le=1)
     min_gain: float = Field(default=0.0, ge=-1, le=1)
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
 
     def gate(self) -> GateConfig:
         from strategies.forgetting import GateConfig
 
-        return GateConfig(max_forgetting=self.max_forgetting, min_gain=self.min_gain)
+        return GateConfig(max_forgetting=self.max_forgetting, max_forgetting_new_classes=self.max_forgetting_new_classes,
+                          min_gain=self.min_gain)
 
 
 class ReplayConfig(_Section):

@@ -59,8 +59,18 @@ class ServiceMetrics:
             "Forgetting measured when the production version was a candidate",
             registry=r,
         )
+        self.production_forgetting_limit = Gauge(
+            "retain_production_forgetting_limit_ratio",
+            "The gate's forgetting limit when the production version was a candidate",
+            registry=r,
+        )
         self.gate_max_forgetting = Gauge(
             "retain_gate_max_forgetting_ratio", "The forgetting gate's limit (gate.max_forgetting)", registry=r
+        )
+        self.gate_max_forgetting_new_classes = Gauge(
+            "retain_gate_max_forgetting_new_classes_ratio",
+            "The forgetting gate's limit for batches with new classes (gate.max_forgetting_new_classes)",
+            registry=r,
         )
         self.stall_threshold = Gauge(
             "retain_stall_threshold_seconds",

@@ -44,6 +44,7 @@ class Candidate:
     gate: GateMetrics
     verdict: Verdict
     duration: float
+    forgetting_limit: float  # the gate's limit for this batch
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class Pipeline:
             production = self.registry.version(aliases["production"])
         if production is not None:
             self.metrics.production_forgetting.set(production.forgetting or 0.0)
+            limit = json.loads(production.details).get("forgetting_limit", self.config.gate.max_forgetting)
+            self.metrics.production_forgetting_limit.set(limit)
 
     def _finished(self, batch: Batch) -> None:
         self.metrics.last_batch.set_to_current_time()
@@ -201,6 +204,7 @@ class Pipeline:
         holdout: tuple[torch.Tensor, torch.Tensor],
         spec: ModelSpec,
         seed: int,
+        new_classes: tuple[int, ...],
     ) -> Candidate:
         """Steps 5 and 6 for one strategy."""
         log.info("strategy chosen", extra=fields(batch=batch.id, strategy=choice.strategy, rule=choice.rule))
@@ -212,7 +216,8 @@ class Pipeline:
         duration = time.monotonic() - started
         self.metrics.training_duration.observe(duration)
         gate = evaluate_gate(model, model_out, memory.audit_groups(), holdout)
-        outcome = verdict(gate, self.config.gate.gate())
+        gate_config = self.config.gate.gate()
+        outcome = verdict(gate, gate_config, new_classes)
         self.metrics.candidates.labels(strategy=choice.strategy, decision=outcome.decision).inc()
         log.info(
             "candidate gated",
@@ -220,7 +225,7 @@ class Pipeline:
                          forgetting=round(gate.forgetting, 4), acc_new_candidate=round(gate.acc_new_candidate, 4),
                          acc_new_production=round(gate.acc_new_production, 4), training_seconds=round(duration, 2)),
         )
-        return Candidate(choice, model_out, gate, outcome, duration)
+        return Candidate(choice, model_out, gate, outcome, duration, gate_config.forgetting_limit(new_classes))
 
     def _adapt(
         self,
@@ -257,11 +262,12 @@ class Pipeline:
 
         policy = self.config.policy.policy()
         choice = choose(report, self.history(), policy, self.config.training.lr)
-        candidates = [self._train_and_gate(choice, batch, model, memory, train, holdout, spec, seed)]
+        gated = (train, holdout, spec, seed, report.novel_classes)
+        candidates = [self._train_and_gate(choice, batch, model, memory, *gated)]
         if not candidates[0].verdict.accepted:
             second = fallback_choice(choice, report, policy, self.config.training.lr)
             if second is not None:
-                candidates.append(self._train_and_gate(second, batch, model, memory, train, holdout, spec, seed))
+                candidates.append(self._train_and_gate(second, batch, model, memory, *gated))
 
         new_memory = remember(
             memory,
@@ -351,6 +357,7 @@ class Pipeline:
                  "forgetting": g.forgetting}
                 for g in gate.groups
             ],
+            "forgetting_limit": candidate.forgetting_limit,
             "training_seconds": round(candidate.duration, 3),
             "n_train": n_train,
             "n_holdout": n_holdout,

@@ -174,6 +174,7 @@ class Service:
     def _initial_metrics(self) -> None:
         self.metrics.queue_depth.set(self.registry.queue_depth())
         self.metrics.gate_max_forgetting.set(self.config.gate.max_forgetting)
+        self.metrics.gate_max_forgetting_new_classes.set(self.config.gate.max_forgetting_new_classes)
         self.metrics.stall_threshold.set(self.config.daemon.stall_alert_seconds)
         # "No batch finished since": the last one in the registry, or this start.
         last = self.registry.last_finished_at()

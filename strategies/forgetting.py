@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -14,7 +15,19 @@ from strategies.training import quiet_avalanche
 @dataclass(frozen=True)
 class GateConfig:
     max_forgetting: float = 0.02  # accuracy points on the audit set, as a ratio
+    # The limit for a batch that brings classes production has never seen. Old samples then
+    # gain confusable neighbours: on the digits class-incremental stream even a model
+    # retrained from scratch on all the data loses up to 4.8 audit points in such a step
+    # (benchmarks/new_class_forgetting.py), so the everyday limit would refuse most new classes.
+    max_forgetting_new_classes: float = 0.06
     min_gain: float = 0.0  # required gain on the new batch's held-out slice
+
+    def forgetting_limit(self, new_classes: Sequence[int] = ()) -> float:
+        """The limit that applies to a batch bringing ``new_classes``: the new-classes limit
+        is an allowance, never stricter than ``max_forgetting``."""
+        if new_classes:
+            return max(self.max_forgetting, self.max_forgetting_new_classes)
+        return self.max_forgetting
 
 
 @dataclass(frozen=True)
@@ -49,13 +62,18 @@ class Verdict:
         return "accepted" if self.accepted else "rejected"
 
 
-def verdict(metrics: GateMetrics, config: GateConfig) -> Verdict:
-    """Accept iff forgetting ≤ max_forgetting and acc_new(candidate) ≥ acc_new(production) + min_gain."""
+def verdict(metrics: GateMetrics, config: GateConfig, new_classes: Sequence[int] = ()) -> Verdict:
+    """Accept iff forgetting ≤ the limit and acc_new(candidate) ≥ acc_new(production) + min_gain.
+
+    The limit is ``max_forgetting``, or ``max_forgetting_new_classes`` when the batch brings
+    classes production has never seen (``new_classes``).
+    """
     reasons = []
-    forgetting_ok = metrics.forgetting <= config.max_forgetting + 1e-12
+    limit = config.forgetting_limit(new_classes)
+    forgetting_ok = metrics.forgetting <= limit + 1e-12
+    which = f"max for new classes {list(new_classes)}" if new_classes else "max"
     reasons.append(
-        f"forgetting {metrics.forgetting:+.4f} {'<=' if forgetting_ok else '>'} "
-        f"max {config.max_forgetting:.4f}"
+        f"forgetting {metrics.forgetting:+.4f} {'<=' if forgetting_ok else '>'} {which} {limit:.4f}"
     )
     needed = metrics.acc_new_production + config.min_gain
     gain_ok = metrics.acc_new_candidate >= needed - 1e-12

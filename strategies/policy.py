@@ -27,8 +27,12 @@ class PolicyConfig:
     # feature_extraction trains only the head, which takes a higher rate than the whole net.
     feature_extraction_lr_scale: float = 3.0
     # meta adapts from an initialisation already fitted to every task: a gentle final step
-    # keeps it close to that multi-task point, so it forgets less.
+    # keeps it close to that multi-task point, so it forgets less ...
     meta_lr_scale: float = 0.2
+    # ... unless the batch brings new classes, whose head rows start from scratch: at the
+    # gentle rate they stay under-trained (digits class-incremental: 82-84 % final accuracy
+    # at 0.2 against 87-90 % at 1.0, with no more forgetting).
+    meta_lr_scale_new_classes: float = 1.0
     # A batch smaller than this is "small": too little data to move a whole network safely.
     small_batch: int = 200
     # Linear-probe accuracy on frozen features at or above which they "separate" the classes,
@@ -131,6 +135,8 @@ def hyperparameters(strategy: Strategy, report: ShiftReport, config: PolicyConfi
         scale = config.finetune_lr_scale(report.severity)
     elif strategy == "feature_extraction":
         scale = config.feature_extraction_lr_scale
+    elif report.novel_classes:
+        scale = config.meta_lr_scale_new_classes
     else:
         scale = config.meta_lr_scale
     return {"lr": base_lr * scale, "lr_scale": scale}

@@ -25,6 +25,20 @@ def test_rejects_when_forgetting_exceeds_the_limit():
     assert "forgetting +0.0500 > max 0.0200" in result.reasons[0]
 
 
+def test_a_batch_with_new_classes_is_held_to_the_new_classes_limit():
+    config = GateConfig(max_forgetting=0.02, max_forgetting_new_classes=0.06)
+    assert not verdict(metrics(old_cand=0.85), config).accepted
+    result = verdict(metrics(old_cand=0.85), config, new_classes=(8, 9))
+    assert result.accepted
+    assert "forgetting +0.0500 <= max for new classes [8, 9] 0.0600" in result.reasons[0]
+    assert not verdict(metrics(old_cand=0.83), config, new_classes=(8, 9)).accepted
+
+
+def test_the_new_classes_limit_is_never_stricter_than_the_everyday_one():
+    config = GateConfig(max_forgetting=0.5, max_forgetting_new_classes=0.06)
+    assert verdict(metrics(old_cand=0.85), config, new_classes=(8, 9)).accepted
+
+
 def test_rejects_when_new_accuracy_gain_is_below_min_gain():
     result = verdict(metrics(new_prod=0.70, new_cand=0.72), GateConfig(min_gain=0.05))
     assert not result.accepted

@@ -51,6 +51,12 @@ def test_new_classes_that_frozen_features_do_not_separate_pick_meta():
     assert choose(report("severe", novel=(8,), probe=0.5), (), CONFIG, 0.01).strategy == "meta"
 
 
+def test_meta_for_new_classes_takes_its_own_learning_rate_scale():
+    config = replace(CONFIG, meta_lr_scale=0.2, meta_lr_scale_new_classes=1.0)
+    assert choose(report("severe", novel=(8,), probe=0.5), (), config, 0.01).hyperparameters["lr"] == 0.01
+    assert choose(report("severe", probe=0.4), (), config, 0.01).hyperparameters["lr"] == 0.002
+
+
 def test_significant_shifts_recurring_across_earlier_batches_pick_meta():
     choice = choose(report("moderate"), history("severe", "none", "mild"), CONFIG, 0.01)
     assert (choice.strategy, choice.rule) == ("meta", "recurring-shift")

@@ -57,15 +57,18 @@ def panels() -> list[dict]:
               12, 0, w=4, h=4, description="Samples in the production version's replay memory"),
         panel("stat", "Since last batch", [target(f"time() - retain_last_batch_timestamp_seconds{{{SEL}}}", "age")],
               16, 0, w=4, h=4, unit="s"),
-        panel("stat", "Gate limit", [target(f"retain_gate_max_forgetting_ratio{{{SEL}}}", "max forgetting")],
-              20, 0, w=4, h=4, unit="percentunit"),
+        panel("stat", "Gate limits", [target(f"retain_gate_max_forgetting_ratio{{{SEL}}}", "max forgetting"),
+                                      target(f"retain_gate_max_forgetting_new_classes_ratio{{{SEL}}}", "new classes")],
+              20, 0, w=4, h=4, unit="percentunit",
+              description="Forgetting the gate allows: everyday, and for a batch with new classes"),
         panel("timeseries", "Forgetting over time, per production version", [
             target(f'retain_production_forgetting_ratio{{{SEL}}} * on (job, instance) group_left (version) '
                    f'retain_model_info{{{SEL}, alias="production"}}', "production v{{version}}"),
             target(f"retain_forgetting_ratio{{{SEL}}}", "last candidate"),
-            target(f"retain_gate_max_forgetting_ratio{{{SEL}}}", "gate limit"),
+            target(f"retain_production_forgetting_limit_ratio{{{SEL}}}", "production's gate limit"),
         ], 0, 4, unit="percentunit",
-            description="Audit accuracy lost against the parent: production's, the last candidate's, and the gate"),
+            description="Audit accuracy lost against the parent: production's, the last candidate's, and the "
+                        "limit production was gated with"),
         panel("timeseries", "Forgetting per source batch (last candidate)", [
             target(f"retain_batch_forgetting_ratio{{{SEL}}}", "batch {{batch}}"),
         ], 12, 4, unit="percentunit", description="Batch 0 is the data version 1 was trained on"),
