@@ -26,8 +26,24 @@ def train_candidate(
     """Train a candidate from ``production`` with the chosen strategy; production is untouched.
 
     Every strategy rehearses the replay memory's rehearsal partition and widens the head when
-    the batch brings classes beyond it.
+    the batch brings classes beyond it. The result depends on ``settings.seed`` alone, not on
+    what the process drew from torch's global generator before (which it leaves as it was).
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        return _train(choice, production, train, memory, settings, head, reptile, hooks)
+
+
+def _train(
+    choice: Choice,
+    production: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    memory: ReplayMemory,
+    settings: TrainingSettings,
+    head: str,
+    reptile: ReptileSettings,
+    hooks: TrainingHooks,
+) -> nn.Module:
     lr = choice.hyperparameters["lr"]
     rehearsal = memory.rehearsal()
     if choice.strategy == "finetune":
