@@ -376,7 +376,8 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
         cells = " ".join(f"{100 * b.final_accuracy:5.1f}/{100 * b.forgetting:5.1f}" for b in baselines.values())
         print(f"{stream.name:32} {best:>4}/{len(records):<2} {100 * best / len(records):3.0f}% "
               f"{100 * tied / len(records):4.0f}% {np.mean(regrets):6.2f} | "
-              f"{100 * retain_run.final_accuracy:8.1f}{'*' if below else ' '} {100 * retain_run.forgetting:10.1f} | {cells}")
+              f"{100 * retain_run.final_accuracy:8.1f}{'*' if below else ' '} "
+              f"{100 * retain_run.forgetting:10.1f} | {cells}")
         if args.verbose:
             for r in records:
                 scores = " ".join(f"{s[:4]}={100 * v:.1f}/{100 * r.forgetting[s]:+.1f}" for s, v in r.scores.items())

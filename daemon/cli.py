@@ -251,7 +251,10 @@ def show(
             prod_text = "-" if prod is None else f"{prod:.4f}"
             out.print(f"{label}: candidate {cand:.4f}, production {prod_text}")
     if row["forgetting"] is not None:
-        out.print(f"forgetting: {row['forgetting']:+.4f}")
+        details = row["details"]
+        stderr = f" ± {details['forgetting_stderr']:.4f}" if "forgetting_stderr" in details else ""
+        limit = f", limit {details['forgetting_limit']:.4f}" if "forgetting_limit" in details else ""
+        out.print(f"forgetting: {row['forgetting']:+.4f}{stderr}{limit}")
     for item in row["details"].get("per_batch", []):
         out.print(
             f"  audit batch {item['batch']}: production {item['production']:.3f}, "

@@ -154,8 +154,11 @@ class GateSection(_Section):
     def gate(self) -> GateConfig:
         from strategies.forgetting import GateConfig
 
-        return GateConfig(max_forgetting=self.max_forgetting, max_forgetting_new_classes=self.max_forgetting_new_classes,
-                          min_gain=self.min_gain)
+        return GateConfig(
+            max_forgetting=self.max_forgetting,
+            max_forgetting_new_classes=self.max_forgetting_new_classes,
+            min_gain=self.min_gain,
+        )
 
 
 class ReplayConfig(_Section):

@@ -222,7 +222,8 @@ class Pipeline:
         log.info(
             "candidate gated",
             extra=fields(batch=batch.id, strategy=choice.strategy, decision=outcome.decision,
-                         forgetting=round(gate.forgetting, 4), acc_new_candidate=round(gate.acc_new_candidate, 4),
+                         forgetting=round(gate.forgetting, 4), forgetting_stderr=round(gate.forgetting_stderr, 4),
+                         acc_new_candidate=round(gate.acc_new_candidate, 4),
                          acc_new_production=round(gate.acc_new_production, 4), training_seconds=round(duration, 2)),
         )
         return Candidate(choice, model_out, gate, outcome, duration, gate_config.forgetting_limit(new_classes))
@@ -358,6 +359,7 @@ class Pipeline:
                 for g in gate.groups
             ],
             "forgetting_limit": candidate.forgetting_limit,
+            "forgetting_stderr": gate.forgetting_stderr,
             "training_seconds": round(candidate.duration, 3),
             "n_train": n_train,
             "n_holdout": n_holdout,

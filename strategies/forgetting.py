@@ -46,6 +46,9 @@ class GateMetrics:
     acc_new_production: float
     acc_new_candidate: float
     groups: tuple[GroupAccuracy, ...] = field(default=())
+    # Standard error of ``forgetting`` from the paired per-sample differences: how finely the
+    # audit set can resolve the limit (one sample of 100 is already a point).
+    forgetting_stderr: float = 0.0
 
     @property
     def forgetting(self) -> float:
@@ -72,8 +75,10 @@ def verdict(metrics: GateMetrics, config: GateConfig, new_classes: Sequence[int]
     limit = config.forgetting_limit(new_classes)
     forgetting_ok = metrics.forgetting <= limit + 1e-12
     which = f"max for new classes {list(new_classes)}" if new_classes else "max"
+    audit = sum(group.n for group in metrics.groups)
+    spread = f" (± {metrics.forgetting_stderr:.4f} over {audit} audit samples)" if audit else ""
     reasons.append(
-        f"forgetting {metrics.forgetting:+.4f} {'<=' if forgetting_ok else '>'} {which} {limit:.4f}"
+        f"forgetting {metrics.forgetting:+.4f}{spread} {'<=' if forgetting_ok else '>'} {which} {limit:.4f}"
     )
     needed = metrics.acc_new_production + config.min_gain
     gain_ok = metrics.acc_new_candidate >= needed - 1e-12
@@ -102,15 +107,21 @@ def evaluate_gate(
     per_group: dict[int, dict[str, float]] = {}
     sizes: dict[int, int] = {}
     forgetting = Forgetting()
+    differences = []  # production right − candidate right, per audit sample
     for source, (x, y) in audit_groups.items():
         sizes[source] = len(y)
+        right = {}
         for name, model in (("production", production), ("candidate", candidate)):
             predicted = predict(model, x)
+            right[name] = (predicted == y).double()
             group = Accuracy()
             group.update(predicted, y)
             old[name].update(predicted, y)
             per_group.setdefault(source, {})[name] = group.result()
             forgetting.update(source, group.result(), initial=name == "production")
+        differences.append(right["production"] - right["candidate"])
+    paired = torch.cat(differences) if differences else torch.empty(0)
+    stderr = float(paired.std() / len(paired) ** 0.5) if len(paired) > 1 else 0.0
 
     new = {}
     for name, model in (("production", production), ("candidate", candidate)):
@@ -134,4 +145,5 @@ def evaluate_gate(
         acc_new_production=new["production"],
         acc_new_candidate=new["candidate"],
         groups=groups,
+        forgetting_stderr=stderr,
     )

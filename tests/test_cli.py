@@ -1,6 +1,7 @@
 """CLI behaviour through the real `retain` entry point: outputs and one-line errors."""
 
 import json
+import re
 
 import numpy as np
 
@@ -41,6 +42,15 @@ def test_promoting_a_rejected_version_needs_force(workspace, digit_data):
     retain(workspace, "promote", "2", "--force", "--reason", "manual override")
     last = json.loads(retain(workspace, "history", "--json").stdout)[-1]
     assert (last["from_version"], last["to_version"], last["reason"]) == (1, 2, "manual override")
+
+
+def test_show_prints_forgetting_with_its_standard_error_and_the_limit_applied(workspace, digit_data):
+    x, y = digit_data
+    save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    shown = retain(workspace, "show", "2").stdout
+    assert re.search(r"forgetting: [+-]\d\.\d{4} ± \d\.\d{4}, limit 0\.0200", shown), shown
+    assert re.search(r"gate: forgetting .* \(± \d\.\d{4} over \d+ audit samples\)", shown), shown
 
 
 def test_rollback_with_no_earlier_production_is_an_error(workspace):

@@ -1,5 +1,6 @@
 """The forgetting gate: the pure verdict, and the evaluation on real models."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -66,3 +67,11 @@ def test_evaluation_reports_accuracy_and_forgetting_per_source_batch():
     by_source = {g.source: g for g in result.groups}
     assert by_source[0].forgetting == 0.75 - 0.25
     assert by_source[5].forgetting == -1.0
+
+
+def test_evaluation_reports_the_standard_error_of_forgetting_and_the_verdict_shows_it():
+    groups = {0: (torch.zeros(4, 2), torch.tensor([0, 0, 0, 1])), 5: (torch.zeros(2, 2), torch.tensor([1, 1]))}
+    result = evaluate_gate(Constant(0), Constant(1), groups, (torch.zeros(2, 2), torch.tensor([1, 1])))
+    # Per sample, production right − candidate right: +1 three times, −1 three times.
+    assert result.forgetting_stderr == pytest.approx((1.2 / 6) ** 0.5)
+    assert "(± 0.4472 over 6 audit samples)" in verdict(result, GateConfig()).reasons[0]

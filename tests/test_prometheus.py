@@ -182,8 +182,8 @@ def test_scraped_metrics_pass_promtool_and_track_the_pipeline(monitored, monitor
     assert value("retain_forgetting_ratio") == pytest.approx(versions[-1]["forgetting"], abs=1e-9)
     assert value('retain_new_accuracy_ratio{model="candidate"}') == pytest.approx(versions[-1]["acc_new_candidate"])
     assert value("retain_training_duration_seconds_count") == 3
-    assert value("retain_production_forgetting_limit_ratio") == pytest.approx(
-        json.loads(retain(workspace, "show", str(production["version"]), "--json").stdout)["details"]["forgetting_limit"])
+    production_details = json.loads(retain(workspace, "show", str(production["version"]), "--json").stdout)["details"]
+    assert value("retain_production_forgetting_limit_ratio") == pytest.approx(production_details["forgetting_limit"])
     last = json.loads(retain(workspace, "show", str(versions[-1]["version"]), "--json").stdout)
     per_batch = {str(item["batch"]): item["forgetting"] for item in last["details"]["per_batch"]}
     exported = {s["metric"]["batch"]: float(s["value"][1]) for s in prometheus.query("retain_batch_forgetting_ratio")}
