@@ -332,15 +332,30 @@ class Totals:
     acc_ok: int = 0
     acc_not_worse: int = 0
     forget_ok: int = 0
+    # The same batches had one strategy always been used: what the policy must beat.
+    fixed_best: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 0))
+    fixed_regrets: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STRATEGIES})
+
+    def add_batches(self, records: list[PolicyRecord]) -> None:
+        self.batches += len(records)
+        self.best += sum(r.scores[r.picked] >= r.scores[r.best] - 1e-9 for r in records)  # exact ties count
+        self.tied += sum(r.picked in r.tied for r in records)
+        self.regrets += [100 * (r.scores[r.best] - r.scores[r.picked]) for r in records]
+        for strategy in STRATEGIES:
+            self.fixed_best[strategy] += sum(r.scores[strategy] >= r.scores[r.best] - 1e-9 for r in records)
+            self.fixed_regrets[strategy] += [100 * (r.scores[r.best] - r.scores[strategy]) for r in records]
 
     def summary(self) -> str:
         n = self.batches
+        fixed = ", ".join(f"always {s} {100 * self.fixed_best[s] / n:.0f}% / {np.mean(self.fixed_regrets[s]):.2f}"
+                          for s in STRATEGIES)
         return (f"hindsight-best picks {self.best}/{n} = {100 * self.best / n:.0f}% (target >= 80%), "
                 f"not significantly worse than the best {self.tied}/{n} = {100 * self.tied / n:.0f}%; "
                 f"mean regret {np.mean(self.regrets):.2f} points (target <= 1); "
                 f"final acc >= best baseline on {self.acc_ok}/{self.streams} streams "
                 f"(not significantly below it on {self.acc_not_worse}/{self.streams}); "
-                f"forgetting <= Replay's on {self.forget_ok}/{self.streams}")
+                f"forgetting <= Replay's on {self.forget_ok}/{self.streams}; "
+                f"hindsight-best / regret with one strategy throughout: {fixed}")
 
 
 def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) -> None:
@@ -359,16 +374,13 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
         with quiet_avalanche():
             retain_run, records = run_retain(stream, setup, seed)
             baselines = {m: run_avalanche(stream, setup, m, seed) for m in ("Naive", "Replay", "EWC")}
-        best = sum(r.scores[r.picked] >= r.scores[r.best] - 1e-9 for r in records)  # exact ties count
-        tied = sum(r.picked in r.tied for r in records)
-        regrets = [100 * (r.scores[r.best] - r.scores[r.picked]) for r in records]
+        stream_counts = Totals()
+        stream_counts.add_batches(records)
+        best, tied, regrets = stream_counts.best, stream_counts.tied, stream_counts.regrets
         strongest = max(baselines.values(), key=lambda b: b.final_accuracy)
         below = significantly_worse(retain_run.final_hits, strongest.final_hits)
         for counts in (here, totals):
-            counts.batches += len(records)
-            counts.best += best
-            counts.tied += tied
-            counts.regrets += regrets
+            counts.add_batches(records)
             counts.streams += 1
             counts.acc_ok += retain_run.final_accuracy >= strongest.final_accuracy - 1e-9
             counts.acc_not_worse += not below
