@@ -1,4 +1,4 @@
-"""Does the policy pick the right strategy? Five streams, every strategy on every batch.
+"""Does the policy pick the right strategy? Six streams, every strategy on every batch.
 
 For each batch retain measures the shift and lets the policy choose, but also trains all
 three strategies from the same production model and memory, and scores each candidate by
@@ -95,6 +95,23 @@ def rotating_domains(seed: int) -> Stream:
     return Stream("digits rotating domains", 64, 10, experiences)
 
 
+def steady_with_small_noisy_batches(seed: int) -> Stream:
+    """What production mostly sees: batches like the init data, and now and then a small one
+    from a noisier sensor."""
+    x, y = _digits(seed)
+    rng = np.random.default_rng(seed + 7)
+    sizes = [500, 300, 120, 300, 120, 300]
+    bounds = np.cumsum([0, *sizes])
+    experiences = []
+    for step, n in enumerate(sizes):
+        part = slice(bounds[step], bounds[step + 1])
+        images = x[part]
+        if n < 200:
+            images = np.clip(images + rng.normal(0, 0.25, images.shape), 0, 1)
+        experiences.append(_experience(f"{'small noisy' if n < 200 else 'steady'} n={n}", images, y[part]))
+    return Stream("digits steady, small noisy batches", 64, 10, experiences)
+
+
 def noise_contrast(seed: int) -> Stream:
     x, y = _digits(seed)
     rng = np.random.default_rng(seed + 1)
@@ -155,6 +172,7 @@ STREAMS: dict[str, Callable[[int], Stream]] = {
     "class-incremental": class_incremental,
     "rotating-domains": rotating_domains,
     "noise-contrast": noise_contrast,
+    "steady-small-noisy": steady_with_small_noisy_batches,
     "rotating-hyperplane": rotating_hyperplane,
     "concept-swaps": concept_swaps,
 }

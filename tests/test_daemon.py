@@ -51,7 +51,7 @@ def test_files_dropped_into_the_inbox_become_registered_versions(workspace, digi
     assert shown["lineage"][-1] == 1
     assert shown["details"]["per_batch"] and shown["replay_sha256"]
     assert shown["severity"] in ("none", "mild", "moderate", "severe")
-    assert "finetune" in shown["rationale"]
+    assert shown["rationale"].startswith(f"{shown['strategy']} because")
     log = daemon.output()
     assert "candidate registered" in log and "daemon stopped" in log
 

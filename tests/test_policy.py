@@ -71,6 +71,11 @@ def test_features_that_do_not_transfer_pick_meta():
     assert (choice.strategy, choice.rule) == ("meta", "features-do-not-transfer")
 
 
+def test_little_shift_with_features_that_do_not_transfer_picks_meta():
+    choice = choose(report("none", probe=0.9, reasons=()), (), CONFIG, 0.01)
+    assert (choice.strategy, choice.rule) == ("meta", "features-do-not-transfer")
+
+
 def test_significant_shift_on_a_large_batch_with_transferable_features_picks_finetune():
     choice = choose(report("severe", n_batch=800, probe=0.97), (), CONFIG, 0.01)
     assert (choice.strategy, choice.rule) == ("finetune", "significant-shift-severe")
