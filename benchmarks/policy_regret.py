@@ -109,7 +109,7 @@ def steady_with_small_noisy_batches(seed: int) -> Stream:
         if n < 200:
             images = np.clip(images + rng.normal(0, 0.25, images.shape), 0, 1)
         experiences.append(_experience(f"{'small noisy' if n < 200 else 'steady'} n={n}", images, y[part]))
-    return Stream("digits steady, small noisy batches", 64, 10, experiences)
+    return Stream("digits steady + small noisy", 64, 10, experiences)
 
 
 def noise_contrast(seed: int) -> Stream:
@@ -130,10 +130,12 @@ def noise_contrast(seed: int) -> Stream:
 N_TRAIN, N_TEST = 500, 5000
 
 
+def _tensors(x: np.ndarray, y: np.ndarray) -> Data:
+    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+
+
 def _generated(name: str, sample: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> Experience:
-    (x, y), (test_x, test_y) = sample(N_TRAIN), sample(N_TEST)
-    as_tensors = lambda a, b: (torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.int64)))  # noqa: E731
-    return Experience(name, as_tensors(x, y), as_tensors(test_x, test_y))
+    return Experience(name, _tensors(*sample(N_TRAIN)), _tensors(*sample(N_TEST)))
 
 
 def rotating_hyperplane(seed: int, dim: int = 10, steps: int = 5) -> Stream:
