@@ -252,6 +252,11 @@ class Setup:
     audit_fraction: float = 0.3
     holdout_fraction: float = 0.25
     hidden: tuple[int, ...] = (128, 64)
+    init_epochs: int | None = None  # epochs on the init data (retain's version 1 and the baselines'); None: as all
+
+    @property
+    def initial_training(self) -> TrainingSettings:
+        return replace(self.training, epochs=self.init_epochs or self.training.epochs)
 
 
 def new_model(stream: Stream, classes: int, setup: Setup, seed: int) -> nn.Module:
@@ -264,7 +269,7 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
     x0, y0 = first.train
     train_idx, holdout_idx = holdout_split(y0, setup.holdout_fraction, seed)
     production = train_initial(new_model(stream, int(y0.max()) + 1, setup, seed), x0[train_idx], y0[train_idx],
-                               setup.training)
+                               setup.initial_training)
     memory = remember(ReplayMemory.empty((stream.dim,)), (x0[train_idx], y0[train_idx]),
                       (x0[holdout_idx], y0[holdout_idx]), 0, setup.capacity, setup.audit_fraction, seed)
     run = Run([test_accuracies(production, stream, 0)])
@@ -333,6 +338,7 @@ def run_avalanche(stream: Stream, setup: Setup, method: str, seed: int) -> Run:
     run = Run()
     torch.manual_seed(seed)
     for t, experience in enumerate(scenario.train_stream):
+        strategy.train_epochs = setup.initial_training.epochs if t == 0 else setup.training.epochs
         strategy.train(experience, num_workers=0)
         run.rows.append(test_accuracies(model, stream, t))
     run.final_hits = test_hits(model, stream, len(stream.experiences) - 1)
@@ -426,6 +432,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", nargs="+", choices=sorted(STREAMS), default=list(STREAMS))
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--init-epochs", type=int, default=None,
+                        help="epochs on the init data, for retain's version 1 and the baselines alike (default: --epochs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one table per seed, then the totals")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print every batch's scores")
@@ -448,6 +456,7 @@ def main() -> None:
         policy=replace(PolicyConfig(), **overrides),
         gate=GateConfig(max_forgetting=args.max_forgetting, max_forgetting_new_classes=args.max_forgetting_new_classes),
         reptile=ReptileSettings(meta_steps=args.meta_steps),
+        init_epochs=args.init_epochs,
     )
     totals = Totals()
     for seed in args.seeds:
