@@ -282,20 +282,18 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         report = measure_batch(production, "head", memory, x, y, stream.max_classes, setup.thresholds, seed + t)
         choice = choose(report, tuple(history), setup.policy, setup.training.lr)
 
-        candidates, hits, scores, forgetting = {}, {}, {}, {}
+        candidates, hits, scores, gates = {}, {}, {}, {}
         for strategy in STRATEGIES:
             option = Choice(strategy, hyperparameters(strategy, report, setup.policy, setup.training.lr), "", strategy)
             candidates[strategy] = train_candidate(option, production, train, memory,
                                                    replace(setup.training, seed=seed + t), reptile=setup.reptile)
             hits[strategy] = test_hits(candidates[strategy], stream, t)
             scores[strategy] = float(np.mean([h.mean() for h in hits[strategy]]))
-            forgetting[strategy] = evaluate_gate(production, candidates[strategy], memory.audit_groups(),
-                                                 holdout).forgetting
+            gates[strategy] = evaluate_gate(production, candidates[strategy], memory.audit_groups(), holdout)
 
         decision = "rejected"
         for strategy in [choice.strategy] + ([choice.fallback] if choice.fallback else []):
-            gate = evaluate_gate(production, candidates[strategy], memory.audit_groups(), holdout)
-            if verdict(gate, setup.gate, report.novel_classes).accepted:
+            if verdict(gates[strategy], setup.gate, report.novel_classes).accepted:
                 production, decision = candidates[strategy], f"{strategy} accepted"
                 memory = remember(memory, train, holdout, t, setup.capacity, setup.audit_fraction, seed + t)
                 break
@@ -303,7 +301,8 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         best = max(scores, key=scores.get)
         tied = tuple(s for s in STRATEGIES if not significantly_worse(hits[s], hits[best]))
         records.append(PolicyRecord(experience.name, report.severity, choice.strategy, choice.rule, best, scores,
-                                    tied, decision, forgetting, report.probe_accuracy, report.accuracy_drop,
+                                    tied, decision, {s: g.forgetting for s, g in gates.items()},
+                                    report.probe_accuracy, report.accuracy_drop,
                                     report.p_value))
         run.rows.append(test_accuracies(production, stream, t))
     run.final_hits = test_hits(production, stream, len(stream.experiences) - 1)

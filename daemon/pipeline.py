@@ -44,7 +44,6 @@ class Candidate:
     gate: GateMetrics
     verdict: Verdict
     duration: float
-    forgetting_limit: float  # the gate's limit for this batch
 
 
 @dataclass(frozen=True)
@@ -216,8 +215,7 @@ class Pipeline:
         duration = time.monotonic() - started
         self.metrics.training_duration.observe(duration)
         gate = evaluate_gate(model, model_out, memory.audit_groups(), holdout)
-        gate_config = self.config.gate.gate()
-        outcome = verdict(gate, gate_config, new_classes)
+        outcome = verdict(gate, self.config.gate.gate(), new_classes)
         self.metrics.candidates.labels(strategy=choice.strategy, decision=outcome.decision).inc()
         log.info(
             "candidate gated",
@@ -226,7 +224,7 @@ class Pipeline:
                          acc_new_candidate=round(gate.acc_new_candidate, 4),
                          acc_new_production=round(gate.acc_new_production, 4), training_seconds=round(duration, 2)),
         )
-        return Candidate(choice, model_out, gate, outcome, duration, gate_config.forgetting_limit(new_classes))
+        return Candidate(choice, model_out, gate, outcome, duration)
 
     def _adapt(
         self,
@@ -358,7 +356,7 @@ class Pipeline:
                  "forgetting": g.forgetting}
                 for g in gate.groups
             ],
-            "forgetting_limit": candidate.forgetting_limit,
+            "forgetting_limit": candidate.verdict.forgetting_limit,
             "forgetting_stderr": gate.forgetting_stderr,
             "training_seconds": round(candidate.duration, 3),
             "n_train": n_train,

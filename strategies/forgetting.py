@@ -59,6 +59,7 @@ class GateMetrics:
 class Verdict:
     accepted: bool
     reasons: tuple[str, ...]
+    forgetting_limit: float  # the limit this candidate was held to
 
     @property
     def decision(self) -> str:
@@ -86,7 +87,7 @@ def verdict(metrics: GateMetrics, config: GateConfig, new_classes: Sequence[int]
         f"new-batch accuracy {metrics.acc_new_candidate:.4f} {'>=' if gain_ok else '<'} "
         f"production {metrics.acc_new_production:.4f} + min gain {config.min_gain:.4f}"
     )
-    return Verdict(accepted=forgetting_ok and gain_ok, reasons=tuple(reasons))
+    return Verdict(accepted=forgetting_ok and gain_ok, reasons=tuple(reasons), forgetting_limit=limit)
 
 
 def evaluate_gate(

@@ -32,6 +32,7 @@ def test_a_batch_with_new_classes_is_held_to_the_new_classes_limit():
     result = verdict(metrics(old_cand=0.85), config, new_classes=(8, 9))
     assert result.accepted
     assert "forgetting +0.0500 <= max for new classes [8, 9] 0.0600" in result.reasons[0]
+    assert result.forgetting_limit == 0.06
     assert not verdict(metrics(old_cand=0.83), config, new_classes=(8, 9)).accepted
 
 
