@@ -432,7 +432,8 @@ def main() -> None:
     parser.add_argument("--streams", nargs="+", choices=sorted(STREAMS), default=list(STREAMS))
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--init-epochs", type=int, default=None,
-                        help="epochs on the init data, for retain's version 1 and the baselines alike (default: --epochs)")
+                        help="epochs on the init data, for retain's version 1 and the baselines alike "
+                             "(default: --epochs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one table per seed, then the totals")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print every batch's scores")
