@@ -69,6 +69,15 @@ def use_threads(config: Config) -> None:
     torch.set_num_threads(config.training.threads)
 
 
+def prepare_training(config: Config) -> str:
+    """Thread count set and the training device checked before any work starts; returns it."""
+    use_threads(config)
+    try:
+        return config.training.resolved_device()
+    except ConfigError as exc:
+        fail(f"{config.source or 'config'}: {exc}")
+
+
 def open_registry(config: Config):
     from registry import Registry
 
@@ -116,7 +125,10 @@ def init(
         fail("retain init needs --data FILE: the data the initial model knows seeds the replay memory")
     if not data.exists():
         fail(f"--data {data}: no such file")
-    use_threads(config)
+    if train:
+        prepare_training(config)
+    else:
+        use_threads(config)
     try:
         version = init_workspace(config, data, train, actor())
     except InitError as exc:
@@ -140,7 +152,7 @@ def run(
 
     config = ctx.obj.config()
     faulthandler.enable()  # a watchdog SIGABRT leaves a Python stack in the journal
-    use_threads(config)
+    prepare_training(config)
     registry = open_registry(config)
     metrics = ServiceMetrics(config.metrics.recent_batches)
     service = Service(config, registry, metrics, notifier=Notifier())

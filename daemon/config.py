@@ -125,11 +125,22 @@ class TrainingConfig(_Section):
     seed: int = 0
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
+        """The device training runs on: ``auto`` is ``cuda`` where torch sees a GPU.
+
+        Asking for ``cuda`` where there is none is a config error here, at start-up, rather
+        than a torch error from inside the first training run.
+        """
         import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ConfigError(
+                f'training.device is "cuda" but torch {torch.__version__} ({built}) sees no CUDA device; '
+                'set it to "auto" or "cpu"'
+            )
+        return self.device
 
     def settings(self, seed: int | None = None) -> TrainingSettings:
         from strategies.training import TrainingSettings

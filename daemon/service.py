@@ -235,7 +235,8 @@ class Service:
                 watchdog.start()
             log.info(
                 "daemon ready",
-                extra=fields(inbox=str(self.config.inbox), once=once, pid=os.getpid(), watchdog_interval=interval),
+                extra=fields(inbox=str(self.config.inbox), once=once, pid=os.getpid(), watchdog_interval=interval,
+                             device=self.config.training.resolved_device()),
             )
             next_scan = time.monotonic() + self.config.daemon.rescan_seconds
             while not self.stop_requested.is_set():

@@ -9,11 +9,12 @@ with ``torch.func`` (``functional_call`` and ``grad``): no ``higher`` or ``learn
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad
+from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 from torch.nn import functional as F
 
 from strategies.models import prepare_candidate
@@ -39,14 +40,15 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
-    buffers = {name: b for name, b in model.named_buffers()}
+    # Under ``grad`` a BatchNorm layer may not update its running statistics in place, so the
+    # inner loops run on a copy whose BatchNorm layers use batch statistics only. Reptile
+    # moves the parameters; the training that follows updates the model's own statistics.
+    scratch = replace_all_batch_norm_modules_(copy.deepcopy(model)).train()
 
     def loss(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(model, (weights, buffers), (x,)), y)
+        return F.cross_entropy(functional_call(scratch, weights, (x,)), y)
 
     task_gradient = grad(loss)
-    was_training = model.training
-    model.train()
     for step in range(settings.meta_steps):
         x, y = tasks[int(torch.randint(len(tasks), (1,), generator=generator))]
         fast = dict(params)
@@ -59,7 +61,6 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.copy_(params[name])
-    model.train(was_training)
     return model
 
 

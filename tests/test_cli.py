@@ -4,6 +4,8 @@ import json
 import re
 
 import numpy as np
+import pytest
+import torch
 
 from conftest import retain, save_npz, write_config
 
@@ -102,3 +104,13 @@ def test_ingest_copies_into_the_inbox_without_touching_the_source(workspace, dig
     assert (workspace.parent / "inbox" / "new.npz").read_bytes() == source.read_bytes()
     assert source.exists()
     assert not [p for p in (workspace.parent / "inbox").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_run_on_cuda_without_a_gpu_fails_at_start_naming_the_key_and_leaves_the_inbox(workspace, digit_data):
+    x, y = digit_data
+    write_config(workspace.parent, training={"device": "cuda"})
+    batch = save_npz(workspace.parent / "inbox" / "b.npz", x[500:600], y[500:600])
+    one_error_line(retain(workspace, "run", "--once", check=False), 'retain.toml: training.device is "cuda"')
+    assert batch.exists()
+    assert json.loads(retain(workspace, "batches", "--json").stdout) == []

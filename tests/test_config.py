@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from daemon.config import ConfigError, dump_config, find_config, load_config, parse_config
 
@@ -67,3 +68,10 @@ def test_example_config_documents_the_defaults():
     example = load_config(Path(__file__).parent.parent / "deploy" / "retain.example.toml")
     defaults = parse_config({})
     assert example.model_dump(exclude={"model": {"kwargs"}}) == defaults.model_dump(exclude={"model": {"kwargs"}})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_where_torch_sees_none_is_a_config_error_and_auto_falls_back_to_cpu():
+    assert parse_config({"training": {"device": "auto"}}).training.resolved_device() == "cpu"
+    with pytest.raises(ConfigError, match=r'training.device is "cuda" but torch .* sees no CUDA device'):
+        parse_config({"training": {"device": "cuda"}}).training.resolved_device()

@@ -154,3 +154,21 @@ def test_a_candidate_depends_on_its_seed_not_on_earlier_draws_from_the_global_ge
                                         reptile=ReptileSettings(meta_steps=3))
             weights.append(torch.cat([p.flatten() for p in candidate.parameters()]))
         assert torch.equal(*weights), strategy
+
+
+def test_meta_trains_a_model_with_batchnorm_and_reptile_leaves_its_running_statistics():
+    from strategies.meta import meta
+
+    torch.manual_seed(0)
+    production = small_cnn((1, 8, 8), 3, channels=(4,), features=8)
+    x, y = blobs(48, 3, 64, 3)
+    x = x.reshape(-1, 1, 8, 8)
+    rehearsal = (x[:12] + 0.5, y[:12])
+    source = torch.zeros(12, dtype=torch.long)
+    statistics = {k: v.clone() for k, v in production.state_dict().items() if "running" in k}
+    initialised = reptile(copy.deepcopy(production), [rehearsal, (x, y)], ReptileSettings(meta_steps=5), seed=0)
+    assert all(torch.equal(v, initialised.state_dict()[k]) for k, v in statistics.items())
+    assert not torch.equal(production.head.weight, initialised.head.weight)
+    candidate = meta(production, (x, y), rehearsal, source, SETTINGS, lr=0.01,
+                     reptile_settings=ReptileSettings(meta_steps=5))
+    assert any(not torch.equal(v, candidate.state_dict()[k]) for k, v in statistics.items())  # training updates them
