@@ -30,12 +30,17 @@ def test_finetune_changes_the_weights_and_leaves_production_untouched():
     assert any(not torch.equal(before[k], v) for k, v in candidate.state_dict().items())
 
 
-def test_feature_extraction_leaves_every_backbone_parameter_and_statistic_bit_identical():
+def cnn_with_images():
+    """A small CNN (with BatchNorm), a batch of 8x8 images and a shifted rehearsal set."""
     torch.manual_seed(0)
     production = small_cnn((1, 8, 8), 3, channels=(4,), features=8)
     x, y = blobs(48, 3, 64, 3)
     x = x.reshape(-1, 1, 8, 8)
-    rehearsal = (x[:12] + 0.5, y[:12])
+    return production, (x, y), (x[:12] + 0.5, y[:12])
+
+
+def test_feature_extraction_leaves_every_backbone_parameter_and_statistic_bit_identical():
+    production, (x, y), rehearsal = cnn_with_images()
     candidate = feature_extraction(production, (x, y), rehearsal, SETTINGS, lr=0.05)
     for name, tensor in production.backbone.state_dict().items():  # weights and BatchNorm buffers
         assert torch.equal(tensor, candidate.backbone.state_dict()[name]), name
@@ -159,11 +164,7 @@ def test_a_candidate_depends_on_its_seed_not_on_earlier_draws_from_the_global_ge
 def test_meta_trains_a_model_with_batchnorm_and_reptile_leaves_its_running_statistics():
     from strategies.meta import meta
 
-    torch.manual_seed(0)
-    production = small_cnn((1, 8, 8), 3, channels=(4,), features=8)
-    x, y = blobs(48, 3, 64, 3)
-    x = x.reshape(-1, 1, 8, 8)
-    rehearsal = (x[:12] + 0.5, y[:12])
+    production, (x, y), rehearsal = cnn_with_images()
     source = torch.zeros(12, dtype=torch.long)
     statistics = {k: v.clone() for k, v in production.state_dict().items() if "running" in k}
     initialised = reptile(copy.deepcopy(production), [rehearsal, (x, y)], ReptileSettings(meta_steps=5), seed=0)
