@@ -23,7 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/shift_mmd.py
-	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3
+	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3 --retrain-seeds 3
 	$(BIN)/python benchmarks/new_class_forgetting.py
 
 clean:

@@ -8,13 +8,16 @@ A score is also measured against noise: a pick is "tied" with the best when its 
 significantly below (one-sided paired z-test at 5 % over the same test samples). Digits test
 sets hold ~100 samples per experience, so strategies a point apart often cannot be told apart;
 synthetic experiences are scored on 5000 fresh samples each.
+With ``--retrain-seeds K`` every strategy is trained K times per batch with different seeds:
+how often is the policy's pick best, and how often could any policy that sees only the
+measured shift (the same for every training seed) be?
 The stream then goes on as the daemon would: the chosen candidate (or its fallback) becomes
 production only if it passes the forgetting gate.
 
 Side by side: Avalanche's own Naive, Replay and EWC on the same experiences (init data, then
 every batch), same model, epochs, batch size and base learning rate.
 
-    .venv/bin/python benchmarks/policy_regret.py [--streams NAME ...] [--epochs 5] [--seeds 0 1 2 3]
+    .venv/bin/python benchmarks/policy_regret.py [--streams NAME ...] [--epochs 5] [--seeds 0 1 2 3] [--retrain-seeds 3]
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from strategies.meta import ReptileSettings
 from strategies.models import mlp, predict
 from strategies.policy import STRATEGIES, Choice, PolicyConfig, ShiftHistoryEntry, choose, hyperparameters
 from strategies.replay import ReplayMemory, holdout_split, remember
-from strategies.shift import ShiftThresholds
+from strategies.shift import ShiftReport, ShiftThresholds
 from strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
 
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -236,6 +239,31 @@ class PolicyRecord:
     probe: float | None
     accuracy_drop: float
     p_value: float
+    # With --retrain-seeds K: per training seed (the first is the one above), the strategies
+    # that scored best when every candidate was trained again with that seed.
+    best_by_seed: tuple[frozenset[str], ...] = ()
+
+
+def best_strategies(scores: dict[str, float]) -> frozenset[str]:
+    """Every strategy with the top score (exact ties all count as best)."""
+    top = max(scores.values())
+    return frozenset(s for s, v in scores.items() if v >= top - 1e-9)
+
+
+def most_often_best_rate(best_by_seed: tuple[frozenset[str], ...], held_out: bool = False) -> float:
+    """How often the strategy most often best is best, over a batch's training seeds.
+
+    ``held_out``: for each seed the strategy is chosen from the other seeds' results (ties
+    split evenly), so luck on a seed cannot pick it."""
+    def rate(choices: list[frozenset[str]], judged: list[frozenset[str]]) -> float:
+        counts = {s: sum(s in best for best in choices) for s in STRATEGIES}
+        modes = [s for s in STRATEGIES if counts[s] == max(counts.values())]
+        return float(np.mean([np.mean([s in best for s in modes]) for best in judged]))
+
+    seeds = list(best_by_seed)
+    if not held_out:
+        return rate(seeds, seeds)
+    return float(np.mean([rate(seeds[:k] + seeds[k + 1:], [seeds[k]]) for k in range(len(seeds))]))
 
 
 # ------------------------------------------------------------------------------ retain
@@ -253,10 +281,22 @@ class Setup:
     holdout_fraction: float = 0.25
     hidden: tuple[int, ...] = (128, 64)
     init_epochs: int | None = None  # epochs on the init data (retain's version 1 and the baselines'); None: as all
+    retrain_seeds: int = 1  # train every strategy this many times per batch, with different seeds
 
     @property
     def initial_training(self) -> TrainingSettings:
         return replace(self.training, epochs=self.init_epochs or self.training.epochs)
+
+
+def train_strategies(production: nn.Module, memory: ReplayMemory, train: Data, report: ShiftReport, setup: Setup,
+                     seed: int) -> dict[str, nn.Module]:
+    """One candidate per strategy, each from the same production model and memory."""
+    return {
+        strategy: train_candidate(Choice(strategy, hyperparameters(strategy, report, setup.policy, setup.training.lr),
+                                         "", strategy),
+                                  production, train, memory, replace(setup.training, seed=seed), reptile=setup.reptile)
+        for strategy in STRATEGIES
+    }
 
 
 def new_model(stream: Stream, classes: int, setup: Setup, seed: int) -> nn.Module:
@@ -282,11 +322,11 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         report = measure_batch(production, "head", memory, x, y, stream.max_classes, setup.thresholds, seed + t)
         choice = choose(report, tuple(history), setup.policy, setup.training.lr)
 
-        candidates, hits, scores, gates = {}, {}, {}, {}
+        candidates = train_strategies(production, memory, train, report, setup, seed + t)
+        retrained = [train_strategies(production, memory, train, report, setup, seed + t + 7919 * k)
+                     for k in range(1, setup.retrain_seeds)]
+        hits, scores, gates = {}, {}, {}
         for strategy in STRATEGIES:
-            option = Choice(strategy, hyperparameters(strategy, report, setup.policy, setup.training.lr), "", strategy)
-            candidates[strategy] = train_candidate(option, production, train, memory,
-                                                   replace(setup.training, seed=seed + t), reptile=setup.reptile)
             hits[strategy] = test_hits(candidates[strategy], stream, t)
             scores[strategy] = float(np.mean([h.mean() for h in hits[strategy]]))
             gates[strategy] = evaluate_gate(production, candidates[strategy], memory.audit_groups(), holdout)
@@ -297,13 +337,17 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
                 production, decision = candidates[strategy], f"{strategy} accepted"
                 memory = remember(memory, train, holdout, t, setup.capacity, setup.audit_fraction, seed + t)
                 break
-        history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
         best = max(scores, key=scores.get)
         tied = tuple(s for s in STRATEGIES if not significantly_worse(hits[s], hits[best]))
+        best_by_seed = [best_strategies(scores)] + [
+            best_strategies({s: float(np.mean(test_accuracies(m, stream, t))) for s, m in again.items()})
+            for again in retrained
+        ]
+        history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
         records.append(PolicyRecord(experience.name, report.severity, choice.strategy, choice.rule, best, scores,
                                     tied, decision, {s: g.forgetting for s, g in gates.items()},
                                     report.probe_accuracy, report.accuracy_drop,
-                                    report.p_value))
+                                    report.p_value, tuple(best_by_seed)))
         run.rows.append(test_accuracies(production, stream, t))
     run.final_hits = test_hits(production, stream, len(stream.experiences) - 1)
     return run, records
@@ -360,6 +404,15 @@ class Totals:
     # The same batches had one strategy always been used: what the policy must beat.
     fixed_best: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 0))
     fixed_regrets: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STRATEGIES})
+    # Over every training seed of every batch (--retrain-seeds): how often the policy's pick
+    # was best; and how often the strategy most often best for that batch was, which bounds
+    # any policy that sees only the measured shift (no training seed changes it). Counted on
+    # the same seeds it is optimistic; chosen from the other seeds, pessimistic.
+    seed_runs: int = 0
+    seed_hits: int = 0
+    fixed_seed_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 0))
+    ceilings: list[float] = field(default_factory=list)
+    held_out_ceilings: list[float] = field(default_factory=list)
 
     def add_batches(self, records: list[PolicyRecord]) -> None:
         self.batches += len(records)
@@ -369,6 +422,14 @@ class Totals:
         for strategy in STRATEGIES:
             self.fixed_best[strategy] += sum(r.scores[strategy] >= r.scores[r.best] - 1e-9 for r in records)
             self.fixed_regrets[strategy] += [100 * (r.scores[r.best] - r.scores[strategy]) for r in records]
+        for r in records:
+            if len(r.best_by_seed) > 1:
+                self.seed_runs += len(r.best_by_seed)
+                self.seed_hits += sum(r.picked in best for best in r.best_by_seed)
+                for strategy in STRATEGIES:
+                    self.fixed_seed_hits[strategy] += sum(strategy in best for best in r.best_by_seed)
+                self.ceilings.append(most_often_best_rate(r.best_by_seed))
+                self.held_out_ceilings.append(most_often_best_rate(r.best_by_seed, held_out=True))
 
     def summary(self) -> str:
         n = self.batches
@@ -380,7 +441,15 @@ class Totals:
                 f"final acc >= best baseline on {self.acc_ok}/{self.streams} streams "
                 f"(not significantly below it on {self.acc_not_worse}/{self.streams}); "
                 f"forgetting <= Replay's on {self.forget_ok}/{self.streams}; "
-                f"hindsight-best / regret with one strategy throughout: {fixed}")
+                f"hindsight-best / regret with one strategy throughout: {fixed}"
+                + (f"; over {self.seed_runs // len(self.ceilings)} training seeds per batch: the pick is best in "
+                   f"{self.seed_hits}/{self.seed_runs} = {100 * self.seed_hits / self.seed_runs:.0f}% ("
+                   + ", ".join(f"always {s} {100 * n / self.seed_runs:.0f}%" for s, n in self.fixed_seed_hits.items())
+                   + "); "
+                   f"the strategy most often best for the batch is best in {100 * np.mean(self.ceilings):.0f}% "
+                   f"counted on the same seeds, {100 * np.mean(self.held_out_ceilings):.0f}% chosen from the "
+                   f"other seeds (what a policy that sees only the shift can reach lies about between)"
+                   if self.ceilings else ""))
 
 
 def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) -> None:
@@ -421,7 +490,9 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
                 probe = "-" if r.probe is None else f"{r.probe:.2f}"
                 print(f"    {r.batch:26} {r.severity:8} p {r.p_value:.3f} drop {r.accuracy_drop:+.2f} probe {probe} "
                       f"picked {r.picked:18} ({r.rule}); best {r.best:18} tied {','.join(t[:4] for t in r.tied):14} "
-                      f"score/forgetting {scores}; {r.decision}")
+                      f"score/forgetting {scores}; {r.decision}"
+                      + (f"; best by training seed {' '.join('+'.join(sorted(x[:4] for x in b)) for b in r.best_by_seed)}"
+                         if len(r.best_by_seed) > 1 else ""))
     print("-" * len(header))
     print("* final accuracy significantly below the best baseline's (one-sided paired z-test, 5 %)")
     print(f"{here.summary()}; {time.monotonic() - started:.0f} s")
@@ -436,6 +507,8 @@ def main() -> None:
                              "(default: --epochs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one table per seed, then the totals")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--retrain-seeds", type=int, default=1, metavar="K",
+                        help="train every strategy K times per batch with different seeds: how stable is 'best'?")
     parser.add_argument("--verbose", action="store_true", help="print every batch's scores")
     parser.add_argument("--policy", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a [policy] setting, e.g. small_batch=300")
@@ -457,6 +530,7 @@ def main() -> None:
         gate=GateConfig(max_forgetting=args.max_forgetting, max_forgetting_new_classes=args.max_forgetting_new_classes),
         reptile=ReptileSettings(meta_steps=args.meta_steps),
         init_epochs=args.init_epochs,
+        retrain_seeds=args.retrain_seeds,
     )
     totals = Totals()
     for seed in args.seeds:
