@@ -29,7 +29,9 @@ def train_candidate(
     the batch brings classes beyond it. The result depends on ``settings.seed`` alone, not on
     what the process drew from torch's global generator before (which it leaves as it was).
     """
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(settings.device)
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):  # manual_seed seeds the GPU generators too
         torch.manual_seed(settings.seed)
         return _train(choice, production, train, memory, settings, head, reptile, hooks)
 

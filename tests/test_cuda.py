@@ -84,3 +84,13 @@ def test_the_daemon_adapts_a_batch_on_the_gpu_and_serves_it_on_the_cpu(tmp_path,
     save_npz(tmp_path / "unseen.npz", x[800:1000], y[800:1000])
     predicted = json.loads(retain(config, "predict", str(tmp_path / "unseen.npz"), "--json").stdout)["predictions"]
     assert sum(int(p == t) for p, t in zip(predicted, y[800:1000], strict=True)) > 150
+
+
+def test_training_on_the_gpu_leaves_the_global_generators_as_they_were(production_and_stream):
+    production, memory, batch, _ = production_and_stream
+    torch.manual_seed(12345)  # a state that no training seed reproduces
+    torch.rand(3), torch.rand(3, device="cuda")
+    cpu_state, gpu_state = torch.get_rng_state(), torch.cuda.get_rng_state()
+    train_candidate(Choice("meta", {"lr": 0.003}, "", "meta"), production, batch, memory, GPU)
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    assert torch.equal(torch.cuda.get_rng_state(), gpu_state)
