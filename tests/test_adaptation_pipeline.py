@@ -101,3 +101,24 @@ def test_a_users_model_names_its_head_in_config(tmp_path, digit_data):
     retain(config, "run", "--once", env=env)
     assert versions(config)[1]["strategy"] in ("feature_extraction", "meta", "finetune")
     assert versions(config)[1]["artifact_sha256"]
+
+
+def test_the_built_in_cnn_adapts_image_batches_with_meta(tmp_path, digit_data):
+    # Its BatchNorm layers once crashed meta's torch.func inner loops.
+    x, y = digit_data
+    images = x.reshape(-1, 1, 8, 8)
+    config = write_config(tmp_path, model={"factory": "strategies.models:small_cnn",
+                                           "kwargs": {"channels": [4], "features": 16}},
+                          policy={"probe_transfers": 1.0, "fallback": False},
+                          gate={"max_forgetting": 1.0, "min_gain": -1.0})
+    save_npz(tmp_path / "init.npz", images[:400], y[:400])
+    retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
+    save_npz(tmp_path / "inbox" / "b.npz", images[400:600], y[400:600])
+    retain(config, "run", "--once")
+    [batch] = json.loads(retain(config, "batches", "--json").stdout)
+    assert batch["state"] == "done", batch
+    candidate = versions(config)[1]
+    assert (candidate["strategy"], candidate["status"]) == ("meta", "accepted"), candidate["rationale"]
+    np.savez(tmp_path / "unseen.npz", x=images[600:700])
+    predicted = json.loads(retain(config, "predict", str(tmp_path / "unseen.npz"), "--json").stdout)
+    assert predicted["version"] == 2 and len(predicted["predictions"]) == 100
