@@ -69,11 +69,11 @@ def use_threads(config: Config) -> None:
     torch.set_num_threads(config.training.threads)
 
 
-def prepare_training(config: Config) -> str:
-    """Thread count set and the training device checked before any work starts; returns it."""
+def prepare_training(config: Config) -> None:
+    """Thread count set and the training device checked before any work starts."""
     use_threads(config)
     try:
-        return config.training.resolved_device()
+        config.training.resolved_device()
     except ConfigError as exc:
         fail(f"{config.source or 'config'}: {exc}")
 

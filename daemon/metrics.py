@@ -16,7 +16,6 @@ from prometheus_client.process_collector import ProcessCollector
 from strategies.policy import STRATEGIES
 
 
-
 class _ModelInfoCollector:
     """``retain_model_info{version,alias} 1`` for each live alias, read at scrape time."""
 

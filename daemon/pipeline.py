@@ -3,6 +3,7 @@ report. This is where ``strategies`` and ``registry`` meet."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -261,12 +262,15 @@ class Pipeline:
 
         policy = self.config.policy.policy()
         choice = choose(report, self.history(), policy, self.config.training.lr)
-        gated = (train, holdout, spec, seed, report.novel_classes)
-        candidates = [self._train_and_gate(choice, batch, model, memory, *gated)]
+        train_and_gate = functools.partial(
+            self._train_and_gate, batch=batch, model=model, memory=memory, train=train, holdout=holdout, spec=spec,
+            seed=seed, new_classes=report.novel_classes,
+        )
+        candidates = [train_and_gate(choice)]
         if not candidates[0].verdict.accepted:
             second = fallback_choice(choice, report, policy, self.config.training.lr)
             if second is not None:
-                candidates.append(self._train_and_gate(second, batch, model, memory, *gated))
+                candidates.append(train_and_gate(second))
 
         new_memory = remember(
             memory,
