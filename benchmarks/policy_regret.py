@@ -191,6 +191,11 @@ def test_hits(model: nn.Module, stream: Stream, upto: int) -> list[np.ndarray]:
     return [(predict(model, e.test[0]) == e.test[1]).double().numpy() for e in stream.experiences[: upto + 1]]
 
 
+def score(hits: list[np.ndarray]) -> float:
+    """The hindsight score: the mean of the per-experience test accuracies."""
+    return float(np.mean([h.mean() for h in hits]))
+
+
 def test_accuracies(model: nn.Module, stream: Stream, upto: int) -> list[float]:
     """Accuracy on the test set of every experience 0..upto."""
     return [float(hits.mean()) for hits in test_hits(model, stream, upto)]
@@ -328,7 +333,7 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         hits, scores, gates = {}, {}, {}
         for strategy in STRATEGIES:
             hits[strategy] = test_hits(candidates[strategy], stream, t)
-            scores[strategy] = float(np.mean([h.mean() for h in hits[strategy]]))
+            scores[strategy] = score(hits[strategy])
             gates[strategy] = evaluate_gate(production, candidates[strategy], memory.audit_groups(), holdout)
 
         decision = "rejected"
@@ -340,7 +345,7 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         best = max(scores, key=scores.get)
         tied = tuple(s for s in STRATEGIES if not significantly_worse(hits[s], hits[best]))
         best_by_seed = [best_strategies(scores)] + [
-            best_strategies({s: float(np.mean(test_accuracies(m, stream, t))) for s, m in again.items()})
+            best_strategies({s: score(test_hits(m, stream, t)) for s, m in again.items()})
             for again in retrained
         ]
         history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
@@ -416,11 +421,11 @@ class Totals:
 
     def add_batches(self, records: list[PolicyRecord]) -> None:
         self.batches += len(records)
-        self.best += sum(r.scores[r.picked] >= r.scores[r.best] - 1e-9 for r in records)  # exact ties count
+        self.best += sum(r.picked in best_strategies(r.scores) for r in records)
         self.tied += sum(r.picked in r.tied for r in records)
         self.regrets += [100 * (r.scores[r.best] - r.scores[r.picked]) for r in records]
         for strategy in STRATEGIES:
-            self.fixed_best[strategy] += sum(r.scores[strategy] >= r.scores[r.best] - 1e-9 for r in records)
+            self.fixed_best[strategy] += sum(strategy in best_strategies(r.scores) for r in records)
             self.fixed_regrets[strategy] += [100 * (r.scores[r.best] - r.scores[strategy]) for r in records]
         for r in records:
             if len(r.best_by_seed) > 1:
@@ -442,14 +447,17 @@ class Totals:
                 f"(not significantly below it on {self.acc_not_worse}/{self.streams}); "
                 f"forgetting <= Replay's on {self.forget_ok}/{self.streams}; "
                 f"hindsight-best / regret with one strategy throughout: {fixed}"
-                + (f"; over {self.seed_runs // len(self.ceilings)} training seeds per batch: the pick is best in "
-                   f"{self.seed_hits}/{self.seed_runs} = {100 * self.seed_hits / self.seed_runs:.0f}% ("
-                   + ", ".join(f"always {s} {100 * n / self.seed_runs:.0f}%" for s, n in self.fixed_seed_hits.items())
-                   + "); "
-                   f"the strategy most often best for the batch is best in {100 * np.mean(self.ceilings):.0f}% "
-                   f"counted on the same seeds, {100 * np.mean(self.held_out_ceilings):.0f}% chosen from the "
-                   f"other seeds (what a policy that sees only the shift can reach lies about between)"
-                   if self.ceilings else ""))
+                + (f"; {self.seed_summary()}" if self.ceilings else ""))
+
+    def seed_summary(self) -> str:
+        """The --retrain-seeds figures."""
+        runs = self.seed_runs
+        fixed = ", ".join(f"always {s} {100 * n / runs:.0f}%" for s, n in self.fixed_seed_hits.items())
+        return (f"over {runs // len(self.ceilings)} training seeds per batch: the pick is best in "
+                f"{self.seed_hits}/{runs} = {100 * self.seed_hits / runs:.0f}% ({fixed}); "
+                f"the strategy most often best for the batch is best in {100 * np.mean(self.ceilings):.0f}% "
+                f"counted on the same seeds, {100 * np.mean(self.held_out_ceilings):.0f}% chosen from the "
+                f"other seeds (what a policy that sees only the shift can reach lies about between)")
 
 
 def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) -> None:
