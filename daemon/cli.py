@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from daemon.config import Config, ConfigError, find_config, load_config
 from daemon.logs import LogFormat, configure_logging
@@ -26,9 +27,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Off a terminal (pipes, journald) rich would wrap tables at 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# Off a terminal (pipes, journald) rich would wrap tables at 80 columns. Markup is off: what
+# is printed holds file names, rationales ("... [little-shift]") and error messages, and rich
+# would swallow any bracketed word in them as a style tag. Styles are applied with Text.
+out = Console(width=None if sys.stdout.isatty() else 200, markup=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, markup=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -48,7 +51,7 @@ class CliState:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line naming what is wrong and exit non-zero."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -246,8 +249,8 @@ def show(
     if as_json:
         emit_json(row)
         return
-    out.print(f"[bold]version {row['version']}[/] — {row['status']}"
-              f"{' (production)' if row['is_production'] else ''}, strategy {row['strategy']}")
+    out.print(Text.assemble((f"version {row['version']}", "bold"), f" — {row['status']}"
+                            f"{' (production)' if row['is_production'] else ''}, strategy {row['strategy']}"))
     out.print(f"lineage: {' <- '.join(map(str, row['lineage']))}    batch: {row['batch'] or '-'}")
     if row["severity"] is not None:
         shift = row["details"].get("shift", {})

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from daemon.config import dump_config, load_config
 
@@ -95,7 +96,7 @@ def run_demo(workdir: Path, console: Console, threads: int = 1) -> None:
     torch.set_num_threads(config.training.threads)
 
     init_file, stream = write_stream(workdir / "data")
-    console.print(f"[bold]retain demo[/] in {workdir}: digits 0-7 known, {len(stream)} batches to come")
+    console.print(Text.assemble(("retain demo", "bold"), f" in {workdir}: digits 0-7 known, {len(stream)} batches to come"))
 
     with _progress(console) as progress:
         task = progress.add_task("training version 1 on init.npz", total=None)
@@ -147,7 +148,7 @@ def run_demo(workdir: Path, console: Console, threads: int = 1) -> None:
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} steps"),
         TimeElapsedColumn(),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from registry import AliasEvent, Batch, ModelVersion, as_utc
 
@@ -111,7 +112,7 @@ def versions_table(rows: list[dict[str, Any]], title: str = "Model versions") ->
             f"{_num(row['acc_old_candidate'])} / {_num(row['acc_old_production'])}",
             f"{_num(row['acc_new_candidate'])} / {_num(row['acc_new_production'])}",
             _num(row["forgetting"]) if row["forgetting"] is not None else "-",
-            f"[green]{decision}[/]" if row["status"] == "accepted" else f"[red]{decision}[/]",
+            Text(decision, style="green" if row["status"] == "accepted" else "red"),
         )
     return table
 

@@ -55,6 +55,21 @@ def test_show_prints_forgetting_with_its_standard_error_and_the_limit_applied(wo
     assert re.search(r"gate: forgetting .* \(± \d\.\d{4} over \d+ audit samples\)", shown), shown
 
 
+def test_show_prints_the_rationale_verbatim_with_the_rule_in_brackets(workspace, digit_data):
+    x, y = digit_data
+    save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    rationale = json.loads(retain(workspace, "show", "2", "--json").stdout)["rationale"]
+    assert re.search(r"\[[a-z-]+\]", rationale), rationale
+    assert f"rationale: {rationale}" in retain(workspace, "show", "2").stdout
+
+
+def test_tables_print_file_names_with_brackets_verbatim(workspace):
+    (workspace.parent / "inbox" / "sensor[b].npz").write_bytes(b"not an archive")
+    retain(workspace, "run", "--once")
+    assert "sensor[b].npz" in retain(workspace, "batches").stdout
+
+
 def test_rollback_with_no_earlier_production_is_an_error(workspace):
     one_error_line(retain(workspace, "rollback", check=False), "no earlier production version")
 
