@@ -256,7 +256,7 @@ class Pipeline:
                 label_distance=round(report.label_distance, 3),
                 accuracy_drop=round(report.accuracy_drop, 3),
                 novel_classes=list(report.novel_classes),
-                probe_accuracy=report.probe_accuracy,
+                probe_accuracy=None if report.probe_accuracy is None else round(report.probe_accuracy, 4),
             ),
         )
 
