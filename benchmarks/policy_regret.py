@@ -10,7 +10,9 @@ sets hold ~100 samples per experience, so strategies a point apart often cannot 
 synthetic experiences are scored on 5000 fresh samples each.
 With ``--retrain-seeds K`` every strategy is trained K times per batch with different seeds:
 how often is the policy's pick best, and how often could any policy that sees only the
-measured shift (the same for every training seed) be?
+measured shift (the same for every training seed) be? And, judged by each strategy's mean
+score over the K seeds (its expected score, without one run's luck), how often is the pick
+the best strategy for the batch?
 The stream then goes on as the daemon would: the chosen candidate (or its fallback) becomes
 production only if it passes the forgetting gate.
 
@@ -244,9 +246,19 @@ class PolicyRecord:
     probe: float | None
     accuracy_drop: float
     p_value: float
-    # With --retrain-seeds K: per training seed (the first is the one above), the strategies
-    # that scored best when every candidate was trained again with that seed.
-    best_by_seed: tuple[frozenset[str], ...] = ()
+    # With --retrain-seeds K: per training seed (the first is the one above), every strategy's
+    # score when every candidate was trained again with that seed.
+    scores_by_seed: tuple[dict[str, float], ...] = ()
+
+    @property
+    def best_by_seed(self) -> tuple[frozenset[str], ...]:
+        return tuple(best_strategies(scores) for scores in self.scores_by_seed)
+
+    @property
+    def mean_scores(self) -> dict[str, float]:
+        """Each strategy's score averaged over the training seeds: its expected score, less
+        the luck of one training run."""
+        return {s: float(np.mean([scores[s] for scores in self.scores_by_seed])) for s in STRATEGIES}
 
 
 def best_strategies(scores: dict[str, float]) -> frozenset[str]:
@@ -344,15 +356,13 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
                 break
         best = max(scores, key=scores.get)
         tied = tuple(s for s in STRATEGIES if not significantly_worse(hits[s], hits[best]))
-        best_by_seed = [best_strategies(scores)] + [
-            best_strategies({s: score(test_hits(m, stream, t)) for s, m in again.items()})
-            for again in retrained
-        ]
+        scores_by_seed = [scores] + [{s: score(test_hits(m, stream, t)) for s, m in again.items()}
+                                     for again in retrained]
         history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
         records.append(PolicyRecord(experience.name, report.severity, choice.strategy, choice.rule, best, scores,
                                     tied, decision, {s: g.forgetting for s, g in gates.items()},
                                     report.probe_accuracy, report.accuracy_drop,
-                                    report.p_value, tuple(best_by_seed)))
+                                    report.p_value, tuple(scores_by_seed)))
         run.rows.append(test_accuracies(production, stream, t))
     run.final_hits = test_hits(production, stream, len(stream.experiences) - 1)
     return run, records
@@ -418,6 +428,9 @@ class Totals:
     fixed_seed_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 0))
     ceilings: list[float] = field(default_factory=list)
     held_out_ceilings: list[float] = field(default_factory=list)
+    # Judged by each strategy's mean score over the training seeds instead of one run's.
+    mean_hits: int = 0
+    fixed_mean_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 0))
 
     def add_batches(self, records: list[PolicyRecord]) -> None:
         self.batches += len(records)
@@ -435,6 +448,10 @@ class Totals:
                     self.fixed_seed_hits[strategy] += sum(strategy in best for best in r.best_by_seed)
                 self.ceilings.append(most_often_best_rate(r.best_by_seed))
                 self.held_out_ceilings.append(most_often_best_rate(r.best_by_seed, held_out=True))
+                best_on_average = best_strategies(r.mean_scores)
+                self.mean_hits += r.picked in best_on_average
+                for strategy in STRATEGIES:
+                    self.fixed_mean_hits[strategy] += strategy in best_on_average
 
     def summary(self) -> str:
         n = self.batches
@@ -453,11 +470,15 @@ class Totals:
         """The --retrain-seeds figures."""
         runs = self.seed_runs
         fixed = ", ".join(f"always {s} {100 * n / runs:.0f}%" for s, n in self.fixed_seed_hits.items())
-        return (f"over {runs // len(self.ceilings)} training seeds per batch: the pick is best in "
+        batches = len(self.ceilings)
+        mean_fixed = ", ".join(f"always {s} {100 * n / batches:.0f}%" for s, n in self.fixed_mean_hits.items())
+        return (f"over {runs // batches} training seeds per batch: the pick is best in "
                 f"{self.seed_hits}/{runs} = {100 * self.seed_hits / runs:.0f}% ({fixed}); "
                 f"the strategy most often best for the batch is best in {100 * np.mean(self.ceilings):.0f}% "
                 f"counted on the same seeds, {100 * np.mean(self.held_out_ceilings):.0f}% chosen from the "
-                f"other seeds (what a policy that sees only the shift can reach lies about between)")
+                f"other seeds (what a policy that sees only the shift can reach lies about between); "
+                f"by the mean score over the seeds, the pick is best in {self.mean_hits}/{batches} = "
+                f"{100 * self.mean_hits / batches:.0f}% of batches ({mean_fixed})")
 
 
 def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) -> None:
@@ -500,6 +521,7 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
                       f"picked {r.picked:18} ({r.rule}); best {r.best:18} tied {','.join(t[:4] for t in r.tied):14} "
                       f"score/forgetting {scores}; {r.decision}"
                       + (f"; best by training seed {' '.join('+'.join(sorted(x[:4] for x in b)) for b in r.best_by_seed)}"
+                         f"; mean {' '.join(f'{s[:4]}={100 * v:.1f}' for s, v in r.mean_scores.items())}"
                          if len(r.best_by_seed) > 1 else ""))
     print("-" * len(header))
     print("* final accuracy significantly below the best baseline's (one-sided paired z-test, 5 %)")
