@@ -14,7 +14,7 @@ from daemon.loading import BatchRejected, DataSpec, load_batch, read_arrays
 from daemon.logs import fields
 from daemon.service import ensure_workdir
 from daemon.versions import ModelSpec, save_memory, save_model
-from registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError
+from registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError, SchemaError
 from strategies.forgetting import evaluate_gate
 from strategies.models import head_width
 from strategies.replay import INIT_SOURCE, ReplayMemory, holdout_split, remember
@@ -63,7 +63,10 @@ def init_workspace(
 ) -> ModelVersion:
     """Register version 1 as production, with a replay memory seeded from ``data``."""
     ensure_workdir(config)
-    registry = Registry(config.registry_url)
+    try:
+        registry = Registry(config.registry_url)
+    except SchemaError as exc:
+        raise InitError(f"{config.registry_url}: {exc}") from exc
     try:
         if registry.alias() is not None:
             raise InitError(

@@ -82,11 +82,14 @@ def prepare_training(config: Config) -> None:
 
 
 def open_registry(config: Config):
-    from registry import Registry
+    from registry import Registry, SchemaError
 
     if config.registry_url.startswith("sqlite:///") and not Path(config.registry_url[10:]).exists():
         fail(f"no registry at {config.registry_url[10:]}: run `retain init` first")
-    return Registry(config.registry_url)
+    try:
+        return Registry(config.registry_url)
+    except SchemaError as exc:
+        fail(f"{config.registry_url}: {exc}")
 
 
 @app.callback()

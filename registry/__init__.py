@@ -1,14 +1,9 @@
 """The model registry: SQL tables for batches, versions and aliases, and an artifact store."""
 
 from registry.artifacts import ArtifactError, ArtifactStore, atomic_write
-from registry.store import (
-    PRODUCTION,
-    AliasConflict,
-    NewVersion,
-    Registry,
-    RegistryError,
-    UnknownVersion,
-)
+from registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
+from registry.migrations import Migration, upgrade
+from registry.store import PRODUCTION, NewVersion, Registry
 from registry.tables import Alias, AliasEvent, Batch, ModelVersion, as_utc
 
 __all__ = [
@@ -21,9 +16,12 @@ __all__ = [
     "ArtifactError",
     "ArtifactStore",
     "Batch",
+    "Migration",
     "ModelVersion",
     "NewVersion",
     "Registry",
     "RegistryError",
+    "SchemaError",
     "UnknownVersion",
+    "upgrade",
 ]

@@ -17,26 +17,14 @@ from typing import Any
 
 from sqlalchemy import event, func, or_, text, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
+from registry.errors import AliasConflict, RegistryError, UnknownVersion
+from registry.migrations import upgrade
 from registry.tables import Alias, AliasEvent, Batch, ModelVersion, utcnow
 
 PRODUCTION = "production"
 _VERSION_LOCK_KEY = 0x72657461  # "reta": advisory lock id for version allocation
-
-
-class RegistryError(Exception):
-    """A registry operation cannot be done; the message says why."""
-
-
-class UnknownVersion(RegistryError):
-    def __init__(self, version: int) -> None:
-        super().__init__(f"version {version} does not exist")
-        self.version = version
-
-
-class AliasConflict(RegistryError):
-    """The alias moved between reading it and writing it."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +78,11 @@ class Registry:
         self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
-        SQLModel.metadata.create_all(self.engine)
+        try:
+            self.schema_version = upgrade(self.engine)
+        except Exception:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,4 +1,4 @@
-"""The registry's four tables."""
+"""The registry's tables: four for batches, versions and aliases, one for the schema version."""
 
 from __future__ import annotations
 
@@ -79,3 +79,12 @@ class AliasEvent(SQLModel, table=True):
     actor: str
     reason: str = ""
     at: datetime = Field(default_factory=utcnow)
+
+
+class SchemaVersion(SQLModel, table=True):
+    """One row: the version of the schema these tables are at (``registry.migrations``)."""
+
+    __tablename__ = "retain_schema"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int

@@ -2,6 +2,7 @@
 
 import json
 import re
+import sqlite3
 
 import numpy as np
 import pytest
@@ -72,6 +73,12 @@ def test_tables_print_file_names_with_brackets_verbatim(workspace):
 
 def test_rollback_with_no_earlier_production_is_an_error(workspace):
     one_error_line(retain(workspace, "rollback", check=False), "no earlier production version")
+
+
+def test_a_registry_written_by_a_newer_retain_is_a_one_line_error(workspace):
+    with sqlite3.connect(workspace.parent / "registry.db") as db:
+        db.execute("UPDATE retain_schema SET version = version + 1")
+    one_error_line(retain(workspace, "versions", check=False), "newer than this retain knows")
 
 
 def test_missing_config_is_an_error_naming_the_file(tmp_path):

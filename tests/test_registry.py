@@ -3,9 +3,20 @@
 import threading
 
 import pytest
+from sqlalchemy import inspect, text
 
 from conftest import fresh_postgres_database
-from registry import AliasConflict, NewVersion, Registry, RegistryError, UnknownVersion
+from registry import (
+    AliasConflict,
+    Migration,
+    NewVersion,
+    Registry,
+    RegistryError,
+    SchemaError,
+    UnknownVersion,
+    upgrade,
+)
+from registry.migrations import MIGRATIONS, latest_version
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -158,3 +169,51 @@ def test_alias_compare_and_swap_refuses_a_stale_expectation(registry):
             registry._move_alias(session, "production", 1, 3, "b", "promote", "stale")
     assert registry.alias() == 2
     assert [e.to_version for e in registry.history()] == [1, 2]
+
+
+# ------------------------------------------------------------------ schema versions
+
+ADD_PRIORITY = Migration(2, "batch priority", ("ALTER TABLE batch ADD COLUMN priority INTEGER DEFAULT 0",))
+INDEX_PRIORITY = Migration(3, "index batch priority", ("CREATE INDEX ix_batch_priority ON batch (priority)",))
+
+
+def stored_schema_version(registry) -> int:
+    with registry.engine.connect() as connection:
+        return connection.execute(text("SELECT version FROM retain_schema")).scalar_one()
+
+
+def batch_columns(registry) -> set[str]:
+    with registry.engine.connect() as connection:
+        return {column["name"] for column in inspect(connection).get_columns("batch")}
+
+
+def test_a_fresh_registry_is_at_the_latest_schema_version(registry):
+    assert registry.schema_version == stored_schema_version(registry) == latest_version(MIGRATIONS)
+
+
+def test_pending_migrations_apply_in_order_and_keep_the_rows(registry):
+    registry.add_batch("1" * 64, "/a", "a")
+    assert upgrade(registry.engine, (ADD_PRIORITY, INDEX_PRIORITY)) == 3
+    assert stored_schema_version(registry) == 3 and "priority" in batch_columns(registry)
+    assert [b.name for b in registry.batches()] == ["a"]
+
+
+def test_a_registry_from_before_schema_versions_counts_as_version_1(registry):
+    registry.add_batch("1" * 64, "/a", "a")
+    with registry.engine.begin() as connection:
+        connection.execute(text("DROP TABLE retain_schema"))
+    assert upgrade(registry.engine, (ADD_PRIORITY,)) == 2
+    assert "priority" in batch_columns(registry) and [b.name for b in registry.batches()] == ["a"]
+
+
+def test_a_failing_migration_leaves_the_registry_at_the_last_good_version(registry):
+    broken = Migration(3, "broken", ("ALTER TABLE no_such_table ADD COLUMN x INTEGER",))
+    with pytest.raises(SchemaError, match="schema version 3 .*broken.* stays at version 2"):
+        upgrade(registry.engine, (ADD_PRIORITY, broken))
+    assert stored_schema_version(registry) == 2 and "priority" in batch_columns(registry)
+
+
+def test_a_registry_from_a_newer_retain_is_refused(registry):
+    upgrade(registry.engine, (ADD_PRIORITY,))
+    with pytest.raises(SchemaError, match="schema is at version 2, newer than this retain knows"):
+        Registry(registry.url)

@@ -1,0 +1,21 @@
+"""What the registry raises; every message says what is wrong."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """A registry operation cannot be done; the message says why."""
+
+
+class UnknownVersion(RegistryError):
+    def __init__(self, version: int) -> None:
+        super().__init__(f"version {version} does not exist")
+        self.version = version
+
+
+class AliasConflict(RegistryError):
+    """The alias moved between reading it and writing it."""
+
+
+class SchemaError(RegistryError):
+    """The database's schema is not one this retain can use."""
