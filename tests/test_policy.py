@@ -8,7 +8,7 @@ from strategies.shift import ShiftReport
 CONFIG = PolicyConfig()
 
 
-def report(severity="moderate", n_batch=500, probe=0.97, novel=(), reasons=("accuracy drop 0.120 >= 0.1",)):
+def report(severity="moderate", n_batch=500, probe=0.99, novel=(), reasons=("accuracy drop 0.120 >= 0.1",)):
     return ShiftReport(
         mmd2=0.05, p_value=0.004, label_distance=0.1, novel_classes=tuple(novel), accuracy_reference=0.9,
         accuracy_batch=0.78, n_reference=300, n_batch=n_batch, severity=severity, reasons=tuple(reasons),
@@ -77,7 +77,7 @@ def test_little_shift_with_features_that_do_not_transfer_picks_meta():
 
 
 def test_significant_shift_on_a_large_batch_with_transferable_features_picks_finetune():
-    choice = choose(report("severe", n_batch=800, probe=0.97), (), CONFIG, 0.01)
+    choice = choose(report("severe", n_batch=800, probe=0.99), (), CONFIG, 0.01)
     assert (choice.strategy, choice.rule) == ("finetune", "significant-shift-severe")
 
 
@@ -91,7 +91,7 @@ def test_rationale_names_the_measurements_and_the_rule():
     choice = choose(report("moderate"), history("mild"), CONFIG, base_lr=0.01)
     assert "accuracy drop 0.120" in choice.rationale
     assert f"[{choice.rule}]" in choice.rationale
-    assert choice.measurements["p_value"] == 0.004 and choice.measurements["probe_accuracy"] == 0.97
+    assert choice.measurements["p_value"] == 0.004 and choice.measurements["probe_accuracy"] == 0.99
 
 
 def test_fallback_is_the_next_best_strategy_and_can_be_switched_off():
