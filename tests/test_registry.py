@@ -20,12 +20,16 @@ from registry.migrations import MIGRATIONS, latest_version
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def registry(request, tmp_path):
+def empty_database(request, tmp_path) -> str:
+    """The URL of a database with nothing in it yet."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/registry.db"
-    else:
-        url = fresh_postgres_database(request.getfixturevalue("postgres_url"), "registry")
-    store = Registry(url)
+        return f"sqlite:///{tmp_path}/registry.db"
+    return fresh_postgres_database(request.getfixturevalue("postgres_url"), "registry")
+
+
+@pytest.fixture
+def registry(empty_database):
+    store = Registry(empty_database)
     yield store
     store.close()
 
@@ -217,3 +221,27 @@ def test_a_registry_from_a_newer_retain_is_refused(registry):
     upgrade(registry.engine, (ADD_PRIORITY,))
     with pytest.raises(SchemaError, match="schema is at version 2, newer than this retain knows"):
         Registry(registry.url)
+
+
+def test_workers_opening_a_new_database_at_once_create_one_schema(empty_database):
+    start = threading.Barrier(4)
+    opened: list[Registry] = []
+    failures: list[BaseException] = []
+
+    def open_registry() -> None:
+        start.wait()
+        try:
+            opened.append(Registry(empty_database))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_registry) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    with opened[0].engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM retain_schema")).scalar_one() == 1
+    for store in opened:
+        store.close()
