@@ -96,7 +96,8 @@ def run_demo(workdir: Path, console: Console, threads: int = 1) -> None:
     torch.set_num_threads(config.training.threads)
 
     init_file, stream = write_stream(workdir / "data")
-    console.print(Text.assemble(("retain demo", "bold"), f" in {workdir}: digits 0-7 known, {len(stream)} batches to come"))
+    console.print(Text.assemble(("retain demo", "bold"),
+                                f" in {workdir}: digits 0-7 known, {len(stream)} batches to come"))
 
     with _progress(console) as progress:
         task = progress.add_task("training version 1 on init.npz", total=None)

@@ -37,6 +37,7 @@ MIGRATIONS: tuple[Migration, ...] = ()
 
 
 def latest_version(migrations: Sequence[Migration]) -> int:
+    """The schema version ``migrations`` lead to; 1 without any."""
     return migrations[-1].version if migrations else 1
 
 
