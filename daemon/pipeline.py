@@ -3,10 +3,12 @@ report. This is where ``strategies`` and ``registry`` meet."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,7 +23,7 @@ from daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
 from daemon.logs import fields
 from daemon.metrics import ServiceMetrics
 from daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
-from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc
+from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc, atomic_write
 from strategies.adapt import train_candidate
 from strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
 from strategies.measure import measure_batch
@@ -66,11 +68,25 @@ def unique_destination(directory: Path, batch_id: int, name: str) -> Path:
 
 
 def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
-    """Move a batch file out of the inbox (atomic within one file system)."""
+    """Move a batch file out of the inbox into ``directory``.
+
+    A rename where both are on one file system. An inbox on another one (a mounted share, a
+    separate volume) cannot be renamed across: the file is then copied in under a temporary
+    name, fsynced, renamed into place and only then removed from the inbox, so a crash
+    leaves it in the inbox (and the move is redone at the next start), never lost.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     target = unique_destination(directory, batch_id, name)
-    if source.exists():
+    if not source.exists():
+        return target
+    try:
         os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with source.open("rb") as reader:
+            atomic_write(target, lambda handle: shutil.copyfileobj(reader, handle))
+        source.unlink(missing_ok=True)
     return target
 
 

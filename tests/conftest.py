@@ -91,6 +91,17 @@ def initialised_template(tmp_path_factory, digit_data) -> Path:
 
 
 @pytest.fixture
+def other_file_system(tmp_path) -> Iterator[Path]:
+    """An empty folder on a different file system from ``tmp_path`` (where a rename fails)."""
+    root = Path("/dev/shm")
+    if not root.is_dir() or root.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system (/dev/shm) to put a folder on")
+    folder = Path(tempfile.mkdtemp(dir=root, prefix="retain-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
 def workspace(tmp_path, initialised_template) -> Path:
     """A fresh copy of the initialised workspace; returns its config path."""
     target = tmp_path / "ws"

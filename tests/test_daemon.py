@@ -56,6 +56,23 @@ def test_files_dropped_into_the_inbox_become_registered_versions(workspace, digi
     assert "candidate registered" in log and "daemon stopped" in log
 
 
+def test_an_inbox_on_another_file_system_is_emptied_into_processed_and_rejected(
+    workspace, digit_data, other_file_system
+):
+    x, y = digit_data
+    write_config(workspace.parent, paths={"workdir": ".", "inbox": str(other_file_system)})
+    good, bad = npz_bytes(x[500:700], y[500:700]), b"not an archive"
+    (other_file_system / "good.npz").write_bytes(good)
+    (other_file_system / "bad.npz").write_bytes(bad)
+    retain(workspace, "run", "--once")
+
+    rows = {Path(r["path"]).name: r for r in batches(workspace)}
+    assert {name: r["state"] for name, r in rows.items()} == {"000001-bad.npz": "rejected", "000002-good.npz": "done"}
+    assert Path(rows["000002-good.npz"]["path"]).read_bytes() == good
+    assert Path(rows["000001-bad.npz"]["path"]).read_bytes() == bad
+    assert not list(other_file_system.iterdir())
+
+
 def test_bad_files_are_rejected_with_reasons_and_the_daemon_keeps_running(workspace, digit_data):
     x, y = digit_data
     good = npz_bytes(x[500:700], y[500:700])
