@@ -170,6 +170,12 @@ def _labels(y: np.ndarray, n: int, spec: DataSpec) -> torch.Tensor:
     return torch.from_numpy(y)
 
 
+def _missing_labels(path: Path, label_column: str) -> str:
+    if path.suffix.lower() in (".csv", ".parquet"):
+        return f"batch has no labels: no column named {label_column!r} (data.label_column names the label column)"
+    return f"batch has no labels: no {'entry' if path.suffix.lower() == '.pt' else 'array'} 'y'"
+
+
 def read_arrays(
     path: Path, label_column: str = "label", max_file_bytes: int = 1 << 30
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -194,6 +200,10 @@ def read_arrays(
 def load_batch(path: Path, spec: DataSpec, require_labels: bool = True) -> LoadedBatch:
     """Read and validate a batch file, or raise ``BatchRejected`` with the reason."""
     x, y = read_arrays(path, spec.label_column, spec.max_file_bytes)
+    if y is None and require_labels:
+        # Before the shape check: a table whose label column has another name would otherwise
+        # be refused for having one feature too many.
+        raise BatchRejected(_missing_labels(path, spec.label_column))
 
     if x.dtype.kind not in "fiub":
         raise BatchRejected(f"features 'x' must be numeric, not {x.dtype}")
@@ -215,12 +225,7 @@ def load_batch(path: Path, spec: DataSpec, require_labels: bool = True) -> Loade
         count = int((~np.isfinite(x)).sum())
         raise BatchRejected(f"features contain {count} NaN or infinite values")
 
-    if y is None:
-        if require_labels:
-            raise BatchRejected("batch has no labels (array 'y' or the label column is missing)")
-        labels = None
-    else:
-        labels = _labels(np.asarray(y), n, spec)
+    labels = None if y is None else _labels(np.asarray(y), n, spec)
     if require_labels and n < spec.min_samples:
         raise BatchRejected(f"batch has {n} samples, fewer than the minimum of {spec.min_samples}")
     return LoadedBatch(x=torch.from_numpy(x), y=labels)

@@ -45,6 +45,12 @@ def test_csv_uses_the_label_column_wherever_it_is(tmp_path):
     assert batch.x.shape == (5, 4)
 
 
+def test_csv_without_the_label_column_is_refused_naming_the_column(tmp_path):
+    path = tmp_path / "b.csv"
+    path.write_text("f0,f1,f2,f3,target\n" + "".join(f"{i},{i},{i},{i},{i % 3}\n" for i in range(5)))
+    rejected(path, "no labels: no column named 'label'")
+
+
 def test_flat_rows_are_reshaped_to_an_image_input(tmp_path):
     x, y = good()
     np.savez(tmp_path / "b.npz", x=x, y=y)
