@@ -1,4 +1,5 @@
-"""The model registry: SQL tables for batches, versions and aliases, and an artifact store."""
+"""The model registry: SQL tables for batches, versions and aliases (with schema migrations),
+and an artifact store."""
 
 from registry.artifacts import ArtifactError, ArtifactStore, atomic_write
 from registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
