@@ -6,7 +6,6 @@ import faulthandler
 import getpass
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -205,10 +204,9 @@ def ingest_file(source: Path, inbox: Path) -> Path:
     if target.exists():
         stem = f"{source.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         target = inbox / f"{stem}{source.suffix}"
-    from registry import atomic_write
+    from registry import atomic_copy
 
-    with source.open("rb") as reader:
-        atomic_write(target, lambda handle: shutil.copyfileobj(reader, handle))
+    atomic_copy(source, target)
     return target
 
 

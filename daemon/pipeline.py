@@ -8,7 +8,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,7 +22,7 @@ from daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
 from daemon.logs import fields
 from daemon.metrics import ServiceMetrics
 from daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
-from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc, atomic_write
+from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc, atomic_copy
 from strategies.adapt import train_candidate
 from strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
 from strategies.measure import measure_batch
@@ -84,8 +83,7 @@ def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        with source.open("rb") as reader:
-            atomic_write(target, lambda handle: shutil.copyfileobj(reader, handle))
+        atomic_copy(source, target)
         source.unlink(missing_ok=True)
     return target
 

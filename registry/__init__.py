@@ -1,7 +1,7 @@
 """The model registry: SQL tables for batches, versions and aliases (with schema migrations),
 and an artifact store."""
 
-from registry.artifacts import ArtifactError, ArtifactStore, atomic_write
+from registry.artifacts import ArtifactError, ArtifactStore, atomic_copy, atomic_write
 from registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
 from registry.migrations import Migration, upgrade
 from registry.store import PRODUCTION, NewVersion, Registry
@@ -11,6 +11,7 @@ __all__ = [
     "PRODUCTION",
     "Alias",
     "as_utc",
+    "atomic_copy",
     "atomic_write",
     "AliasConflict",
     "AliasEvent",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from collections.abc import Callable
@@ -33,6 +34,12 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> None:
         os.fsync(dir_fd)  # the rename itself survives a power cut
     finally:
         os.close(dir_fd)
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` with ``atomic_write``: never a partial file under ``target``."""
+    with source.open("rb") as reader:
+        atomic_write(target, lambda handle: shutil.copyfileobj(reader, handle))
 
 
 class ArtifactError(Exception):
