@@ -105,17 +105,17 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
         if probe is not None and probe >= config.probe_separates:
             return ("feature_extraction", "novel-classes-separable",
                     f"new classes {list(report.novel_classes)} and frozen features separate them "
-                    f"(probe {probe_text} >= {config.probe_separates})")
+                    f"(linear probe accuracy {probe_text} >= {config.probe_separates})")
         return ("meta", "novel-classes-entangled",
                 f"new classes {list(report.novel_classes)} that frozen features do not separate "
-                f"(probe {probe_text} < {config.probe_separates})")
+                f"(linear probe accuracy {probe_text} < {config.probe_separates})")
     # Before "little shift": features that separate even unshifted data poorly belong to a
     # model with more to learn, which a gentle fine-tune leaves unlearnt. On the steady stream
     # of benchmarks/policy_regret.py (seeds 0-3) the policy's mean regret was 1.97 points with
     # this rule after "little shift", 0.66 with it here.
     if probe is not None and probe < config.probe_transfers:
         return ("meta", "features-do-not-transfer",
-                f"frozen features do not transfer (probe {probe_text} < {config.probe_transfers})")
+                f"frozen features do not transfer (linear probe accuracy {probe_text} < {config.probe_transfers})")
     if report.severity not in SIGNIFICANT:
         return ("finetune", "little-shift", "no measurement shows a significant shift")
     if recurring >= config.recurring_batches:
@@ -125,7 +125,7 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
         return ("feature_extraction", "significant-shift-small-batch",
                 f"{report.severity} shift on a small batch ({report.n_batch} < {config.small_batch})")
     return ("finetune", f"significant-shift-{report.severity}",
-            f"{report.severity} shift on a large batch whose features transfer (probe {probe_text})")
+            f"{report.severity} shift on a large batch whose features transfer (linear probe accuracy {probe_text})")
 
 
 # What to try when the first choice fails the gate: the next-best strategy for that rule.

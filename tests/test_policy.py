@@ -44,7 +44,7 @@ def test_significant_shift_on_a_small_batch_picks_feature_extraction():
 def test_new_classes_that_frozen_features_separate_pick_feature_extraction():
     choice = choose(report("severe", novel=(8, 9), probe=0.99), (), CONFIG, 0.01)
     assert (choice.strategy, choice.rule) == ("feature_extraction", "novel-classes-separable")
-    assert "probe 0.990 >= 0.98" in choice.rationale
+    assert "linear probe accuracy 0.990 >= 0.98" in choice.rationale
 
 
 def test_new_classes_that_frozen_features_do_not_separate_pick_meta():
