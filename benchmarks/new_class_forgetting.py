@@ -21,7 +21,7 @@ import torch
 
 from policy_regret import Setup, class_incremental, new_model
 from strategies.models import predict
-from strategies.replay import holdout_split
+from strategies.replay import split_holdout
 from strategies.training import TrainingSettings, quiet_avalanche, train_initial
 
 
@@ -33,9 +33,9 @@ def joint_forgetting(seed: int, epochs: int, holdout_fraction: float = 0.25) -> 
     previous, steps = None, []
     for t, experience in enumerate(stream.experiences):
         x, y = experience.train
-        train_idx, holdout_idx = holdout_split(y, holdout_fraction, seed + t)
-        train_x.append(x[train_idx])
-        train_y.append(y[train_idx])
+        (tx, ty), (hx, hy) = split_holdout(x, y, holdout_fraction, seed + t)
+        train_x.append(tx)
+        train_y.append(ty)
         xs, ys = torch.cat(train_x), torch.cat(train_y)
         model = train_initial(new_model(stream, int(ys.max()) + 1, setup, seed), xs, ys, setup.training)
         if previous is not None:
@@ -43,8 +43,8 @@ def joint_forgetting(seed: int, epochs: int, holdout_fraction: float = 0.25) -> 
             before = float((predict(previous, ax) == ay).double().mean())
             after = float((predict(model, ax) == ay).double().mean())
             steps.append(before - after)
-        audit_x.append(x[holdout_idx])
-        audit_y.append(y[holdout_idx])
+        audit_x.append(hx)
+        audit_y.append(hy)
         previous = model
     return steps
 

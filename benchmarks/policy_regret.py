@@ -44,7 +44,7 @@ from strategies.measure import measure_batch
 from strategies.meta import ReptileSettings
 from strategies.models import mlp, predict
 from strategies.policy import STRATEGIES, Choice, PolicyConfig, ShiftHistoryEntry, choose, hyperparameters
-from strategies.replay import ReplayMemory, holdout_split, remember
+from strategies.replay import ReplayMemory, remember, split_holdout
 from strategies.shift import ShiftReport, ShiftThresholds
 from strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
 
@@ -327,18 +327,16 @@ def new_model(stream: Stream, classes: int, setup: Setup, seed: int) -> nn.Modul
 def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[PolicyRecord]]:
     first = stream.experiences[0]
     x0, y0 = first.train
-    train_idx, holdout_idx = holdout_split(y0, setup.holdout_fraction, seed)
-    production = train_initial(new_model(stream, int(y0.max()) + 1, setup, seed), x0[train_idx], y0[train_idx],
-                               setup.initial_training)
-    memory = remember(ReplayMemory.empty((stream.dim,)), (x0[train_idx], y0[train_idx]),
-                      (x0[holdout_idx], y0[holdout_idx]), 0, setup.capacity, setup.audit_fraction, seed)
+    train0, holdout0 = split_holdout(x0, y0, setup.holdout_fraction, seed)
+    production = train_initial(new_model(stream, int(y0.max()) + 1, setup, seed), *train0, setup.initial_training)
+    memory = remember(ReplayMemory.empty((stream.dim,)), train0, holdout0, 0, setup.capacity, setup.audit_fraction,
+                      seed)
     run = Run([test_accuracies(production, stream, 0)])
     history: list[ShiftHistoryEntry] = []
     records = []
     for t, experience in enumerate(stream.experiences[1:], start=1):
         x, y = experience.train
-        train_idx, holdout_idx = holdout_split(y, setup.holdout_fraction, seed + t)
-        train, holdout = (x[train_idx], y[train_idx]), (x[holdout_idx], y[holdout_idx])
+        train, holdout = split_holdout(x, y, setup.holdout_fraction, seed + t)
         report = measure_batch(production, "head", memory, x, y, stream.max_classes, setup.thresholds, seed + t)
         choice = choose(report, tuple(history), setup.policy, setup.training.lr)
 

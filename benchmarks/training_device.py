@@ -22,7 +22,7 @@ from torch import nn
 from strategies.adapt import train_candidate
 from strategies.models import mlp, predict, small_cnn
 from strategies.policy import STRATEGIES, Choice
-from strategies.replay import ReplayMemory, holdout_split, remember
+from strategies.replay import ReplayMemory, remember, split_holdout
 from strategies.training import TrainingSettings, quiet_avalanche, train_initial
 
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -63,11 +63,11 @@ def images_cnn(side: int = 28, n: int = 4000, classes: int = 10) -> Workload:
 def time_strategies(workload: Workload, settings: TrainingSettings) -> dict[str, tuple[float, float]]:
     """Seconds and test accuracy per strategy, each from the same production and memory."""
     x0, y0 = workload.init
-    train_idx, holdout_idx = holdout_split(y0, 0.25, seed=0)
+    train, holdout = split_holdout(x0, y0, 0.25, seed=0)
     torch.manual_seed(0)
-    production = train_initial(workload.model(), x0[train_idx], y0[train_idx], settings)
-    memory = remember(ReplayMemory.empty(tuple(x0.shape[1:])), (x0[train_idx], y0[train_idx]),
-                      (x0[holdout_idx], y0[holdout_idx]), 0, capacity=1000, audit_fraction=0.3, seed=0)
+    production = train_initial(workload.model(), *train, settings)
+    memory = remember(ReplayMemory.empty(tuple(x0.shape[1:])), train, holdout, 0, capacity=1000, audit_fraction=0.3,
+                      seed=0)
     results = {}
     for strategy in STRATEGIES:
         choice = Choice(strategy, {"lr": settings.lr}, "", strategy)

@@ -17,7 +17,7 @@ from daemon.versions import ModelSpec, save_memory, save_model
 from registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError, SchemaError
 from strategies.forgetting import evaluate_gate
 from strategies.models import head_width
-from strategies.replay import INIT_SOURCE, ReplayMemory, holdout_split, remember
+from strategies.replay import INIT_SOURCE, ReplayMemory, remember, split_holdout
 from strategies.training import TrainingHooks, TrainingProgress, train_initial
 
 log = logging.getLogger("retain.init")
@@ -91,9 +91,7 @@ def init_workspace(
         except BatchRejected as exc:
             raise InitError(f"{data}: {exc}") from None
         assert loaded.y is not None
-        train_idx, holdout_idx = holdout_split(loaded.y, config.gate.holdout_fraction, config.training.seed)
-        train_part = (loaded.x[train_idx], loaded.y[train_idx])
-        holdout = (loaded.x[holdout_idx], loaded.y[holdout_idx])
+        train_part, holdout = split_holdout(loaded.x, loaded.y, config.gate.holdout_fraction, config.training.seed)
 
         if train:
             model = train_initial(
@@ -132,7 +130,7 @@ def init_workspace(
                 acc_old_candidate=gate.acc_old_candidate,
                 acc_new_candidate=gate.acc_new_candidate,
                 rationale=f"initial model {'trained on' if train else 'imported with'} {data.name}",
-                details={"init_data": str(data), "n_train": len(train_idx), "n_holdout": len(holdout_idx)},
+                details={"init_data": str(data), "n_train": len(train_part[1]), "n_holdout": len(holdout[1])},
             ),
             promote=True,
             actor=actor,

@@ -28,7 +28,7 @@ from strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
 from strategies.measure import measure_batch
 from strategies.models import head_module
 from strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
-from strategies.replay import ReplayMemory, holdout_split, remember
+from strategies.replay import ReplayMemory, remember, split_holdout
 from strategies.shift import ShiftReport
 from strategies.training import TrainingHooks, TrainingProgress
 
@@ -253,9 +253,7 @@ class Pipeline:
     ) -> BatchOutcome:
         seed = batch_seed(batch.sha256)
         assert loaded.y is not None
-        train_idx, holdout_idx = holdout_split(loaded.y, self.config.gate.holdout_fraction, seed)
-        train = (loaded.x[train_idx], loaded.y[train_idx])
-        holdout = (loaded.x[holdout_idx], loaded.y[holdout_idx])
+        train, holdout = split_holdout(loaded.x, loaded.y, self.config.gate.holdout_fraction, seed)
 
         report = self.measure(model, spec, memory, loaded, seed)
         self.metrics.shift_score.set(report.mmd2)

@@ -13,6 +13,8 @@ import torch
 
 INIT_SOURCE = 0  # source id of the data the initial model was trained on
 
+Data = tuple[torch.Tensor, torch.Tensor]  # (x, y)
+
 
 @dataclass(frozen=True)
 class ReplayMemory:
@@ -163,3 +165,9 @@ def holdout_split(labels: torch.Tensor, fraction: float, seed: int = 0) -> tuple
         holdout.append(members[:n_holdout])
         train.append(members[n_holdout:])
     return torch.cat(train).sort().values, torch.cat(holdout).sort().values
+
+
+def split_holdout(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = 0) -> tuple[Data, Data]:
+    """``(train, holdout)`` data pairs of ``x`` and ``y`` split by ``holdout_split``."""
+    train_idx, holdout_idx = holdout_split(y, fraction, seed)
+    return (x[train_idx], y[train_idx]), (x[holdout_idx], y[holdout_idx])

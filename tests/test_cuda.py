@@ -16,7 +16,7 @@ from strategies.adapt import train_candidate
 from strategies.forgetting import evaluate_gate
 from strategies.models import mlp, predict
 from strategies.policy import STRATEGIES, Choice
-from strategies.replay import ReplayMemory, holdout_split, remember
+from strategies.replay import ReplayMemory, remember, split_holdout
 from strategies.training import TrainingSettings, train_initial
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -34,10 +34,9 @@ def production_and_stream(digit_data):
     x, y = (torch.as_tensor(a) for a in digit_data)
     old = y < 8  # the batch brings classes 8 and 9, so every strategy widens the head
     x0, y0 = x[old][:600], y[old][:600]
-    train_idx, holdout_idx = holdout_split(y0, 0.25, seed=0)
-    production = train_initial(mlp((64,), 8, hidden=(64,)), x0[train_idx], y0[train_idx], CPU)
-    memory = remember(ReplayMemory.empty((64,)), (x0[train_idx], y0[train_idx]), (x0[holdout_idx], y0[holdout_idx]),
-                      0, capacity=300, audit_fraction=0.3, seed=0)
+    train, holdout = split_holdout(x0, y0, 0.25, seed=0)
+    production = train_initial(mlp((64,), 8, hidden=(64,)), *train, CPU)
+    memory = remember(ReplayMemory.empty((64,)), train, holdout, 0, capacity=300, audit_fraction=0.3, seed=0)
     batch_x, batch_y = x[600:1000], y[600:1000]
     test = (x[1000:], y[1000:])
     return production, memory, (batch_x, batch_y), test
