@@ -420,9 +420,9 @@ class Totals:
     acc_ok: int = 0
     acc_not_worse: int = 0
     forget_ok: int = 0
-    # Final accuracy and forgetting per stream, in points: retain's, and the baselines' with
-    # "best" the strongest baseline on each stream. A count of streams won flips on noise; the
-    # mean over streams says by how much retain is ahead or behind.
+    # Final accuracy and forgetting per stream, in points: retain's, the strongest baseline's on
+    # that stream, and each baseline's. A count of streams won flips on test-set noise; the mean
+    # over the streams says by how much retain is ahead or behind.
     retain_final: list[float] = field(default_factory=list)
     retain_forgetting: list[float] = field(default_factory=list)
     best_baseline_final: list[float] = field(default_factory=list)
@@ -485,7 +485,8 @@ class Totals:
             return ", ".join(f"{method} {np.mean(v):.1f}" for method, v in values.items())
 
         return (f"mean final accuracy over the streams {np.mean(self.retain_final):.1f} against "
-                f"{np.mean(self.best_baseline_final):.1f} for the best baseline on each stream ({each(self.baseline_final)}); "
+                f"{np.mean(self.best_baseline_final):.1f} for the best baseline on each stream "
+                f"({each(self.baseline_final)}); "
                 f"mean forgetting {np.mean(self.retain_forgetting):.1f} ({each(self.baseline_forgetting)})")
 
     def seed_summary(self) -> str:
