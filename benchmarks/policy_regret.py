@@ -416,10 +416,7 @@ class Totals:
     best: int = 0
     tied: int = 0
     regrets: list[float] = field(default_factory=list)
-    streams: int = 0
-    acc_ok: int = 0
     acc_not_worse: int = 0
-    forget_ok: int = 0
     # Final accuracy and forgetting per stream, in points: retain's, the strongest baseline's on
     # that stream, and each baseline's. A count of streams won flips on test-set noise; the mean
     # over the streams says by how much retain is ahead or behind.
@@ -443,6 +440,21 @@ class Totals:
     # Judged by each strategy's mean score over the training seeds instead of one run's.
     mean_hits: int = 0
     fixed_mean_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 0))
+
+    @property
+    def streams(self) -> int:
+        return len(self.retain_final)
+
+    @property
+    def acc_ok(self) -> int:
+        """Streams where retain's final accuracy reaches the strongest baseline's."""
+        return sum(r >= b - 1e-7 for r, b in zip(self.retain_final, self.best_baseline_final, strict=True))
+
+    @property
+    def forget_ok(self) -> int:
+        """Streams where retain forgets no more than Replay."""
+        return sum(r <= b + 1e-7 for r, b in zip(self.retain_forgetting, self.baseline_forgetting["Replay"],
+                                                 strict=True))
 
     def add_batches(self, records: list[PolicyRecord]) -> None:
         self.batches += len(records)
@@ -527,10 +539,7 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
         below = significantly_worse(retain_run.final_hits, strongest.final_hits)
         for counts in (here, totals):
             counts.add_batches(records)
-            counts.streams += 1
-            counts.acc_ok += retain_run.final_accuracy >= strongest.final_accuracy - 1e-9
             counts.acc_not_worse += not below
-            counts.forget_ok += retain_run.forgetting <= baselines["Replay"].forgetting + 1e-9
             counts.retain_final.append(100 * retain_run.final_accuracy)
             counts.retain_forgetting.append(100 * retain_run.forgetting)
             counts.best_baseline_final.append(100 * strongest.final_accuracy)
