@@ -47,11 +47,9 @@ from strategies.measure import measure_batch
 from strategies.meta import ReptileSettings
 from strategies.models import mlp, predict
 from strategies.policy import STRATEGIES, Choice, PolicyConfig, ShiftHistoryEntry, choose, hyperparameters
-from strategies.replay import ReplayMemory, remember, split_holdout
+from strategies.replay import Data, ReplayMemory, remember, split_holdout
 from strategies.shift import ShiftReport, ShiftThresholds
 from strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
-
-Data = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)

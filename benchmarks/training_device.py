@@ -22,10 +22,8 @@ from torch import nn
 from strategies.adapt import train_candidate
 from strategies.models import mlp, predict, small_cnn
 from strategies.policy import STRATEGIES, Choice
-from strategies.replay import ReplayMemory, remember, split_holdout
+from strategies.replay import Data, ReplayMemory, remember, split_holdout
 from strategies.training import TrainingSettings, quiet_avalanche, train_initial
-
-Data = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
