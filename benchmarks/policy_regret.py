@@ -13,6 +13,10 @@ how often is the policy's pick best, and how often could any policy that sees on
 measured shift (the same for every training seed) be? And, judged by each strategy's mean
 score over the K seeds (its expected score, without one run's luck), how often is the pick
 the best strategy for the batch?
+The summary also asks whether the policy could be skipped: had retain trained all three and
+kept the one with the best accuracy on its own held-out data (the audit samples of every
+earlier batch and the new batch's holdout slice, as the hindsight score weights the test
+sets), how often would that have been the hindsight-best?
 The stream then goes on as the daemon would: the chosen candidate (or its fallback) becomes
 production only if it passes the forgetting gate.
 
@@ -42,7 +46,7 @@ import torch
 from torch import nn
 
 from strategies.adapt import train_candidate
-from strategies.forgetting import GateConfig, evaluate_gate, verdict
+from strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdict
 from strategies.measure import measure_batch
 from strategies.meta import ReptileSettings
 from strategies.models import mlp, predict
@@ -202,6 +206,13 @@ def score(hits: list[np.ndarray]) -> float:
     return float(np.mean([h.mean() for h in hits]))
 
 
+def held_out_score(gate: GateMetrics) -> float:
+    """The hindsight score as retain itself could estimate it before choosing: the same mean of
+    per-experience accuracies, over the audit samples of each earlier batch and this batch's
+    held-out slice instead of the test sets."""
+    return float(np.mean([group.candidate for group in gate.groups] + [gate.acc_new_candidate]))
+
+
 def test_accuracies(model: nn.Module, stream: Stream, upto: int) -> list[float]:
     """Accuracy on the test set of every experience 0..upto."""
     return [float(hits.mean()) for hits in test_hits(model, stream, upto)]
@@ -253,6 +264,7 @@ class PolicyRecord:
     # With --retrain-seeds K: per training seed (the first is the one above), every strategy's
     # score when every candidate was trained again with that seed.
     scores_by_seed: tuple[dict[str, float], ...] = ()
+    held_out_scores: dict[str, float] = field(default_factory=dict)  # held_out_score of every candidate
 
     @property
     def best_by_seed(self) -> tuple[frozenset[str], ...]:
@@ -364,7 +376,8 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         records.append(PolicyRecord(experience.name, report.severity, choice.strategy, choice.rule, best, scores,
                                     tied, decision, {s: g.forgetting for s, g in gates.items()},
                                     report.probe_accuracy, report.accuracy_drop,
-                                    report.p_value, tuple(scores_by_seed)))
+                                    report.p_value, tuple(scores_by_seed),
+                                    {s: held_out_score(g) for s, g in gates.items()}))
         run.rows.append(test_accuracies(production, stream, t))
     run.final_hits = test_hits(production, stream, len(stream.experiences) - 1)
     return run, records
@@ -426,6 +439,10 @@ class Totals:
     # The same batches had one strategy always been used: what the policy must beat.
     fixed_best: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 0))
     fixed_regrets: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STRATEGIES})
+    # Had retain trained all three and kept the one best on its own held-out data (audit set
+    # and holdout slice): is that estimate good enough to beat choosing from the shift alone?
+    kept_best: int = 0
+    kept_regrets: list[float] = field(default_factory=list)
     # Over every training seed of every batch (--retrain-seeds): how often the policy's pick
     # was best; and how often the strategy most often best for that batch was, which bounds
     # any policy that sees only the measured shift (no training seed changes it). Counted on
@@ -463,6 +480,9 @@ class Totals:
             self.fixed_best[strategy] += sum(strategy in best_strategies(r.scores) for r in records)
             self.fixed_regrets[strategy] += [100 * (r.scores[r.best] - r.scores[strategy]) for r in records]
         for r in records:
+            kept = max(STRATEGIES, key=r.held_out_scores.__getitem__)
+            self.kept_best += kept in best_strategies(r.scores)
+            self.kept_regrets.append(100 * (r.scores[r.best] - r.scores[kept]))
             if len(r.best_by_seed) > 1:
                 self.seed_runs += len(r.best_by_seed)
                 self.seed_hits += sum(r.picked in best for best in r.best_by_seed)
@@ -486,7 +506,9 @@ class Totals:
                 f"(not significantly below it on {self.acc_not_worse}/{self.streams}); "
                 f"forgetting <= Replay's on {self.forget_ok}/{self.streams}; "
                 f"{self.means()}; "
-                f"hindsight-best / regret with one strategy throughout: {fixed}"
+                f"hindsight-best / regret with one strategy throughout: {fixed}; "
+                f"all three trained and the best on retain's held-out data kept "
+                f"{100 * self.kept_best / n:.0f}% / {np.mean(self.kept_regrets):.2f}"
                 + (f"; {self.seed_summary()}" if self.ceilings else ""))
 
     def means(self) -> str:
