@@ -480,7 +480,8 @@ class Totals:
             self.fixed_best[strategy] += sum(strategy in best_strategies(r.scores) for r in records)
             self.fixed_regrets[strategy] += [100 * (r.scores[r.best] - r.scores[strategy]) for r in records]
         for r in records:
-            kept = max(STRATEGIES, key=r.held_out_scores.__getitem__)
+            # On a tie (small held-out sets often tie) the policy's pick stays: only evidence overrides it.
+            kept = max(STRATEGIES, key=lambda s, r=r: (r.held_out_scores[s], s == r.picked))
             self.kept_best += kept in best_strategies(r.scores)
             self.kept_regrets.append(100 * (r.scores[r.best] - r.scores[kept]))
             if len(r.best_by_seed) > 1:
