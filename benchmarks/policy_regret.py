@@ -266,6 +266,19 @@ class PolicyRecord:
     scores_by_seed: tuple[dict[str, float], ...] = ()
     held_out_scores: dict[str, float] = field(default_factory=dict)  # held_out_score of every candidate
 
+    def is_best(self, strategy: str) -> bool:
+        return strategy in best_strategies(self.scores)
+
+    def regret(self, strategy: str) -> float:
+        """Points by which ``strategy``'s score falls short of the hindsight-best's."""
+        return 100 * (self.scores[self.best] - self.scores[strategy])
+
+    @property
+    def kept_by_held_out(self) -> str:
+        """The strategy retain would keep had it trained all three and kept the best by
+        ``held_out_score``; on a tie (small held-out sets often tie) the policy's pick stays."""
+        return max(STRATEGIES, key=lambda s: (self.held_out_scores[s], s == self.picked))
+
     @property
     def best_by_seed(self) -> tuple[frozenset[str], ...]:
         return tuple(best_strategies(scores) for scores in self.scores_by_seed)
@@ -473,17 +486,15 @@ class Totals:
 
     def add_batches(self, records: list[PolicyRecord]) -> None:
         self.batches += len(records)
-        self.best += sum(r.picked in best_strategies(r.scores) for r in records)
+        self.best += sum(r.is_best(r.picked) for r in records)
         self.tied += sum(r.picked in r.tied for r in records)
-        self.regrets += [100 * (r.scores[r.best] - r.scores[r.picked]) for r in records]
+        self.regrets += [r.regret(r.picked) for r in records]
         for strategy in STRATEGIES:
-            self.fixed_best[strategy] += sum(strategy in best_strategies(r.scores) for r in records)
-            self.fixed_regrets[strategy] += [100 * (r.scores[r.best] - r.scores[strategy]) for r in records]
+            self.fixed_best[strategy] += sum(r.is_best(strategy) for r in records)
+            self.fixed_regrets[strategy] += [r.regret(strategy) for r in records]
+        self.kept_best += sum(r.is_best(r.kept_by_held_out) for r in records)
+        self.kept_regrets += [r.regret(r.kept_by_held_out) for r in records]
         for r in records:
-            # On a tie (small held-out sets often tie) the policy's pick stays: only evidence overrides it.
-            kept = max(STRATEGIES, key=lambda s, r=r: (r.held_out_scores[s], s == r.picked))
-            self.kept_best += kept in best_strategies(r.scores)
-            self.kept_regrets.append(100 * (r.scores[r.best] - r.scores[kept]))
             if len(r.best_by_seed) > 1:
                 self.seed_runs += len(r.best_by_seed)
                 self.seed_hits += sum(r.picked in best for best in r.best_by_seed)
