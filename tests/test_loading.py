@@ -169,3 +169,41 @@ def test_csv_with_text_values_names_the_line(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("a,b,c,d,label\n1,2,3,4,0\n1,x,3,4,1\n")
     rejected(path, "CSV line 3 has a value that is not a number")
+
+
+def write_parquet(path: Path, columns: dict[str, list]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_parquet_uses_the_label_column_wherever_it_is(tmp_path):
+    columns = {"f0": [0.5, 1.5, 2.5], "label": [2, 0, 1], "f1": [1, 2, 3], "f2": [True, False, True], "f3": [0.0] * 3}
+    batch = load_batch(write_parquet(tmp_path / "b.parquet", columns), SPEC)
+    assert batch.y.tolist() == [2, 0, 1]
+    assert batch.x[:, :3].tolist() == [[0.5, 1, 1], [1.5, 2, 0], [2.5, 3, 1]]
+
+
+def test_parquet_without_the_label_column_is_refused_naming_the_column(tmp_path):
+    path = write_parquet(tmp_path / "b.parquet", {f"f{i}": [0.0, 1.0] for i in range(4)} | {"target": [0, 1]})
+    rejected(path, "no labels: no column named 'label'")
+
+
+def test_parquet_with_a_text_column_names_the_column(tmp_path):
+    path = write_parquet(tmp_path / "b.parquet", {"f0": [1.0, 2.0], "colour": ["red", "blue"], "label": [0, 1]})
+    rejected(path, "parquet column 'colour' holds string, not numbers")
+
+
+def test_parquet_with_missing_values_names_the_column(tmp_path):
+    path = write_parquet(tmp_path / "b.parquet", {f"f{i}": [0.0, 1.0] for i in range(4)} | {"label": [0, None]})
+    rejected(path, "parquet column 'label' has 1 missing value")
+
+
+def test_corrupt_parquet_is_refused(tmp_path):
+    whole = write_parquet(tmp_path / "whole.parquet", {f"f{i}": [0.0, 1.0] for i in range(4)} | {"label": [0, 1]})
+    (tmp_path / "cut.parquet").write_bytes(whole.read_bytes()[:40])
+    (tmp_path / "text.parquet").write_text("not parquet at all")
+    rejected(tmp_path / "cut.parquet", "unreadable parquet file")
+    rejected(tmp_path / "text.parquet", "unreadable parquet file")
