@@ -28,7 +28,7 @@ def train_candidate(
     Every strategy rehearses the replay memory's rehearsal partition and widens the head when
     the batch brings classes beyond it. The result depends on ``settings.seed`` alone, not on
     what the process drew from torch's global generator before (which it leaves as it was); on
-    the CPU bit for bit, on a GPU up to its kernels' nondeterminism (cuDNN's convolutions).
+    the CPU bit for bit, on a GPU up to its kernels' nondeterminism (cuDNN's convolutions, say).
     """
     device = torch.device(settings.device)
     gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
