@@ -89,6 +89,7 @@ class PolicySection(_Section):
     small_batch: int = Field(default=200, ge=0)
     probe_separates: float = Field(default=0.98, ge=0, le=1)
     probe_transfers: float = Field(default=0.98, ge=0, le=1)
+    known_batch_margin: float = Field(default=0.2, ge=0, le=1)
     recurring_batches: int = Field(default=2, ge=1)
     history_window: int = Field(default=10, ge=0)
     fallback: bool = True

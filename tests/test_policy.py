@@ -76,6 +76,21 @@ def test_little_shift_with_features_that_do_not_transfer_picks_meta():
     assert (choice.strategy, choice.rule) == ("meta", "features-do-not-transfer")
 
 
+def test_a_batch_production_predicts_far_better_than_its_audit_set_picks_finetune_despite_a_low_probe():
+    known = replace(report("none", probe=0.7, reasons=()), accuracy_reference=0.6, accuracy_batch=0.95)
+    choice = choose(known, (), CONFIG, 0.01)
+    assert (choice.strategy, choice.rule) == ("finetune", "known-batch")
+    assert choice.hyperparameters["lr_scale"] == CONFIG.lr_scale_none
+    assert "accuracy 0.950 against 0.600" in choice.rationale
+
+
+def test_a_known_batch_needs_the_margin_and_no_significant_shift():
+    within_margin = replace(report("none", probe=0.7, reasons=()), accuracy_reference=0.6, accuracy_batch=0.75)
+    assert choose(within_margin, (), CONFIG, 0.01).rule == "features-do-not-transfer"
+    shifted = replace(within_margin, severity="mild", accuracy_batch=0.95)
+    assert choose(shifted, (), CONFIG, 0.01).rule == "features-do-not-transfer"
+
+
 def test_significant_shift_on_a_large_batch_with_transferable_features_picks_finetune():
     choice = choose(report("severe", n_batch=800, probe=0.99), (), CONFIG, 0.01)
     assert (choice.strategy, choice.rule) == ("finetune", "significant-shift-severe")
