@@ -84,10 +84,13 @@ def test_a_batch_production_predicts_far_better_than_its_audit_set_picks_finetun
     assert "accuracy 0.950 against 0.600" in choice.rationale
 
 
-def test_a_known_batch_needs_the_margin_and_no_significant_shift():
+def test_a_batch_production_predicts_only_a_little_better_is_not_a_known_batch():
     within_margin = replace(report("none", probe=0.7, reasons=()), accuracy_reference=0.6, accuracy_batch=0.75)
     assert choose(within_margin, (), CONFIG, 0.01).rule == "features-do-not-transfer"
-    shifted = replace(within_margin, severity="mild", accuracy_batch=0.95)
+
+
+def test_a_significant_shift_is_never_a_known_batch():
+    shifted = replace(report("mild", probe=0.7), accuracy_reference=0.6, accuracy_batch=0.95)
     assert choose(shifted, (), CONFIG, 0.01).rule == "features-do-not-transfer"
 
 
