@@ -9,6 +9,8 @@ version allocation takes a transaction-scoped advisory lock and batch claims use
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -51,16 +53,40 @@ class NewVersion:
     details: dict[str, Any] | None = None
 
 
+_SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def _enable_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
+    """Switch the database to write-ahead logging, waiting up to ``timeout_s`` for other
+    connections.
+
+    While another connection holds the write lock, SQLite refuses the switch at once ("database
+    is locked") instead of waiting as ``busy_timeout`` promises, so workers opening a new
+    registry together would collide.
+    """
+    deadline = time.monotonic() + timeout_s
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor, _SQLITE_BUSY_TIMEOUT_S)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_S * 1000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -74,7 +100,7 @@ class Registry:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        connect_args = {"timeout": 30} if self.is_sqlite else {}
+        connect_args = {"timeout": _SQLITE_BUSY_TIMEOUT_S} if self.is_sqlite else {}
         self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             _configure_sqlite(self.engine)

@@ -1,5 +1,6 @@
 """The registry on real SQLite and real PostgreSQL."""
 
+import sqlite3
 import threading
 
 import pytest
@@ -221,6 +222,24 @@ def test_a_registry_from_a_newer_retain_is_refused(registry):
     upgrade(registry.engine, (ADD_PRIORITY,))
     with pytest.raises(SchemaError, match="schema is at version 2, newer than this retain knows"):
         Registry(registry.url)
+
+
+def test_opening_a_new_sqlite_registry_waits_for_a_writer_to_finish(tmp_path):
+    # Switching to WAL while another connection holds the write lock fails at once in SQLite
+    # itself, busy timeout or not; this is how workers opening a new registry together collide.
+    path = tmp_path / "registry.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    finish = threading.Timer(0.3, writer.execute, ("COMMIT",))
+    finish.start()
+    try:
+        store = Registry(f"sqlite:///{path}")
+    finally:
+        finish.join()
+        writer.close()
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    store.close()
 
 
 def test_workers_opening_a_new_database_at_once_create_one_schema(empty_database):
