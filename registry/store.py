@@ -86,7 +86,6 @@ def _configure_sqlite(engine: Engine) -> None:
         _enable_wal(cursor, _SQLITE_BUSY_TIMEOUT_S)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_S * 1000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -100,6 +99,7 @@ class Registry:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # The driver's timeout is SQLite's busy timeout: how long a connection waits for a lock.
         connect_args = {"timeout": _SQLITE_BUSY_TIMEOUT_S} if self.is_sqlite else {}
         self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
