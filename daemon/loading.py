@@ -181,6 +181,16 @@ def _missing_labels(path: Path, label_column: str) -> str:
     return f"batch has no labels: no {'entry' if path.suffix.lower() == '.pt' else 'array'} 'y'"
 
 
+def _read_by_suffix(path: Path, suffix: str, label_column: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if suffix == ".npz":
+        return _read_npz(path)
+    if suffix == ".pt":
+        return _read_pt(path)
+    if suffix == ".csv":
+        return _read_csv(path, label_column)
+    return _read_parquet(path, label_column)
+
+
 def read_arrays(
     path: Path, label_column: str = "label", max_file_bytes: int = 1 << 30
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -193,13 +203,12 @@ def read_arrays(
         raise BatchRejected("file is empty")
     if size > max_file_bytes:
         raise BatchRejected(f"file is {size} bytes, over the limit of {max_file_bytes}")
-    if suffix == ".npz":
-        return _read_npz(path)
-    if suffix == ".pt":
-        return _read_pt(path)
-    if suffix == ".csv":
-        return _read_csv(path, label_column)
-    return _read_parquet(path, label_column)
+    try:
+        return _read_by_suffix(path, suffix, label_column)
+    except BatchRejected as exc:
+        # Library errors quote the path they opened, the inbox's; by the time anyone reads the
+        # reason the file sits in rejected/, so the reason names the file alone.
+        raise BatchRejected(str(exc).replace(str(path), path.name)) from None
 
 
 def load_batch(path: Path, spec: DataSpec, require_labels: bool = True) -> LoadedBatch:

@@ -207,3 +207,11 @@ def test_corrupt_parquet_is_refused(tmp_path):
     (tmp_path / "text.parquet").write_text("not parquet at all")
     rejected(tmp_path / "cut.parquet", "unreadable parquet file")
     rejected(tmp_path / "text.parquet", "unreadable parquet file")
+
+
+def test_corrupt_parquet_reason_names_the_file_without_its_inbox_folder(tmp_path):
+    (tmp_path / "text.parquet").write_text("not parquet at all")
+    with pytest.raises(BatchRejected) as refused:
+        load_batch(tmp_path / "text.parquet", SPEC)
+    assert "'text.parquet'" in str(refused.value)
+    assert str(tmp_path) not in str(refused.value)
