@@ -23,7 +23,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/shift_mmd.py
-	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3 --retrain-seeds 3
+	records=$$(mktemp) && trap 'rm -f "$$records"' EXIT && \
+	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3 --retrain-seeds 3 --records "$$records" && \
+	$(BIN)/python benchmarks/policy_fit.py "$$records"
 	$(BIN)/python benchmarks/new_class_forgetting.py
 
 clean:

@@ -28,6 +28,10 @@ the best baseline's on each stream, and every method's mean forgetting.
 
     .venv/bin/python benchmarks/policy_regret.py [--streams NAME ...] [--epochs 5] [--seeds 0 1 2 3] [--retrain-seeds 3]
 
+``--records PATH`` appends one JSON line per batch (the shift report the policy saw, every
+strategy's score per training seed) for ``benchmarks/policy_fit.py``, which asks whether any
+small decision tree over the same numbers would pick better than the policy's rules.
+
 ``--holdout-fraction`` sizes the slice of every batch that retain holds out for its gate and
 never trains on (the baselines train on all of it): what the gate costs in final accuracy.
 """
@@ -35,6 +39,8 @@ never trains on (the baselines train on all of it): what the gate costs in final
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import time
 import warnings
@@ -258,9 +264,8 @@ class PolicyRecord:
     tied: tuple[str, ...]  # strategies not significantly worse than the best (best included)
     decision: str
     forgetting: dict[str, float]
-    probe: float | None
-    accuracy_drop: float
-    p_value: float
+    report: ShiftReport
+    earlier_significant: int  # earlier batches with a significant shift, as the policy saw them
     # With --retrain-seeds K: per training seed (the first is the one above), every strategy's
     # score when every candidate was trained again with that seed.
     scores_by_seed: tuple[dict[str, float], ...] = ()
@@ -385,15 +390,25 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         tied = tuple(s for s in STRATEGIES if not significantly_worse(hits[s], hits[best]))
         scores_by_seed = [scores] + [{s: score(test_hits(m, stream, t)) for s, m in again.items()}
                                      for again in retrained]
+        earlier_significant = sum(entry.severity != "none" for entry in history)
         history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
         records.append(PolicyRecord(experience.name, report.severity, choice.strategy, choice.rule, best, scores,
                                     tied, decision, {s: g.forgetting for s, g in gates.items()},
-                                    report.probe_accuracy, report.accuracy_drop,
-                                    report.p_value, tuple(scores_by_seed),
+                                    report, earlier_significant, tuple(scores_by_seed),
                                     {s: held_out_score(g) for s, g in gates.items()}))
         run.rows.append(test_accuracies(production, stream, t))
     run.final_hits = test_hits(production, stream, len(stream.experiences) - 1)
     return run, records
+
+
+def record_json(stream: str, seed: int, record: PolicyRecord) -> dict:
+    """One batch for ``--records``: what the policy saw and every strategy's score per training seed."""
+    return {
+        "stream": stream, "seed": seed, "batch": record.batch, "picked": record.picked, "rule": record.rule,
+        "decision": record.decision, "tied": list(record.tied), "shift": dataclasses.asdict(record.report),
+        "earlier_significant": record.earlier_significant, "scores_by_seed": list(record.scores_by_seed),
+        "held_out_scores": record.held_out_scores,
+    }
 
 
 # --------------------------------------------------------------------------- baselines
@@ -583,11 +598,15 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
               f"{100 * tied / len(records):4.0f}% {np.mean(regrets):6.2f} | "
               f"{100 * retain_run.final_accuracy:8.1f}{'*' if below else ' '} "
               f"{100 * retain_run.forgetting:10.1f} | {cells}")
+        if args.records:
+            with open(args.records, "a") as out:
+                out.writelines(json.dumps(record_json(stream.name, seed, r)) + "\n" for r in records)
         if args.verbose:
             for r in records:
                 scores = " ".join(f"{s[:4]}={100 * v:.2f}/{100 * r.forgetting[s]:+.1f}" for s, v in r.scores.items())
-                probe = "-" if r.probe is None else f"{r.probe:.2f}"
-                print(f"    {r.batch:26} {r.severity:8} p {r.p_value:.3f} drop {r.accuracy_drop:+.2f} probe {probe} "
+                probe = "-" if r.report.probe_accuracy is None else f"{r.report.probe_accuracy:.2f}"
+                print(f"    {r.batch:26} {r.severity:8} p {r.report.p_value:.3f} drop {r.report.accuracy_drop:+.2f} "
+                      f"probe {probe} "
                       f"picked {r.picked:18} ({r.rule}); best {r.best:18} tied {','.join(t[:4] for t in r.tied):14} "
                       f"score/forgetting {scores}; {r.decision}"
                       + (f"; best by training seed {' '.join('+'.join(sorted(x[:4] for x in b)) for b in r.best_by_seed)}"
@@ -610,6 +629,8 @@ def main() -> None:
     parser.add_argument("--retrain-seeds", type=int, default=1, metavar="K",
                         help="train every strategy K times per batch with different seeds: how stable is 'best'?")
     parser.add_argument("--verbose", action="store_true", help="print every batch's scores")
+    parser.add_argument("--records", metavar="PATH",
+                        help="append one JSON line per batch: the shift report and every strategy's scores")
     parser.add_argument("--policy", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a [policy] setting, e.g. small_batch=300")
     parser.add_argument("--max-forgetting", type=float, default=GateConfig().max_forgetting)
