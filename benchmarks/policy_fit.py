@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from policy_regret import best_strategies as best
+from policy_regret import mean_scores
 from sklearn.tree import DecisionTreeClassifier, export_text
 
 from strategies.policy import STRATEGIES
-from strategies.shift import SEVERITIES
+from strategies.shift import SEVERITIES, ShiftReport
 
 FEATURES = ("mmd2", "p_value", "label_distance", "novel_classes", "accuracy_reference", "accuracy_batch",
             "accuracy_drop", "n_batch", "probe_accuracy", "severity", "earlier_significant")
@@ -47,7 +48,7 @@ class Batch:
 
     @property
     def mean_scores(self) -> dict[str, float]:
-        return {s: float(np.mean([scores[s] for scores in self.scores_by_seed])) for s in STRATEGIES}
+        return mean_scores(self.scores_by_seed)
 
 
 def load(paths: Sequence[str]) -> list[Batch]:
@@ -56,14 +57,13 @@ def load(paths: Sequence[str]) -> list[Batch]:
         with open(path) as lines:
             for line in lines:
                 record = json.loads(line)
-                shift = record["shift"]
-                probe = shift["probe_accuracy"]
+                shift = ShiftReport(**record["shift"])
+                probe = shift.probe_accuracy
                 features = (
-                    shift["mmd2"], shift["p_value"], shift["label_distance"], len(shift["novel_classes"]),
-                    shift["accuracy_reference"], shift["accuracy_batch"],
-                    shift["accuracy_reference"] - shift["accuracy_batch"], shift["n_batch"],
+                    shift.mmd2, shift.p_value, shift.label_distance, len(shift.novel_classes),
+                    shift.accuracy_reference, shift.accuracy_batch, shift.accuracy_drop, shift.n_batch,
                     -1.0 if probe is None else probe,  # too small to probe
-                    SEVERITIES.index(shift["severity"]), record["earlier_significant"],
+                    SEVERITIES.index(shift.severity), record["earlier_significant"],
                 )
                 batches.append(Batch(record["seed"], tuple(float(f) for f in features), record["picked"],
                                      tuple(record["scores_by_seed"])))
@@ -146,8 +146,7 @@ def main() -> None:
     # The first training seed is one of those the oracle averages, which flatters its strict
     # figure; chosen from the other training seeds alone, it cannot have seen the run it is
     # judged on.
-    others = [max(STRATEGIES, key=lambda s, b=b: np.mean([scores[s] for scores in b.scores_by_seed[1:]]))
-              for b in batches]
+    others = [max(STRATEGIES, key=mean_scores(b.scores_by_seed[1:]).__getitem__) for b in batches]
     print(f"{'oracle from the other training seeds':44} {judge(batches, others)}")
     print("strict: the pick is best on the first training seed (policy_regret.py's hindsight-best picks);\n"
           "over seeds: on each training seed; by mean: by the mean score over the training seeds;\n"

@@ -44,7 +44,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -56,7 +56,15 @@ from strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdic
 from strategies.measure import measure_batch
 from strategies.meta import ReptileSettings
 from strategies.models import mlp, predict
-from strategies.policy import STRATEGIES, Choice, PolicyConfig, ShiftHistoryEntry, choose, hyperparameters
+from strategies.policy import (
+    STRATEGIES,
+    Choice,
+    PolicyConfig,
+    ShiftHistoryEntry,
+    choose,
+    hyperparameters,
+    recurring_shifts,
+)
 from strategies.replay import Data, ReplayMemory, remember, split_holdout
 from strategies.shift import ShiftReport, ShiftThresholds
 from strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
@@ -290,9 +298,13 @@ class PolicyRecord:
 
     @property
     def mean_scores(self) -> dict[str, float]:
-        """Each strategy's score averaged over the training seeds: its expected score, less
-        the luck of one training run."""
-        return {s: float(np.mean([scores[s] for scores in self.scores_by_seed])) for s in STRATEGIES}
+        return mean_scores(self.scores_by_seed)
+
+
+def mean_scores(scores_by_seed: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each strategy's score averaged over the training seeds: its expected score, less the
+    luck of one training run."""
+    return {s: float(np.mean([scores[s] for scores in scores_by_seed])) for s in STRATEGIES}
 
 
 def best_strategies(scores: dict[str, float]) -> frozenset[str]:
@@ -390,7 +402,7 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         tied = tuple(s for s in STRATEGIES if not significantly_worse(hits[s], hits[best]))
         scores_by_seed = [scores] + [{s: score(test_hits(m, stream, t)) for s, m in again.items()}
                                      for again in retrained]
-        earlier_significant = sum(entry.severity != "none" for entry in history)
+        earlier_significant = recurring_shifts(tuple(history), setup.policy.history_window)
         history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
         records.append(PolicyRecord(experience.name, report.severity, choice.strategy, choice.rule, best, scores,
                                     tied, decision, {s: g.forgetting for s, g in gates.items()},
