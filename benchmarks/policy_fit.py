@@ -16,6 +16,10 @@ chooses from the other training seeds alone).
     .venv/bin/python benchmarks/policy_regret.py --seeds 0 1 2 3 --retrain-seeds 3 --records r.jsonl
     .venv/bin/python benchmarks/policy_fit.py r.jsonl
 
+With three or more training seeds it also prints how often a batch's strategy chosen from the
+mean of n other training runs wins a run, for each n: as n grows this settles on the ceiling for
+any policy that chooses from the shift (``--retrain-seeds 6`` shows it level off).
+
 The judged picks are per batch, on the production model the policy's own picks led to: a
 fitted tree would have led the stream elsewhere, so its figures are an estimate, not a run.
 """
@@ -23,6 +27,7 @@ fitted tree would have led the stream elsewhere, so its figures are an estimate,
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,6 +124,24 @@ def leave_one_seed_out(batches: Sequence[Batch], pick: Callable[[Sequence[Batch]
     return judge(judged, picks)
 
 
+def oracle_from_other_runs(batches: Sequence[Batch], n: int) -> float:
+    """How often the strategy with the best mean score over ``n`` training runs of a batch is
+    best on another run of it, over every run judged and every choice of the ``n`` (ties split).
+
+    As ``n`` grows this approaches how often the strategy best in expectation wins one run:
+    what a policy that knows each batch's expected scores exactly, but not a run's luck, reaches.
+    """
+    rates = []
+    for batch in batches:
+        runs = range(len(batch.scores_by_seed))
+        for judged in runs:
+            winners = best(batch.scores_by_seed[judged])
+            for chosen_from in itertools.combinations([r for r in runs if r != judged], n):
+                choices = best(mean_scores([batch.scores_by_seed[r] for r in chosen_from]))
+                rates.append(len(choices & winners) / len(choices))
+    return float(np.mean(rates))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", nargs="+", help="files written by policy_regret.py --records")
@@ -148,6 +171,12 @@ def main() -> None:
     # judged on.
     others = [max(STRATEGIES, key=mean_scores(b.scores_by_seed[1:]).__getitem__) for b in batches]
     print(f"{'oracle from the other training seeds':44} {judge(batches, others)}")
+    runs = len(batches[0].scores_by_seed)
+    if runs > 2:
+        # The other-seeds oracle chooses from a noisy estimate of each strategy's expected score;
+        # with more runs to choose from it converges on the best a shift-only policy can do.
+        print("oracle from n other training runs of the batch, judged on each run (the policy: over seeds): " +
+              ", ".join(f"n={n} {100 * oracle_from_other_runs(batches, n):.1f}%" for n in range(1, runs)))
     print("strict: the pick is best on the first training seed (policy_regret.py's hindsight-best picks);\n"
           "over seeds: on each training seed; by mean: by the mean score over the training seeds;\n"
           "regret: points below the best score, first training seed")
