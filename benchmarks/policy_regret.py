@@ -39,13 +39,12 @@ never trains on (the baselines train on all of it): what the gate costs in final
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -264,7 +263,6 @@ class Run:
 @dataclass
 class PolicyRecord:
     batch: str
-    severity: str
     picked: str
     rule: str
     best: str
@@ -404,7 +402,7 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
                                      for again in retrained]
         earlier_significant = recurring_shifts(tuple(history), setup.policy.history_window)
         history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
-        records.append(PolicyRecord(experience.name, report.severity, choice.strategy, choice.rule, best, scores,
+        records.append(PolicyRecord(experience.name, choice.strategy, choice.rule, best, scores,
                                     tied, decision, {s: g.forgetting for s, g in gates.items()},
                                     report, earlier_significant, tuple(scores_by_seed),
                                     {s: held_out_score(g) for s, g in gates.items()}))
@@ -417,7 +415,7 @@ def record_json(stream: str, seed: int, record: PolicyRecord) -> dict:
     """One batch for ``--records``: what the policy saw and every strategy's score per training seed."""
     return {
         "stream": stream, "seed": seed, "batch": record.batch, "picked": record.picked, "rule": record.rule,
-        "decision": record.decision, "tied": list(record.tied), "shift": dataclasses.asdict(record.report),
+        "decision": record.decision, "tied": list(record.tied), "shift": asdict(record.report),
         "earlier_significant": record.earlier_significant, "scores_by_seed": list(record.scores_by_seed),
         "held_out_scores": record.held_out_scores,
     }
@@ -617,7 +615,7 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
             for r in records:
                 scores = " ".join(f"{s[:4]}={100 * v:.2f}/{100 * r.forgetting[s]:+.1f}" for s, v in r.scores.items())
                 probe = "-" if r.report.probe_accuracy is None else f"{r.report.probe_accuracy:.2f}"
-                print(f"    {r.batch:26} {r.severity:8} p {r.report.p_value:.3f} drop {r.report.accuracy_drop:+.2f} "
+                print(f"    {r.batch:26} {r.report.severity:8} p {r.report.p_value:.3f} drop {r.report.accuracy_drop:+.2f} "
                       f"probe {probe} "
                       f"picked {r.picked:18} ({r.rule}); best {r.best:18} tied {','.join(t[:4] for t in r.tied):14} "
                       f"score/forgetting {scores}; {r.decision}"
