@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from daemon.config import Config
-from daemon.loading import BatchRejected, DataSpec, load_batch, read_arrays
+from daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch, read_arrays
 from daemon.logs import fields
 from daemon.service import ensure_workdir
 from daemon.versions import ModelSpec, save_memory, save_model
@@ -30,9 +30,9 @@ class InitError(Exception):
 def infer_model_spec(config: Config, data: Path) -> ModelSpec:
     """The model's shape from config, or from the init data where config leaves it out."""
     try:
-        x, y = read_arrays(data, config.data.label_column, config.data.max_file_bytes)
+        x, y = read_arrays(data, FileLimits.from_config(config.data))
     except BatchRejected as exc:
-        raise InitError(f"{data}: {exc}") from None
+        raise InitError(f"{data}: {exc.reason}") from None
     if y is None:
         raise InitError(f"{data}: init data needs labels ('y' or column {config.data.label_column!r})")
     input_shape = tuple(config.model.input_shape or x.shape[1:])
@@ -83,13 +83,12 @@ def init_workspace(
         except ValueError as exc:
             raise InitError(f"model.head: {exc}") from None
 
-        data_spec = DataSpec(spec.input_shape, spec.num_classes, config.data.label_column,
-                             min_samples=config.data.min_samples, max_samples=config.data.max_samples,
-                             max_file_bytes=config.data.max_file_bytes)
+        data_spec = DataSpec(spec.input_shape, spec.num_classes, config.data.min_samples,
+                             FileLimits.from_config(config.data))
         try:
             loaded = load_batch(data, data_spec)
         except BatchRejected as exc:
-            raise InitError(f"{data}: {exc}") from None
+            raise InitError(f"{data}: {exc.reason}") from None
         assert loaded.y is not None
         train_part, holdout = split_holdout(loaded.x, loaded.y, config.gate.holdout_fraction, config.training.seed)
 

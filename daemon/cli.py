@@ -395,7 +395,7 @@ def predict(
     as_json: JsonOption = False,
 ) -> None:
     """Predicted labels for a data file."""
-    from daemon.loading import BatchRejected, DataSpec, load_batch
+    from daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch
     from daemon.versions import load_model, spec_of
     from registry import ArtifactError, ArtifactStore, UnknownVersion
     from strategies.models import predict as model_predict
@@ -417,12 +417,11 @@ def predict(
     try:
         loaded = load_batch(
             file,
-            DataSpec(spec.input_shape, spec.num_classes, config.data.label_column,
-                     max_samples=config.data.max_samples, max_file_bytes=config.data.max_file_bytes),
+            DataSpec(spec.input_shape, spec.num_classes, limits=FileLimits.from_config(config.data)),
             require_labels=False,
         )
     except BatchRejected as exc:
-        fail(f"{file}: {exc}")
+        fail(f"{file}: {exc.reason}")
     predictions = model_predict(model, loaded.x).tolist()
     payload = {"version": number, "predictions": predictions}
     if output is not None:

@@ -190,6 +190,12 @@ class DataConfig(_Section):
     min_samples: int = Field(default=20, ge=4)
     max_samples: int = Field(default=1_000_000, ge=1)
     max_file_bytes: int = Field(default=1 << 30, ge=1)
+    # Checked against what a file declares (array headers, row counts) before anything is
+    # allocated: the file, its arrays as stored and as float32 tensors, together.
+    max_bytes_in_memory: int = Field(default=2 << 30, ge=1)
+    # Larger features overflow float32 inside the model and the shift test.
+    max_abs_value: float = Field(default=1e12, gt=0)
+    follow_symlinks: bool = False  # a link in the inbox is refused, not read, by default
 
 
 class DaemonConfig(_Section):

@@ -1,23 +1,75 @@
-"""Loading and validating batch files. Untrusted input is never unpickled."""
+"""Loading and validating batch files. Untrusted input is never unpickled.
+
+A file is read once, into memory, and everything after that works on those bytes: the sha256
+that identifies the batch is the hash of exactly what is parsed, however the file changes on
+disk afterwards. Before anything is allocated, the sizes a file declares (npz member headers,
+the records of a ``.pt`` archive, parquet metadata, CSV line counts) are checked against
+``data.max_samples`` and ``data.max_bytes_in_memory``, so a small file cannot make the daemon
+allocate what it merely claims.
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
 import math
+import os
 import pickle
+import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from daemon.config import DataConfig
+
 SUPPORTED_SUFFIXES = (".npz", ".pt", ".csv", ".parquet")
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class BatchRejected(Exception):
-    """The file cannot be used as a batch; the message is the reason, for the operator."""
+    """The file cannot be used as a batch. ``reason`` says why, for the operator; once the
+    file is known, the message names it: ``"<file name>: <reason>"``."""
+
+    def __init__(self, reason: str, file: str | None = None) -> None:
+        super().__init__(f"{file}: {reason}" if file else reason)
+        self.reason = reason
+        self.file = file
+
+    def naming(self, path: Path) -> BatchRejected:
+        """This rejection, naming ``path``'s file (library errors quote the path they opened,
+        the inbox's; by the time anyone reads the reason the file sits in rejected/, so the
+        reason names the file alone)."""
+        return BatchRejected(self.reason.replace(str(path), path.name), file=path.name)
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """What any data file may be and cost, before its content is checked against a model."""
+
+    label_column: str = "label"
+    max_file_bytes: int = 1 << 30
+    max_samples: int = 1_000_000
+    max_bytes_in_memory: int = 2 << 30
+    max_abs_value: float = 1e12
+    follow_symlinks: bool = False
+
+    @classmethod
+    def from_config(cls, data: DataConfig) -> FileLimits:
+        return cls(
+            label_column=data.label_column,
+            max_file_bytes=data.max_file_bytes,
+            max_samples=data.max_samples,
+            max_bytes_in_memory=data.max_bytes_in_memory,
+            max_abs_value=data.max_abs_value,
+            follow_symlinks=data.follow_symlinks,
+        )
 
 
 @dataclass(frozen=True)
@@ -26,42 +78,138 @@ class DataSpec:
 
     input_shape: tuple[int, ...]
     num_classes: int
-    label_column: str = "label"
     min_samples: int = 1
-    max_samples: int = 1_000_000
-    max_file_bytes: int = 1 << 30
+    limits: FileLimits = field(default_factory=FileLimits)
 
 
 @dataclass(frozen=True)
 class LoadedBatch:
     x: torch.Tensor  # float32, (n, *input_shape)
     y: torch.Tensor | None  # int64, (n,); None for unlabelled data (predict)
+    sha256: str = ""  # of the bytes that were parsed
 
     def __len__(self) -> int:
         return len(self.x)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    with path.open("rb") as handle:
-        if handle.read(4) != b"PK\x03\x04":
-            # np.load would try to unpickle anything that is not a zip or .npy file.
-            raise BatchRejected("not an .npz archive (no zip header): truncated or corrupt .npz archive")
+def format_bytes(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ the bytes
+
+
+def read_file(path: Path, limits: FileLimits) -> bytes:
+    """The whole file, read through one descriptor that is checked to be a regular file
+    within the size limit first. A symbolic link is refused unless ``follow_symlinks``; a
+    FIFO or device is never read from (it could block or never end)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if limits.follow_symlinks else os.O_NOFOLLOW)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = set(archive.files)
-            if "x" not in names:
-                raise BatchRejected(f"archive has no array 'x' (found: {sorted(names) or 'none'})")
-            x = archive["x"]
-            y = archive["y"] if "y" in names else None
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():
+            raise BatchRejected(
+                f"is a symbolic link (to {os.readlink(path)}); links are not followed unless "
+                "data.follow_symlinks = true"
+            ) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise BatchRejected("is not a regular file")
+        if info.st_size == 0:
+            raise BatchRejected("file is empty")
+        if info.st_size > limits.max_file_bytes:
+            raise BatchRejected(
+                f"file is {info.st_size} bytes, over the limit of {limits.max_file_bytes} (data.max_file_bytes)"
+            )
+        data = handle.read(limits.max_file_bytes + 1)
+    if len(data) > limits.max_file_bytes:
+        raise BatchRejected(f"file grew past the limit of {limits.max_file_bytes} bytes while it was read")
+    if not data:
+        raise BatchRejected("file is empty")
+    return data
+
+
+def _check_size(n_samples: int | None, in_memory: int, limits: FileLimits, detail: str) -> None:
+    """Refuse what a file declares before it is allocated."""
+    if n_samples is not None and n_samples > limits.max_samples:
+        raise BatchRejected(
+            f"batch declares {n_samples} samples, over the limit of {limits.max_samples} (data.max_samples)"
+        )
+    if in_memory > limits.max_bytes_in_memory:
+        raise BatchRejected(
+            f"loading it would take about {format_bytes(in_memory)} of memory ({detail}), over the limit of "
+            f"{format_bytes(limits.max_bytes_in_memory)} (data.max_bytes_in_memory)"
+        )
+
+
+def _as_float32_bytes(shape: tuple[int, ...]) -> int:
+    return math.prod(shape) * 4
+
+
+# --------------------------------------------------------------------- formats
+
+
+def _npy_header(member: io.BufferedIOBase, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise BatchRejected(f"array {key!r} uses .npy format version {version}; versions 1.0 and 2.0 are read")
     except BatchRejected:
         raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise BatchRejected("archive holds pickled objects; only plain numeric arrays are accepted") from None
-        raise BatchRejected(f"unreadable .npz archive: {exc}") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise BatchRejected(f"array {key!r} is not a readable .npy array: {exc}") from None
+    if dtype.hasobject:
+        raise BatchRejected("archive holds pickled objects; only plain numeric arrays are accepted")
+    if dtype.kind not in "fiub":
+        raise BatchRejected(f"array {key!r} holds {dtype}, not numbers")
+    return tuple(shape), dtype
+
+
+def _read_npz(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
+    # np.load would try to unpickle anything that is not a zip or .npy file, and reads a member
+    # without a .npy header as raw bytes of whatever size the archive claims: read it by hand.
+    if not data.startswith(_ZIP_MAGIC):
+        raise BatchRejected("not an .npz archive (no zip header): truncated or corrupt .npz archive")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise BatchRejected(f"truncated or corrupt .npz archive: {exc}") from None
-    return x, y
+    with archive:
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        if "x" not in members:
+            raise BatchRejected(f"archive has no array 'x' (found: {sorted(members) or 'none'})")
+        keys = [key for key in ("x", "y") if key in members]
+        headers = {}
+        for key in keys:
+            with archive.open(members[key]) as member:
+                headers[key] = _npy_header(member, key)
+        x_shape = headers["x"][0]
+        declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+        converted = _as_float32_bytes(x_shape) + (8 * math.prod(headers["y"][0]) if "y" in headers else 0)
+        _check_size(
+            x_shape[0] if x_shape else None,
+            len(data) + declared + converted,
+            limits,
+            f"x {x_shape} {headers['x'][1]}, as stored and as float32",
+        )
+        arrays = {}
+        for key in keys:
+            try:
+                with archive.open(members[key]) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+                raise BatchRejected(f"truncated or corrupt .npz archive: {exc}") from None
+    return arrays["x"], arrays.get("y")
 
 
 def _unpickler_detail(exc: Exception) -> str:
@@ -75,9 +223,37 @@ def _unpickler_detail(exc: Exception) -> str:
     return "unsupported content"
 
 
-def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _tensor_to_numpy(key: str, value: torch.Tensor) -> np.ndarray:
+    if value.layout != torch.strided:
+        raise BatchRejected(
+            f".pt entry {key!r} is a sparse tensor ({value.layout}); save it dense (tensor.to_dense())"
+        )
+    if value.is_quantized or value.is_complex():
+        raise BatchRejected(f".pt entry {key!r} holds {value.dtype}, not real numbers")
+    value = value.detach().cpu()
+    if value.dtype in (torch.float16, torch.bfloat16):
+        value = value.float()  # exact: both widen to float32 without rounding
     try:
-        data = torch.load(path, weights_only=True, map_location="cpu")
+        return value.numpy()
+    except (TypeError, RuntimeError):
+        raise BatchRejected(f".pt entry {key!r} holds {value.dtype}, which is not a supported number type") from None
+
+
+def _read_pt(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
+    if not data.startswith(_ZIP_MAGIC):
+        # The legacy (pre-1.6) format reads storages of whatever size its pickle declares.
+        raise BatchRejected(
+            "not a zip-format .pt file (what torch.save writes since PyTorch 1.6); legacy .pt files and raw "
+            "pickles are refused"
+        )
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            stored = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise BatchRejected(f"truncated or corrupt .pt file: {exc}") from None
+    _check_size(None, len(data) + stored, limits, "its tensors as stored")
+    try:
+        loaded = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         raise BatchRejected(
             f"refused to unpickle: the file holds objects other than tensors ({_unpickler_detail(exc)})"
@@ -85,73 +261,93 @@ def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BatchRejected(f"truncated or corrupt .pt file: {first}") from None
-    if not isinstance(data, dict):
-        raise BatchRejected(f".pt file must hold a dict with tensors 'x' and 'y', not a {type(data).__name__}")
-    if "x" not in data:
-        raise BatchRejected(f".pt dict has no tensor 'x' (found keys: {sorted(map(str, data)) or 'none'})")
-    arrays = []
+    if not isinstance(loaded, dict):
+        raise BatchRejected(f".pt file must hold a dict with tensors 'x' and 'y', not a {type(loaded).__name__}")
+    if "x" not in loaded:
+        raise BatchRejected(f".pt dict has no tensor 'x' (found keys: {sorted(map(str, loaded)) or 'none'})")
+    arrays: list[np.ndarray | None] = []
     for key in ("x", "y"):
-        value = data.get(key)
+        value = loaded.get(key)
         if value is None:
             arrays.append(None)
         elif isinstance(value, torch.Tensor):
-            arrays.append(value.detach().cpu().numpy())
+            arrays.append(_tensor_to_numpy(key, value))
         else:
             raise BatchRejected(f".pt entry {key!r} must be a tensor, not a {type(value).__name__}")
-    return arrays[0], arrays[1]
+    x = arrays[0]
+    assert x is not None
+    _check_size(len(x) if x.ndim else None, len(data) + stored + _as_float32_bytes(x.shape), limits,
+                f"x {tuple(x.shape)} {x.dtype}, as stored and as float32")
+    return x, arrays[1]
 
 
-def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_csv(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BatchRejected("CSV file is not UTF-8 text") from None
-    rows = list(csv.reader(io.StringIO(text)))
-    rows = [row for row in rows if row]
-    if not rows:
+    reader = csv.reader(io.StringIO(text))
+    header = next((row for row in reader if row), None)
+    if header is None:
         raise BatchRejected("CSV file is empty")
-    header, body = rows[0], rows[1:]
-    if label_column in header:
-        label_index = header.index(label_column)
-    else:
-        label_index = None
-    values = []
-    for number, row in enumerate(body, start=2):
+    lines = text.count("\n") + 1  # an upper bound on the rows, known before any is parsed
+    _check_size(lines - 1, len(data) + lines * len(header) * (8 + 4), limits,
+                f"up to {lines - 1} rows of {len(header)} columns")
+    table = np.empty((lines, len(header)), dtype=np.float64)
+    count = 0
+    for row in reader:
+        if not row:
+            continue
+        number = reader.line_num
         if len(row) != len(header):
             raise BatchRejected(f"CSV line {number} has {len(row)} fields, the header has {len(header)}")
         try:
-            values.append([float(v) for v in row])
+            table[count] = [float(v) for v in row]
         except ValueError:
             raise BatchRejected(f"CSV line {number} has a value that is not a number") from None
-    table = np.asarray(values, dtype=np.float64).reshape(len(values), len(header))
-    if label_index is None:
+        count += 1
+    table = table[:count]
+    if limits.label_column not in header:
         return table, None
-    y = table[:, label_index]
-    x = np.delete(table, label_index, axis=1)
-    return x, y
+    label_index = header.index(limits.label_column)
+    return np.delete(table, label_index, axis=1), table[:, label_index]
 
 
-def _read_parquet(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_parquet(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
     # Imported here: most commands never read parquet, and importing pyarrow takes ~0.1 s.
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BatchRejected(f"unreadable parquet file: {exc}") from None
-    for name, kind in zip(table.column_names, table.schema.types, strict=True):
+    for name, kind in zip(schema.names, schema.types, strict=True):
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
             raise BatchRejected(f"parquet column {name!r} holds {kind}, not numbers")
+    rows, columns = parquet.metadata.num_rows, len(schema.names)
+    _check_size(rows, len(data) + rows * columns * (8 + 8 + 4), limits, f"{rows} rows of {columns} columns")
+    try:
+        table = parquet.read()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BatchRejected(f"unreadable parquet file: {exc}") from None
+    for name in table.column_names:
         missing = table.column(name).null_count
         if missing:
             raise BatchRejected(f"parquet column {name!r} has {missing} missing value{'s' * (missing > 1)}")
-    features = [name for name in table.column_names if name != label_column]
+    features = [name for name in table.column_names if name != limits.label_column]
     if not features:
         raise BatchRejected("parquet file has no feature columns")
     x = np.column_stack([table.column(name).to_numpy() for name in features]).astype(np.float64)
-    y = table.column(label_column).to_numpy() if label_column in table.column_names else None
+    y = table.column(limits.label_column).to_numpy() if limits.label_column in table.column_names else None
     return x, y
+
+
+_READERS = {".npz": _read_npz, ".pt": _read_pt, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+# ------------------------------------------------------------------ validation
 
 
 def _labels(y: np.ndarray, n: int, spec: DataSpec) -> torch.Tensor:
@@ -162,9 +358,10 @@ def _labels(y: np.ndarray, n: int, spec: DataSpec) -> torch.Tensor:
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             raise BatchRejected("labels 'y' must be integers")
-        y = y.astype(np.int64)
     elif y.dtype.kind not in "iub":
         raise BatchRejected(f"labels 'y' must be integers, not {y.dtype}")
+    if y.dtype.kind == "f" and np.abs(y).max(initial=0) > 2**62:
+        raise BatchRejected("labels out of range: beyond 2**62")
     y = y.astype(np.int64)
     bad = (y < 0) | (y >= spec.num_classes)
     if bad.any():
@@ -181,51 +378,54 @@ def _missing_labels(path: Path, label_column: str) -> str:
     return f"batch has no labels: no {'entry' if path.suffix.lower() == '.pt' else 'array'} 'y'"
 
 
-def _read_by_suffix(path: Path, suffix: str, label_column: str) -> tuple[np.ndarray, np.ndarray | None]:
-    if suffix == ".npz":
-        return _read_npz(path)
-    if suffix == ".pt":
-        return _read_pt(path)
-    if suffix == ".csv":
-        return _read_csv(path, label_column)
-    return _read_parquet(path, label_column)
-
-
-def read_arrays(
-    path: Path, label_column: str = "label", max_file_bytes: int = 1 << 30
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Raw ``(x, y)`` arrays from a batch file, before any check against the model."""
+def _reader_for(path: Path):
     suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
+    if suffix not in _READERS:
         raise BatchRejected(f"unsupported file type {suffix or '(none)'}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
-    size = path.stat().st_size
-    if size == 0:
-        raise BatchRejected("file is empty")
-    if size > max_file_bytes:
-        raise BatchRejected(f"file is {size} bytes, over the limit of {max_file_bytes}")
+    return _READERS[suffix]
+
+
+def parse_arrays(path: Path, data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw ``(x, y)`` arrays from a file's bytes; ``path`` gives the format."""
+    return _reader_for(path)(data, limits)
+
+
+def read_arrays(path: Path, limits: FileLimits = FileLimits()) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw ``(x, y)`` arrays from a batch file, before any check against the model."""
     try:
-        return _read_by_suffix(path, suffix, label_column)
+        _reader_for(path)  # an unsupported type is refused before the file is read
+        return parse_arrays(path, read_file(path, limits), limits)
     except BatchRejected as exc:
-        # Library errors quote the path they opened, the inbox's; by the time anyone reads the
-        # reason the file sits in rejected/, so the reason names the file alone.
-        raise BatchRejected(str(exc).replace(str(path), path.name)) from None
+        raise exc.naming(path) from None
 
 
 def load_batch(path: Path, spec: DataSpec, require_labels: bool = True) -> LoadedBatch:
-    """Read and validate a batch file, or raise ``BatchRejected`` with the reason."""
-    x, y = read_arrays(path, spec.label_column, spec.max_file_bytes)
+    """Read and validate a batch file, or raise ``BatchRejected`` naming the file and the reason."""
+    try:
+        return _load_batch(path, spec, require_labels)
+    except BatchRejected as exc:
+        raise exc.naming(path) from None
+
+
+def _load_batch(path: Path, spec: DataSpec, require_labels: bool) -> LoadedBatch:
+    limits = spec.limits
+    _reader_for(path)
+    data = read_file(path, limits)
+    digest = hashlib.sha256(data).hexdigest()
+    x, y = parse_arrays(path, data, limits)
+    del data
     if y is None and require_labels:
         # Before the shape check: a table whose label column has another name would otherwise
         # be refused for having one feature too many.
-        raise BatchRejected(_missing_labels(path, spec.label_column))
+        raise BatchRejected(_missing_labels(path, limits.label_column))
 
     if x.dtype.kind not in "fiub":
         raise BatchRejected(f"features 'x' must be numeric, not {x.dtype}")
     n = len(x) if x.ndim else 0
     if n == 0:
         raise BatchRejected("batch has no samples")
-    if n > spec.max_samples:
-        raise BatchRejected(f"batch has {n} samples, over the limit of {spec.max_samples}")
+    if n > limits.max_samples:
+        raise BatchRejected(f"batch has {n} samples, over the limit of {limits.max_samples} (data.max_samples)")
     expected = tuple(spec.input_shape)
     if tuple(x.shape[1:]) != expected:
         if x.ndim == 2 and x.shape[1] == math.prod(expected):
@@ -235,11 +435,19 @@ def load_batch(path: Path, spec: DataSpec, require_labels: bool = True) -> Loade
                 f"each sample has shape {tuple(x.shape[1:])}, the model expects {expected}"
             )
     x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        count = int((~np.isfinite(x)).sum())
-        raise BatchRejected(f"features contain {count} NaN or infinite values")
+    finite = np.isfinite(x)
+    if not finite.all():
+        count = int((~finite).sum())
+        raise BatchRejected(f"features contain {count} NaN or infinite values (or values beyond float32's range)")
+    del finite
+    largest = float(np.abs(x).max())
+    if largest > limits.max_abs_value:
+        raise BatchRejected(
+            f"features reach {largest:.3g}, beyond the limit of {limits.max_abs_value:.3g} (data.max_abs_value): "
+            "scale them, or raise the limit"
+        )
 
     labels = None if y is None else _labels(np.asarray(y), n, spec)
     if require_labels and n < spec.min_samples:
         raise BatchRejected(f"batch has {n} samples, fewer than the minimum of {spec.min_samples}")
-    return LoadedBatch(x=torch.from_numpy(x), y=labels)
+    return LoadedBatch(x=torch.from_numpy(x), y=labels, sha256=digest)

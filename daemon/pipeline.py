@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from daemon.config import Config
-from daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
+from daemon.loading import BatchRejected, DataSpec, FileLimits, LoadedBatch, load_batch
 from daemon.logs import fields
 from daemon.metrics import ServiceMetrics
 from daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
 from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc, atomic_copy
 from strategies.adapt import train_candidate
 from strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
-from strategies.measure import measure_batch
+from strategies.measure import UnusableBatch, measure_batch
 from strategies.models import head_module
 from strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
 from strategies.replay import ReplayMemory, remember, split_holdout
@@ -55,6 +55,7 @@ class BatchOutcome:
     version: int | None = None
     decision: str | None = None
     reason: str | None = None
+    requeue: Path | None = None  # a file to record again: it holds new content
 
 
 def batch_seed(sha256: str) -> int:
@@ -62,8 +63,25 @@ def batch_seed(sha256: str) -> int:
     return int(sha256[:8], 16)
 
 
+# A name must fit the file system's 255 bytes with room for atomic_write's temporary name
+# (a dot, a dot, eight random characters and ".tmp") around it.
+_MAX_NAME_BYTES = 255 - 14
+
+
+def fitted_name(name: str, max_bytes: int = _MAX_NAME_BYTES) -> str:
+    """``name`` shortened to ``max_bytes`` of UTF-8, keeping its suffix (the file type)."""
+    if len(name.encode()) <= max_bytes:
+        return name
+    suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ""
+    stem = name[: len(name) - len(suffix)]
+    budget = max_bytes - len(suffix.encode()) - 1
+    stem = stem.encode()[:budget].decode("utf-8", "ignore")
+    return f"{stem}~{suffix}"
+
+
 def unique_destination(directory: Path, batch_id: int, name: str) -> Path:
-    return directory / f"{batch_id:06d}-{name}"
+    prefix = f"{batch_id:06d}-"
+    return directory / (prefix + fitted_name(name, _MAX_NAME_BYTES - len(prefix)))
 
 
 def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
@@ -139,31 +157,57 @@ class Pipeline:
         self.metrics.batch_latency.observe(max(0.0, waited.total_seconds()))
 
     def data_spec(self, spec: ModelSpec) -> DataSpec:
-        data = self.config.data
         return DataSpec(
             input_shape=spec.input_shape,
             num_classes=max(spec.num_classes, self.config.model.max_classes or 0),
-            label_column=data.label_column,
-            min_samples=data.min_samples,
-            max_samples=data.max_samples,
-            max_file_bytes=data.max_file_bytes,
+            min_samples=self.config.data.min_samples,
+            limits=FileLimits.from_config(self.config.data),
         )
 
     def process(self, batch: Batch) -> BatchOutcome:
         """Run one claimed batch to a final state. ``TrainingInterrupted`` propagates."""
         assert batch.id is not None
         path = Path(batch.path)
+        registered = self.registry.batch_versions(batch.id)
+        if registered:
+            return self._finish_registered(batch, path, registered)
         production, model, memory = self.production()
         spec = spec_of(production)
         try:
             loaded = load_batch(path, self.data_spec(spec))
         except BatchRejected as exc:
-            return self._reject(batch, path, str(exc))
+            return self._reject(batch, path, exc.reason)
         except FileNotFoundError:
             return self._reject(batch, path, "file disappeared from the inbox before it was read")
-        return self._adapt(batch, path, loaded, production, model, memory, spec)
+        if loaded.sha256 != batch.sha256:
+            return self._changed_since_queued(batch, path, loaded.sha256)
+        try:
+            return self._adapt(batch, path, loaded, production, model, memory, spec)
+        except UnusableBatch as exc:
+            return self._reject(batch, path, str(exc))
+
+    def _finish_registered(self, batch: Batch, path: Path, rows: list[ModelVersion]) -> BatchOutcome:
+        """A retry of a batch whose versions were registered before something failed (the
+        move, say): finish the move, register nothing new."""
+        final = next((row for row in rows if row.status == "accepted"), rows[-1])
+        target = move_file(path, self.config.processed_dir, batch.id, batch.name)
+        self.registry.finish_batch(batch.id, "done", path=str(target), version=final.version)
+        self._finished(batch)
+        log.info("registered batch finished", extra=fields(batch=batch.id, version=final.version, file=str(target)))
+        return BatchOutcome(batch.id, "done", version=final.version, decision=final.status)
+
+    def _changed_since_queued(self, batch: Batch, path: Path, digest: str) -> BatchOutcome:
+        """The file was rewritten after it was recorded: the recorded content is gone, and
+        what is there now is another batch (queued by the service), not this one."""
+        reason = (f"{batch.name}: the file changed after it was queued (sha256 {batch.sha256[:12]} recorded, "
+                  f"{digest[:12]} read); its new content is queued as a new batch")
+        self.registry.finish_batch(batch.id, "rejected", reason=reason)
+        self.metrics.batches.labels(outcome="invalid").inc()
+        log.warning("batch rejected", extra=fields(batch=batch.id, file=str(path), reason=reason))
+        return BatchOutcome(batch.id, "rejected", reason=reason, requeue=path)
 
     def _reject(self, batch: Batch, path: Path, reason: str) -> BatchOutcome:
+        reason = f"{batch.name}: {reason}"
         target = move_file(path, self.config.rejected_dir, batch.id, batch.name)
         self.registry.finish_batch(batch.id, "rejected", path=str(target), reason=reason)
         self.metrics.batches.labels(outcome="invalid").inc()

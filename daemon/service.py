@@ -7,19 +7,20 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import Config
+from daemon.config import Config, DataConfig
 from daemon.logs import fields
 from daemon.metrics import ServiceMetrics
 from daemon.notify import Notifier, Watchdog, watchdog_interval
 from daemon.pipeline import BatchOutcome, Pipeline, move_file
-from daemon.watcher import InboxWatcher, is_candidate
-from registry import ArtifactStore, Batch, Registry, as_utc, atomic_write
+from daemon.watcher import InboxWatcher, is_candidate, signature
+from registry import UNREAD_PREFIX, ArtifactStore, Batch, Registry, as_utc, atomic_write, stale_temp_files
 from strategies.training import TrainingInterrupted, TrainingProgress
 
 log = logging.getLogger("retain.daemon")
@@ -29,12 +30,42 @@ _STATUS_INTERVAL = 2.0
 _IDLE_WAIT = 0.5
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, follow_symlinks: bool = False) -> str:
+    """The sha256 of a regular file, read through one descriptor (never a FIFO, which could
+    block; a symbolic link only with ``follow_symlinks``)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with os.fdopen(os.open(path, flags), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise IsADirectoryError(f"{path} is not a regular file")
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def display_name(path: Path) -> str:
+    """The file's name as text that any database and terminal takes: bytes that are not
+    UTF-8 are shown as escapes."""
+    return os.fsencode(path.name).decode("utf-8", "backslashreplace")
+
+
+def refusal_before_reading(path: Path, data: DataConfig) -> str | None:
+    """Why a file is rejected without reading its content, or ``None``: cheap checks that
+    come before hashing (a 16 GiB sparse file would otherwise be hashed in full first)."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"file name is not valid UTF-8 ({os.fsencode(path.name)!r}); rename it"
+    if path.is_symlink():
+        if not data.follow_symlinks:
+            return (f"is a symbolic link (to {os.readlink(path)}); links are not followed unless "
+                    "data.follow_symlinks = true")
+        if not path.is_file():
+            return f"is a symbolic link to {os.readlink(path)}, which is not a regular file"
+    size = path.stat().st_size
+    if size > data.max_file_bytes:
+        return f"file is {size} bytes, over the limit of {data.max_file_bytes} (data.max_file_bytes)"
+    return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -85,11 +116,12 @@ class Service:
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}"
         self.stop_requested = threading.Event()
-        self.watcher = InboxWatcher(config.inbox, config.daemon.settle_seconds)
+        self.watcher = InboxWatcher(config.inbox, config.daemon.settle_seconds, rejected=config.rejected_dir)
+        self.artifacts = ArtifactStore(config.artifacts_dir)
         self.pipeline = Pipeline(
             config,
             registry,
-            ArtifactStore(config.artifacts_dir),
+            self.artifacts,
             self.metrics,
             owner=self.owner,
             should_stop=self.stop_requested.is_set,
@@ -133,10 +165,17 @@ class Service:
 
     def register_file(self, path: Path) -> None:
         """Record a complete inbox file as a batch; tidy away duplicates and leftovers."""
-        if not path.is_file() or not is_candidate(path):
+        if not is_candidate(path) or signature(path) is None:
+            return  # directories, FIFOs, sockets: never batches
+        if path.parent == self.watcher.rejected:
+            self._register_rewritten_reject(path)
             return
         try:
-            digest = file_sha256(path)
+            refusal = refusal_before_reading(path, self.config.data)
+            if refusal is not None:
+                self._refuse_unread(path, refusal)
+                return
+            digest = file_sha256(path, self.config.data.follow_symlinks)
         except FileNotFoundError:
             return
         batch, created = self.registry.add_batch(digest, str(path), path.name)
@@ -159,15 +198,69 @@ class Service:
             extra=fields(batch=batch.id, file=str(path), moved_to=str(target), state=batch.state),
         )
 
+    def _refuse_unread(self, path: Path, reason: str) -> None:
+        """Reject a file without reading it; recorded once even if the move must be retried."""
+        name = display_name(path)
+        shown = str(path.parent / name)
+        reason = f"{name}: {reason}"
+        batch = self.registry.add_refused_file(shown, name, reason)
+        target = move_file(path, self.config.rejected_dir, batch.id, name)
+        self.registry.move_batch(batch.id, str(target))
+        self.metrics.batches.labels(outcome="invalid").inc()
+        log.warning("batch rejected", extra=fields(batch=batch.id, file=shown, reason=reason))
+
+    def _register_rewritten_reject(self, path: Path) -> None:
+        """A rejected file that someone went on writing to: its new content is a new batch,
+        queued where it lies (it moves to processed/ or rejected/ under the new number)."""
+        old = self.registry.batch_at(str(path))
+        if old is None or old.state != "rejected" or old.sha256.startswith(UNREAD_PREFIX):
+            return
+        try:
+            digest = file_sha256(path)
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        if digest == old.sha256:
+            return
+        batch, created = self.registry.add_batch(digest, str(path), old.name)
+        if created:
+            self.registry.finish_batch(
+                old.id, "rejected", reason=f"{old.reason}; the file changed afterwards and is now batch {batch.id}"
+            )
+            log.info("rejected file rewritten; queued again",
+                     extra=fields(batch=batch.id, rejected_batch=old.id, file=str(path), sha256=digest[:12]))
+            self.metrics.queue_depth.set(self.registry.queue_depth())
+
     def _recover_own_leases(self) -> None:
-        """Requeue batches that a dead process on this host was processing."""
+        """Batches a dead process on this host was processing: its attempt counts (a file that
+        kills its worker must not stall the queue), so the batch is retried or, after its
+        last attempt, failed."""
         for batch in self.registry.batches():
             if batch.state != "processing" or not batch.lease_owner:
                 continue
             host, _, pid = batch.lease_owner.rpartition(":")
             if host == self.host and pid.isdigit() and not pid_alive(int(pid)):
-                self.registry.release_batch(batch.id, batch.lease_owner)
-                log.warning("batch requeued after crash", extra=fields(batch=batch.id, owner=batch.lease_owner))
+                after = self.registry.requeue_dead(batch.id, batch.lease_owner, self.config.daemon.max_attempts)
+                if after is None:
+                    continue
+                if after.state == "failed":
+                    self.metrics.batches.labels(outcome="failed").inc()
+                    log.error("batch failed", extra=fields(batch=batch.id, state=after.state, reason=after.reason))
+                else:
+                    log.warning("batch requeued after its worker died",
+                                extra=fields(batch=batch.id, owner=batch.lease_owner, attempt=batch.attempts))
+
+    def _sweep_temp_files(self) -> None:
+        """Temporary files of writes that a killed daemon left behind (only the names this
+        daemon writes, and only those older than this start)."""
+        before = self.status.started_at
+        swept = stale_temp_files(self.config.workdir, before, target=STATUS_FILE)
+        for folder in (self.config.processed_dir, self.config.rejected_dir):
+            swept += stale_temp_files(folder, before, target="[0-9][0-9][0-9][0-9][0-9][0-9]-*")
+        for path in swept:
+            path.unlink(missing_ok=True)
+        swept += self.artifacts.sweep_temp_files(before)
+        if swept:
+            log.info("stale temporary files removed", extra=fields(count=len(swept), files=[str(p) for p in swept]))
 
     # -------------------------------------------------------------------- loop
 
@@ -181,14 +274,19 @@ class Service:
         self.metrics.last_batch.set(as_utc(last).timestamp() if last else time.time())
 
     def process_one(self) -> BatchOutcome | None:
-        batch = self.registry.claim_batch(self.owner, self.config.daemon.lease_seconds)
+        batch = self.registry.claim_batch(
+            self.owner, self.config.daemon.lease_seconds, self.config.daemon.max_attempts
+        )
         if batch is None:
             return None
         self._write_status("processing", batch.id, force=True)
         self.notifier.status(f"processing batch {batch.id} ({batch.name})")
         log.info("batch started", extra=fields(batch=batch.id, file=batch.path, attempt=batch.attempts))
         try:
-            return self.pipeline.process(batch)
+            outcome = self.pipeline.process(batch)
+            if outcome.requeue is not None:
+                self.register_file(outcome.requeue)
+            return outcome
         except TrainingInterrupted:
             self.registry.release_batch(batch.id, self.owner)
             log.info("batch interrupted; it will be retried", extra=fields(batch=batch.id))
@@ -215,6 +313,7 @@ class Service:
     def run(self, once: bool = False) -> list[BatchOutcome]:
         """Serve until stopped (or, with ``once``, until nothing is pending)."""
         ensure_workdir(self.config)
+        self._sweep_temp_files()
         self._write_status("starting", force=True)
         self._recover_own_leases()
         if not once:

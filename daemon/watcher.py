@@ -2,12 +2,18 @@
 
 Handlers run on watchdog's observer thread, so they only note paths; the service loop
 collects them with ``due()``. A close-write or a rename into the inbox means the file is
-complete. A bare create (a file moved in from another directory, or one still being
-written) and scanned files count as complete once unchanged for ``settle_seconds``.
+complete. Otherwise (a bare create, a write without a close, a file found by a scan) a file
+counts as complete once its size and modification time have stayed the same for
+``settle_seconds``: it is looked at again when due, and waits again if it changed.
+
+Files in the rejected folder are watched too: a file rejected as truncated whose writer goes
+on writing to it is noted again, and its new content becomes a new batch.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -17,95 +23,132 @@ from watchdog.observers import Observer
 
 IGNORED_SUFFIXES = (".tmp", ".part")
 
+Signature = tuple[int, int]  # size, mtime in nanoseconds
+
 
 def is_candidate(path: Path) -> bool:
     """Dotfiles and partial-download names are never batches."""
     return not path.name.startswith(".") and not path.name.endswith(IGNORED_SUFFIXES)
 
 
+def signature(path: Path) -> Signature | None:
+    """Size and mtime of a regular file or symbolic link (not followed); ``None`` for
+    anything else (directories, FIFOs, sockets, devices are never batches) or a vanished path."""
+    try:
+        info = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def _as_path(raw: str | bytes) -> Path:
+    return Path(raw if isinstance(raw, str) else os.fsdecode(raw))
+
+
 class InboxWatcher(FileSystemEventHandler):
-    def __init__(self, inbox: Path, settle_seconds: float = 1.0) -> None:
+    def __init__(self, inbox: Path, settle_seconds: float = 1.0, rejected: Path | None = None) -> None:
         super().__init__()
         self.inbox = inbox.resolve()
+        self.rejected = rejected.resolve() if rejected is not None else None
         self.settle_seconds = settle_seconds
-        self._ready_at: dict[Path, float] = {}
+        # path -> (when it may be due, its signature then; None: complete, no check)
+        self._notes: dict[Path, tuple[float, Signature | None]] = {}
         self._changed = threading.Condition()
         self._observer: Observer | None = None
 
     # ------------------------------------------------------------ observer side
 
-    def _note(self, raw_path: str | bytes, delay: float) -> None:
-        path = Path(raw_path if isinstance(raw_path, str) else raw_path.decode())
-        if path.parent != self.inbox or not is_candidate(path):
+    def _watched(self, path: Path) -> bool:
+        return path.parent in (self.inbox, self.rejected) and is_candidate(path)
+
+    def _note(self, path: Path, complete: bool) -> None:
+        if not self._watched(path):
             return
+        if complete and path.parent == self.inbox:
+            note = (time.monotonic(), None)
+        else:
+            note = (time.monotonic() + self.settle_seconds, signature(path))
         with self._changed:
-            self._ready_at[path] = time.monotonic() + delay
+            self._notes[path] = note
             self._changed.notify_all()
 
     def on_closed(self, event: FileSystemEvent) -> None:
         if not event.is_directory:
-            self._note(event.src_path, 0.0)
+            self._note(_as_path(event.src_path), complete=True)
 
     def on_moved(self, event: FileSystemEvent) -> None:
-        if not event.is_directory:
-            self._note(event.dest_path, 0.0)
+        path = _as_path(event.dest_path)
+        if not event.is_directory and path.parent == self.inbox:
+            self._note(path, complete=True)
 
     def on_created(self, event: FileSystemEvent) -> None:
-        if not event.is_directory:
-            self._note(event.src_path, self.settle_seconds)
+        path = _as_path(event.src_path)
+        if not event.is_directory and path.parent == self.inbox:
+            self._note(path, complete=False)
 
     def on_modified(self, event: FileSystemEvent) -> None:
-        # Still being written: push its settle deadline back, unless a close already came.
+        # Still being written: it must settle again, unless a close already marked it complete.
         if event.is_directory:
             return
-        path = Path(event.src_path if isinstance(event.src_path, str) else event.src_path.decode())
+        path = _as_path(event.src_path)
         with self._changed:
-            if path in self._ready_at and self._ready_at[path] > time.monotonic():
-                self._ready_at[path] = time.monotonic() + self.settle_seconds
+            note = self._notes.get(path)
+        if note is None or note[1] is not None:
+            self._note(path, complete=False)
 
     # ------------------------------------------------------------- service side
 
     def scan(self) -> None:
         """Note every file in the inbox: those that arrived while no one watched, and any
-        whose events inotify dropped. Files modified recently wait to settle."""
-        now = time.time()
+        whose events inotify dropped. Each waits until it has settled."""
         for path in sorted(self.inbox.iterdir()):
-            if not path.is_file() or not is_candidate(path):
-                continue
-            try:
-                age = now - path.stat().st_mtime
-            except FileNotFoundError:
+            if not is_candidate(path) or signature(path) is None:
                 continue
             with self._changed:
-                if path not in self._ready_at:
-                    self._ready_at[path] = time.monotonic() + max(0.0, self.settle_seconds - age)
+                if path not in self._notes:
+                    self._notes[path] = (time.monotonic() + self.settle_seconds, signature(path))
                     self._changed.notify_all()
 
     def due(self) -> list[Path]:
-        """Paths whose files are complete, oldest note first; they are forgotten here."""
+        """Paths whose files are complete, oldest note first; they are forgotten here. A file
+        that changed since it was noted waits another ``settle_seconds``."""
         now = time.monotonic()
         with self._changed:
-            ready = sorted((t, p) for p, t in self._ready_at.items() if t <= now)
-            for _, path in ready:
-                del self._ready_at[path]
-        return [path for _, path in ready]
+            ready = sorted((t, p, sig) for p, (t, sig) in self._notes.items() if t <= now)
+        complete = []
+        for _, path, noted in ready:
+            current = signature(path) if noted is not None else None
+            with self._changed:
+                if self._notes.get(path, (None, None))[1] != noted:
+                    continue  # noted again meanwhile
+                if noted is not None and current is not None and current != noted:
+                    self._notes[path] = (time.monotonic() + self.settle_seconds, current)
+                    continue
+                del self._notes[path]
+            complete.append(path)
+        return complete
 
     def wait(self, timeout: float) -> None:
         """Sleep until a path may be due, or ``timeout`` seconds."""
         with self._changed:
-            if self._ready_at:
-                timeout = min(timeout, max(0.0, min(self._ready_at.values()) - time.monotonic()))
+            if self._notes:
+                timeout = min(timeout, max(0.0, min(t for t, _ in self._notes.values()) - time.monotonic()))
             if timeout > 0:
                 self._changed.wait(timeout)
 
     def pending(self) -> int:
         """Paths noted but not yet due."""
         with self._changed:
-            return len(self._ready_at)
+            return len(self._notes)
 
     def start(self) -> None:
         self._observer = Observer()
         self._observer.schedule(self, str(self.inbox), recursive=False)
+        if self.rejected is not None:
+            self.rejected.mkdir(parents=True, exist_ok=True)
+            self._observer.schedule(self, str(self.rejected), recursive=False)
         self._observer.start()
 
     def stop(self) -> None:

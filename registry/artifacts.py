@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,10 +17,30 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 
+_TEMP_PREFIX = "."
+_TEMP_SUFFIX = ".tmp"
+# mkstemp's names: the prefix, eight random characters, the suffix.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def stale_temp_files(directory: Path, before: float, target: str = "*") -> list[Path]:
+    """Temporary files ``atomic_write`` left in ``directory`` (for targets matching the glob
+    ``target``) when a process died mid-write, last modified before ``before`` (a time)."""
+    found = []
+    for path in directory.glob(f"{_TEMP_PREFIX}{target}.*{_TEMP_SUFFIX}"):
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if _TEMP_NAME.match(path.name) and path.is_file() and info.st_mtime < before:
+            found.append(path)
+    return found
+
+
 def atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write ``target`` through a temporary dot-file in the same directory, fsync it, then
     rename it into place: readers see the old file or the whole new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{_TEMP_PREFIX}{target.name}.", suffix=_TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -80,6 +101,15 @@ class ArtifactStore:
         buffer = io.BytesIO()
         torch.save(tensors, buffer)
         return self.put(buffer.getvalue())
+
+    def sweep_temp_files(self, before: float) -> list[Path]:
+        """Delete the temporary files of writes that died before ``before``; returns them."""
+        swept = []
+        for folder in sorted((self.root / "sha256").glob("??")):
+            for path in stale_temp_files(folder, before, target="[0-9a-f]" * 64):
+                path.unlink(missing_ok=True)
+                swept.append(path)
+        return swept
 
     def get_tensors(self, digest: str) -> dict[str, Any]:
         """Load a dict of tensors, verified, without unpickling arbitrary objects."""

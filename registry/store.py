@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from registry.migrations import upgrade
 from registry.tables import Alias, AliasEvent, Batch, ModelVersion, utcnow
 
 PRODUCTION = "production"
+UNREAD_PREFIX = "unread-"  # Batch.sha256 of a file refused before its content was read
 _VERSION_LOCK_KEY = 0x72657461  # "reta": advisory lock id for version allocation
 
 
@@ -132,21 +134,47 @@ class Registry:
             session.flush()
             return batch, True
 
-    def claim_batch(self, owner: str, lease_seconds: float) -> Batch | None:
-        """Take the oldest pending batch (or one whose lease ran out) for ``owner``."""
-        now = utcnow()
+    def add_refused_file(self, path: str, name: str, reason: str) -> Batch:
+        """Record a file refused before it was read (too large, a link, a name that is not
+        UTF-8) as a rejected batch. Its ``sha256`` is an ``unread-`` placeholder: the content
+        was never hashed. A row already recorded for ``path`` this way is returned instead,
+        so a retry after a failed move does not record the file twice."""
         with self._transaction() as session:
-            query = (
-                select(Batch)
-                .where(
-                    or_(
-                        Batch.state == "pending",
-                        (Batch.state == "processing") & (Batch.lease_expires < now),
-                    )
-                )
-                .order_by(Batch.id)
-                .limit(1)
-            )
+            existing = session.exec(
+                select(Batch).where(Batch.path == path, Batch.sha256.startswith(UNREAD_PREFIX))
+            ).first()
+            if existing is not None:
+                return existing
+            batch = Batch(sha256=UNREAD_PREFIX + uuid.uuid4().hex, path=path, name=name, state="rejected",
+                          reason=reason)
+            session.add(batch)
+            session.flush()
+            return batch
+
+    def batch_at(self, path: str) -> Batch | None:
+        """The most recent batch recorded at ``path``."""
+        with self._transaction() as session:
+            return session.exec(select(Batch).where(Batch.path == path).order_by(Batch.id.desc())).first()
+
+    def claim_batch(self, owner: str, lease_seconds: float, max_attempts: int | None = None) -> Batch | None:
+        """Take the oldest pending batch (or one whose lease ran out) for ``owner``.
+
+        The attempt is counted here, durably, before any work: a batch whose worker dies
+        while processing it has used its try. A batch whose lease ran out after its last
+        allowed try is marked ``failed`` instead of being claimed again.
+        """
+        now = utcnow()
+        expired = (Batch.state == "processing") & (Batch.lease_expires < now)
+        with self._transaction() as session:
+            if max_attempts is not None:
+                spent = select(Batch).where(expired, Batch.attempts >= max_attempts)
+                if not self.is_sqlite:
+                    spent = spent.with_for_update(skip_locked=True)
+                for batch in session.exec(spent):
+                    self._fail_dead(batch, max_attempts, now, "its lease expired")
+                    session.add(batch)
+                session.flush()
+            query = select(Batch).where(or_(Batch.state == "pending", expired)).order_by(Batch.id).limit(1)
             if not self.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             batch = session.exec(query).first()
@@ -157,6 +185,30 @@ class Registry:
             batch.lease_owner = owner
             batch.lease_expires = now + timedelta(seconds=lease_seconds)
             batch.updated_at = now
+            session.add(batch)
+            return batch
+
+    @staticmethod
+    def _fail_dead(batch: Batch, max_attempts: int, now: datetime, how: str) -> None:
+        batch.state = "failed"
+        batch.reason = (
+            f"worker died while processing (attempt {batch.attempts} of {max_attempts}; "
+            f"{how}, worker {batch.lease_owner})"
+        )
+        batch.lease_owner, batch.lease_expires, batch.updated_at = None, None, now
+
+    def requeue_dead(self, batch_id: int, owner: str, max_attempts: int) -> Batch | None:
+        """A batch whose worker ``owner`` is known dead: back to the queue with its attempt
+        counted, or ``failed`` if that was its last. ``None`` if ``owner`` no longer holds it."""
+        now = utcnow()
+        with self._transaction() as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None or batch.state != "processing" or batch.lease_owner != owner:
+                return None
+            if batch.attempts >= max_attempts:
+                self._fail_dead(batch, max_attempts, now, "the process is gone")
+            else:
+                batch.state, batch.lease_owner, batch.lease_expires, batch.updated_at = "pending", None, None, now
             session.add(batch)
             return batch
 
@@ -192,8 +244,9 @@ class Registry:
         path: str | None = None,
         reason: str | None = None,
         n_samples: int | None = None,
+        version: int | None = None,
     ) -> Batch:
-        """Set a batch's final state (``rejected``/``failed``/``pending`` for a retry)."""
+        """Set a batch's final state (``done``/``rejected``/``failed``, or ``pending`` for a retry)."""
         with self._transaction() as session:
             batch = session.get(Batch, batch_id)
             if batch is None:
@@ -204,6 +257,8 @@ class Registry:
                 batch.path = path
             if n_samples is not None:
                 batch.n_samples = n_samples
+            if version is not None:
+                batch.version = version
             batch.lease_owner = None
             batch.lease_expires = None
             batch.updated_at = utcnow()
@@ -248,11 +303,18 @@ class Registry:
         ``news[promote_index]`` to it. All candidates of one batch land together or not at all.
 
         Returns the rows and whether ``production`` moved: it does not when someone moved the
-        alias away from the parent while the candidates were being trained.
+        alias away from the parent while the candidates were being trained. Idempotent per
+        batch: if the batch already has versions (a retry after a crash or an error that came
+        after registering), those are returned and nothing new is written.
         """
         with self._transaction() as session:
             if not self.is_sqlite:
                 session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_VERSION_LOCK_KEY))
+            batch_id = news[0].batch_id if news else None
+            if batch_id is not None:
+                existing = self._batch_versions(session, batch_id)
+                if existing:
+                    return existing, False
             latest = session.exec(select(func.max(ModelVersion.version))).one() or 0
             rows = []
             for offset, new in enumerate(news, start=1):
@@ -291,6 +353,16 @@ class Registry:
             if row is None:
                 raise UnknownVersion(number)
             return row
+
+    @staticmethod
+    def _batch_versions(session: Session, batch_id: int) -> list[ModelVersion]:
+        query = select(ModelVersion).where(ModelVersion.batch_id == batch_id).order_by(ModelVersion.version)
+        return list(session.exec(query))
+
+    def batch_versions(self, batch_id: int) -> list[ModelVersion]:
+        """The versions registered from one batch (a first candidate and maybe its fallback)."""
+        with self._transaction() as session:
+            return self._batch_versions(session, batch_id)
 
     def versions(self) -> list[ModelVersion]:
         with self._transaction() as session:

@@ -20,7 +20,7 @@ class Batch(SQLModel, table=True):
     __tablename__ = "batch"
 
     id: int | None = Field(default=None, primary_key=True)
-    sha256: str = Field(unique=True, index=True, max_length=64)
+    sha256: str = Field(unique=True, index=True, max_length=64)  # or unread-<uuid>: refused unread
     path: str  # where the file is now: inbox, processed/ or rejected/
     name: str  # file name as it arrived
     state: str = Field(default="pending", index=True)  # pending|processing|done|rejected|failed

@@ -10,6 +10,11 @@ from strategies.replay import ReplayMemory
 from strategies.shift import ShiftReport, ShiftThresholds, linear_probe_accuracy, measure_shift
 
 
+class UnusableBatch(ValueError):
+    """The batch's data cannot be measured or trained on (a property of the data, not of the
+    system): the daemon rejects it rather than retrying."""
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).double().mean()) if len(labels) else 0.0
 
@@ -34,6 +39,11 @@ def measure_batch(
     audit_x, audit_y = memory.audit_set()
     _, audit_logits = features_and_logits(model, head, audit_x)
     batch_features, batch_logits = features_and_logits(model, head, x)
+    if not (torch.isfinite(batch_features).all() and torch.isfinite(batch_logits).all()):
+        raise UnusableBatch(
+            "the production model's features overflow on this batch (values beyond float32's range): "
+            "scale the features"
+        )
     return measure_shift(
         reference_features,
         memory.y,
