@@ -425,9 +425,9 @@ def record_json(stream: str, seed: int, record: PolicyRecord) -> dict:
 
 
 def run_avalanche(stream: Stream, setup: Setup, method: str, seed: int) -> Run:
-    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.training import EWC, Naive, Replay
-    from avalanche.training.plugins import EvaluationPlugin
+    from strategies.avalanche_api import benchmark_from_datasets
+    from strategies.avalanche_api import EWC, Naive, Replay
+    from strategies.avalanche_api import EvaluationPlugin
 
     model = new_model(stream, stream.max_classes, setup, seed)
     common = dict(

@@ -18,6 +18,7 @@ import math
 import os
 import pickle
 import stat
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,14 @@ def read_file(path: Path, limits: FileLimits) -> bytes:
             raise BatchRejected(
                 f"file is {info.st_size} bytes, over the limit of {limits.max_file_bytes} (data.max_file_bytes)"
             )
-        data = handle.read(limits.max_file_bytes + 1)
+        # Reading asks for the size fstat gave (a read of n bytes allocates n up front), plus
+        # one byte to notice a file that grew past the limit meanwhile.
+        data = handle.read(info.st_size + 1)
+        while len(data) > info.st_size and len(data) <= limits.max_file_bytes:
+            more = handle.read(1 << 20)
+            if not more:
+                break
+            data += more
     if len(data) > limits.max_file_bytes:
         raise BatchRejected(f"file grew past the limit of {limits.max_file_bytes} bytes while it was read")
     if not data:
@@ -253,7 +261,10 @@ def _read_pt(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | 
         raise BatchRejected(f"truncated or corrupt .pt file: {exc}") from None
     _check_size(None, len(data) + stored, limits, "its tensors as stored")
     try:
-        loaded = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            # Said when a sparse tensor is loaded; it is refused just below, with a reason.
+            warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+            loaded = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         raise BatchRejected(
             f"refused to unpickle: the file holds objects other than tensors ({_unpickler_detail(exc)})"

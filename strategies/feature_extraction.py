@@ -20,7 +20,7 @@ def backbone_parameters(model: nn.Module, head: str) -> list[tuple[str, nn.Param
 def frozen_backbone_plugin(model: nn.Module, head: str):
     """Keeps everything but the head in eval mode: the template calls ``model.train()`` each
     epoch, which would let BatchNorm statistics move."""
-    from avalanche.core import SupervisedPlugin
+    from strategies.avalanche_api import SupervisedPlugin
 
     target = head_module(model, head)
     inside_head = set(map(id, target.modules()))

@@ -102,7 +102,7 @@ def evaluate_gate(
     and group, ``Forgetting`` keyed by source batch with production as the initial value.
     """
     with quiet_avalanche():
-        from avalanche.evaluation.metrics import Accuracy, Forgetting
+        from strategies.avalanche_api import Accuracy, Forgetting
 
     old = {"production": Accuracy(), "candidate": Accuracy()}
     per_group: dict[int, dict[str, float]] = {}

@@ -66,7 +66,7 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
 
 def meta_plugin(tasks: list[Task], settings: ReptileSettings, seed: int):
     """Runs Reptile on the strategy's model when the experience starts."""
-    from avalanche.core import SupervisedPlugin
+    from strategies.avalanche_api import SupervisedPlugin
 
     class MetaInitialisation(SupervisedPlugin):
         def before_training_exp(self, strategy, **kwargs):

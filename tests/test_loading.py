@@ -215,3 +215,111 @@ def test_corrupt_parquet_reason_names_the_file_without_its_inbox_folder(tmp_path
         load_batch(tmp_path / "text.parquet", SPEC)
     assert str(refused.value).startswith("text.parquet: unreadable parquet file")
     assert str(tmp_path) not in str(refused.value)
+
+
+# ------------------------------------------------- hostile files: refused on the first try
+
+
+def npy_with_header(shape: tuple[int, ...], dtype: str = "<f8", payload: bytes = b"\0" * 64) -> bytes:
+    """A .npy member whose header claims ``shape`` but holds only ``payload``."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + payload
+
+
+def test_an_npz_header_claiming_238_gib_is_refused_with_the_numbers_before_allocating(tmp_path):
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
+        archive.writestr("x.npy", npy_with_header((1000, 32_000_000)))
+        archive.writestr("y.npy", npy_with_header((1000,), "<i8"))
+    rejected(tmp_path / "huge.npz", r"about 3\d\d\.\d GiB of memory .* over the limit of 2\.0 GiB \(data.max_bytes_in_memory\)")
+
+
+def test_an_npz_header_claiming_too_many_samples_is_refused_before_allocating(tmp_path):
+    with zipfile.ZipFile(tmp_path / "many.npz", "w") as archive:
+        archive.writestr("x.npy", npy_with_header((50_000_000, 4)))
+    rejected(tmp_path / "many.npz", r"declares 50000000 samples, over the limit of 1000000 \(data.max_samples\)")
+
+
+def test_a_zip_bomb_is_refused_without_inflating_it(tmp_path):
+    import tracemalloc
+
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, x=np.zeros((1 << 20, 8), np.float64), y=np.zeros(1 << 20, np.int64))
+    assert bomb.stat().st_size < 1 << 20  # 72 MiB of arrays in well under 1 MiB
+    limits = FileLimits(max_bytes_in_memory=16 << 20, max_samples=10 << 20)
+    tracemalloc.start()
+    try:
+        rejected(bomb, "over the limit of 16.0 MiB", DataSpec((8,), 3, limits=limits))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_a_pt_file_whose_tensors_exceed_the_memory_limit_is_refused_before_loading(tmp_path):
+    torch.save({"x": torch.zeros(1 << 18, 4), "y": torch.zeros(1 << 18, dtype=torch.long)}, tmp_path / "big.pt")
+    rejected(tmp_path / "big.pt", "its tensors as stored\\), over the limit of 1.0 MiB",
+             DataSpec((4,), 3, limits=FileLimits(max_bytes_in_memory=1 << 20)))
+
+
+def test_parquet_and_csv_row_counts_are_checked_before_parsing(tmp_path):
+    limits = FileLimits(max_samples=10)
+    parquet = write_parquet(tmp_path / "b.parquet", {f"f{i}": [0.0] * 50 for i in range(4)} | {"label": [0] * 50})
+    rejected(parquet, "declares 50 samples, over the limit of 10", DataSpec((4,), 3, limits=limits))
+    csv_path = tmp_path / "b.csv"
+    csv_path.write_text("a,b,c,d,label\n" + "1,2,3,4,0\n" * 50)
+    rejected(csv_path, "declares 5\\d samples, over the limit of 10", DataSpec((4,), 3, limits=limits))
+
+
+def test_extreme_finite_features_are_refused_naming_the_limit(tmp_path):
+    x, y = good()
+    x[2, 1] = 1e38
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    rejected(tmp_path / "b.npz", r"^b.npz: features reach 1e\+38, beyond the limit of 1e\+12 \(data.max_abs_value\)")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_pt_features_load_exactly_as_float32(tmp_path, dtype):
+    x, y = good()
+    half = torch.from_numpy(x).to(dtype)
+    torch.save({"x": half, "y": torch.from_numpy(y)}, tmp_path / "b.pt")
+    batch = load_batch(tmp_path / "b.pt", SPEC)
+    assert batch.x.dtype == torch.float32 and torch.equal(batch.x, half.float())
+
+
+def test_sparse_pt_features_are_refused_with_a_reason(tmp_path):
+    x, y = good()
+    torch.save({"x": torch.from_numpy(x).to_sparse(), "y": torch.from_numpy(y)}, tmp_path / "b.pt")
+    rejected(tmp_path / "b.pt", r"entry 'x' is a sparse tensor \(torch.sparse_coo\); save it dense")
+
+
+def test_a_legacy_format_pt_file_is_refused(tmp_path):
+    x, y = good()
+    torch.save({"x": torch.from_numpy(x), "y": torch.from_numpy(y)}, tmp_path / "b.pt",
+               _use_new_zipfile_serialization=False)
+    rejected(tmp_path / "b.pt", "not a zip-format .pt file")
+
+
+def test_a_symbolic_link_is_refused_unless_links_are_followed(tmp_path):
+    x, y = good()
+    np.savez(tmp_path / "outside.npz", x=x, y=y)
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "link.npz").symlink_to(tmp_path / "outside.npz")
+    rejected(tmp_path / "inbox" / "link.npz", "is a symbolic link .*data.follow_symlinks = true")
+    followed = DataSpec((4,), 3, min_samples=2, limits=FileLimits(follow_symlinks=True))
+    assert len(load_batch(tmp_path / "inbox" / "link.npz", followed)) == 6
+
+
+def test_a_fifo_is_refused_without_blocking_on_it(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.npz")
+    rejected(tmp_path / "pipe.npz", "is not a regular file")
+
+
+def test_the_batch_carries_the_sha256_of_the_bytes_it_parsed(tmp_path):
+    import hashlib
+
+    x, y = good()
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    assert load_batch(tmp_path / "b.npz", SPEC).sha256 == hashlib.sha256((tmp_path / "b.npz").read_bytes()).hexdigest()

@@ -264,3 +264,46 @@ def test_workers_opening_a_new_database_at_once_create_one_schema(empty_database
         assert connection.execute(text("SELECT count(*) FROM retain_schema")).scalar_one() == 1
     for store in opened:
         store.close()
+
+
+def test_a_dead_workers_attempt_counts_and_its_last_one_fails_the_batch(registry):
+    batch, _ = registry.add_batch("1" * 64, "/a", "a")
+    for attempt in (1, 2):
+        registry.claim_batch("host:111", 60, max_attempts=3)
+        after = registry.requeue_dead(batch.id, "host:111", max_attempts=3)
+        assert (after.state, after.attempts) == ("pending", attempt)
+    registry.claim_batch("host:111", 60, max_attempts=3)
+    after = registry.requeue_dead(batch.id, "host:111", max_attempts=3)
+    assert after.state == "failed"
+    assert after.reason.startswith("worker died while processing (attempt 3 of 3")
+    assert registry.claim_batch("host:222", 60, max_attempts=3) is None
+
+
+def test_an_expired_lease_on_the_last_attempt_fails_the_batch_and_the_next_one_is_claimed(registry):
+    poison, _ = registry.add_batch("1" * 64, "/poison", "poison")
+    good, _ = registry.add_batch("2" * 64, "/good", "good")
+    registry.claim_batch("w1", -1, max_attempts=2)
+    registry.claim_batch("w2", -1, max_attempts=2)  # the same batch again: its lease ran out
+    claimed = registry.claim_batch("w3", 60, max_attempts=2)
+    assert claimed.id == good.id
+    failed = registry.batch(poison.id)
+    assert failed.state == "failed" and failed.attempts == 2
+    assert failed.reason.startswith("worker died while processing (attempt 2 of 2; its lease expired")
+
+
+def test_registering_a_batch_again_returns_its_versions_and_adds_none(registry):
+    registry.register_version(version(), promote=True)
+    batch, _ = registry.add_batch("1" * 64, "/a", "a")
+    registry.claim_batch("w", 60)
+    first, _ = registry.register_versions([version(parent=1, batch_id=batch.id), version(parent=1, batch_id=batch.id)])
+    again, moved = registry.register_versions([version(parent=1, batch_id=batch.id)], promote_index=0)
+    assert [r.version for r in again] == [r.version for r in first] == [2, 3]
+    assert not moved and registry.alias() == 1
+    assert [v.version for v in registry.versions()] == [1, 2, 3]
+
+
+def test_a_file_refused_unread_is_recorded_once_however_often_it_is_seen(registry):
+    first = registry.add_refused_file("/inbox/huge.npz", "huge.npz", "too large")
+    again = registry.add_refused_file("/inbox/huge.npz", "huge.npz", "too large")
+    assert first.id == again.id and first.state == "rejected" and first.sha256.startswith("unread-")
+    assert len(registry.batches()) == 1

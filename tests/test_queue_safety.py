@@ -1,0 +1,229 @@
+"""No file, crash or burst stalls the queue, loses a batch or registers it twice.
+
+The service runs in-process here (a subprocess would prove nothing more), on a real SQLite
+registry and real files in a real inbox.
+"""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import save_npz, write_config
+from daemon.config import load_config
+from daemon.service import Service
+from daemon.watcher import InboxWatcher
+from daemon_process import npz_bytes
+from registry import Registry
+
+
+@pytest.fixture
+def fast(workspace) -> Path:
+    """The workspace with training cut to the bone: these tests are about the queue."""
+    write_config(workspace.parent, training={"epochs": 1}, meta={"meta_steps": 2}, policy={"fallback": False})
+    return workspace
+
+
+def service(config_path: Path) -> Service:
+    config = load_config(config_path)
+    return Service(config, Registry(config.registry_url))
+
+
+def inbox(config_path: Path) -> Path:
+    return config_path.parent / "inbox"
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def run_once(config_path: Path) -> Service:
+    daemon = service(config_path)
+    daemon.run(once=True)
+    return daemon
+
+
+def test_a_batch_whose_worker_died_on_every_attempt_fails_and_the_batch_behind_it_runs(fast, digit_data):
+    x, y = digit_data
+    save_npz(inbox(fast) / "a-poison.npz", x[500:600], y[500:600])
+    save_npz(inbox(fast) / "b-good.npz", x[600:700], y[600:700])
+    daemon = service(fast)
+    for path in sorted(inbox(fast).iterdir()):
+        daemon.register_file(path)
+    owner = f"{daemon.host}:{dead_pid()}"
+    for _ in range(3):  # the worker dies every time it takes the poison batch (an OOM kill, say)
+        assert daemon.registry.claim_batch(owner, 300, max_attempts=3).name == "a-poison.npz"
+        run_once(fast) if _ == 2 else daemon._recover_own_leases()
+
+    poison, good = daemon.registry.batches()
+    assert poison.state == "failed"
+    assert poison.reason.startswith("worker died while processing (attempt 3 of 3")
+    assert (good.state, good.attempts) == ("done", 1)
+
+
+def test_a_batch_registered_before_its_move_failed_is_finished_without_registering_again(fast, digit_data):
+    x, y = digit_data
+    save_npz(inbox(fast) / "b.npz", x[500:700], y[500:700])
+    blocker = fast.parent / "processed" / "000001-b.npz"
+    blocker.mkdir(parents=True)  # the move to processed/ fails after registering: a system error
+    daemon = service(fast)
+    daemon.register_file(inbox(fast) / "b.npz")
+    daemon.process_one()
+    [batch] = daemon.registry.batches()
+    assert batch.state == "pending" and "IsADirectoryError" in batch.reason
+    registered = [v.version for v in daemon.registry.versions()]
+    assert len(registered) == 2
+
+    blocker.rmdir()
+    assert daemon.process_one().state == "done"
+    [batch] = daemon.registry.batches()
+    assert batch.state == "done" and batch.version == registered[-1]
+    assert [v.version for v in daemon.registry.versions()] == registered
+    assert blocker.is_file() and not list(inbox(fast).iterdir())
+
+
+def test_a_file_rewritten_after_it_was_queued_is_trained_as_a_new_batch_not_under_the_old_hash(fast, digit_data):
+    x, y = digit_data
+    path = inbox(fast) / "b.npz"
+    path.write_bytes(npz_bytes(x[500:700], y[500:700]))
+    daemon = service(fast)
+    daemon.register_file(path)
+    path.write_bytes(npz_bytes(x[700:900], y[700:900]))  # rewritten in place while queued
+    daemon.run(once=True)
+
+    first, second = daemon.registry.batches()
+    assert first.state == "rejected" and "the file changed after it was queued" in first.reason
+    assert second.state == "done"
+    import hashlib
+
+    assert hashlib.sha256(Path(second.path).read_bytes()).hexdigest() == second.sha256
+    assert [v.batch_id for v in daemon.registry.versions()[1:]] == [second.id]
+
+
+def test_a_file_still_being_written_without_a_close_is_due_only_once_it_has_settled(tmp_path):
+    watcher = InboxWatcher(tmp_path, settle_seconds=0.3)  # no observer: what `run --once` sees
+    path = tmp_path / "slow.npz"
+    chunks = [os.urandom(1000) for _ in range(6)]
+    seen: list[int] = []
+    with path.open("wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+            handle.flush()
+            watcher.scan()
+            seen += [path.stat().st_size for p in watcher.due() if p == path]
+            time.sleep(0.2)  # pauses shorter than settle_seconds, a write longer than it
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        seen += [path.stat().st_size for p in watcher.due() if p == path]
+        time.sleep(0.05)
+    assert seen == [6000]
+
+
+def test_a_rejected_file_whose_writer_goes_on_becomes_a_new_batch(fast, digit_data):
+    x, y = digit_data
+    whole = npz_bytes(x[500:700], y[500:700])
+    path = inbox(fast) / "b.npz"
+    path.write_bytes(whole[: len(whole) // 2])
+    daemon = service(fast)
+    daemon.watcher.start()
+    try:
+        daemon.register_file(path)
+        daemon.process_one()
+        [old] = daemon.registry.batches()
+        assert old.state == "rejected" and "truncated or corrupt" in old.reason
+        with Path(old.path).open("r+b") as handle:  # the writer, still holding the file, finishes it
+            handle.write(whole)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(daemon.registry.batches()) == 1:
+            for due in daemon.watcher.due():
+                daemon.register_file(due)
+            time.sleep(0.05)
+    finally:
+        daemon.watcher.stop()
+    old, new = daemon.registry.batches()
+    assert new.state == "pending" and new.path == old.path
+    assert f"now batch {new.id}" in old.reason
+    assert daemon.process_one().state == "done"
+
+
+def test_a_huge_sparse_file_is_rejected_by_its_size_without_being_hashed(fast):
+    path = inbox(fast) / "huge.npz"
+    with path.open("wb") as handle:
+        handle.truncate(16 << 30)  # 16 GiB that take no disk
+    daemon = service(fast)
+    daemon.register_file(path)
+    [batch] = daemon.registry.batches()
+    assert batch.state == "rejected" and batch.sha256.startswith("unread-")
+    assert batch.reason == "huge.npz: file is 17179869184 bytes, over the limit of 1073741824 (data.max_file_bytes)"
+    assert Path(batch.path).parent.name == "rejected" and not path.exists()
+
+
+def test_a_symbolic_link_out_of_the_inbox_is_rejected_and_its_target_left_alone(fast, digit_data, tmp_path):
+    x, y = digit_data
+    target = save_npz(tmp_path / "secret.npz", x[500:700], y[500:700])
+    (inbox(fast) / "link.npz").symlink_to(target)
+    daemon = run_once(fast)
+    [batch] = daemon.registry.batches()
+    assert batch.state == "rejected" and "is a symbolic link" in batch.reason
+    assert target.is_file() and len(daemon.registry.versions()) == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_rejected_once_naming_it(fast, digit_data):
+    x, y = digit_data
+    raw = os.path.join(os.fsencode(inbox(fast)), b"caf\xe9.npz")
+    with open(raw, "wb") as handle:
+        handle.write(npz_bytes(x[500:700], y[500:700]))
+    daemon = run_once(fast)
+    [batch] = daemon.registry.batches()
+    assert batch.state == "rejected" and batch.reason.startswith("caf\\xe9.npz: file name is not valid UTF-8")
+    assert Path(batch.path).name == "000001-caf\\xe9.npz" and Path(batch.path).is_file()
+    assert not os.listdir(os.fsencode(inbox(fast)))
+
+
+def test_a_250_byte_file_name_is_processed_under_a_name_that_fits(fast, digit_data):
+    x, y = digit_data
+    name = "n" * 246 + ".npz"
+    save_npz(inbox(fast) / name, x[500:700], y[500:700])
+    daemon = run_once(fast)
+    [batch] = daemon.registry.batches()
+    assert batch.state == "done" and batch.name == name
+    moved = Path(batch.path)
+    assert moved.is_file() and moved.suffix == ".npz" and len(moved.name.encode()) <= 241
+    assert len(daemon.registry.versions()) == 2
+
+
+def test_features_that_overflow_the_model_are_rejected_on_the_first_attempt(fast, digit_data):
+    x, y = digit_data
+    write_config(fast.parent, training={"epochs": 1}, data={"max_abs_value": 3.4e38})
+    huge = np.full_like(x[500:700], 3e38)  # finite, within the raised limit; inf inside the model
+    save_npz(inbox(fast) / "b.npz", huge, y[500:700])
+    daemon = run_once(fast)
+    [batch] = daemon.registry.batches()
+    assert (batch.state, batch.attempts) == ("rejected", 1)
+    assert "features overflow" in batch.reason
+
+
+def test_directories_and_fifos_in_the_inbox_are_ignored(fast):
+    (inbox(fast) / "folder.npz").mkdir()
+    os.mkfifo(inbox(fast) / "pipe.npz")
+    daemon = run_once(fast)
+    assert daemon.registry.batches() == []
+
+
+def test_temporary_files_left_by_a_killed_daemon_are_swept_at_start(fast):
+    workdir = fast.parent
+    digest = "ab" + "0" * 62
+    stale = [workdir / ".daemon.json.k2j4h5g6.tmp", workdir / "artifacts" / "sha256" / "ab" / f".{digest}.x1y2z3w4.tmp"]
+    kept = [workdir / ".notes.tmp", workdir / "artifacts" / "sha256" / "ab" / ".mine.tmp"]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    run_once(fast)
+    assert [p.exists() for p in stale] == [False, False]
+    assert [p.exists() for p in kept] == [True, True]
