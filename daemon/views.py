@@ -55,6 +55,7 @@ def batch_row(batch: Batch, version: ModelVersion | None) -> dict[str, Any]:
         "id": batch.id,
         "sha256": batch.sha256,
         "path": batch.path,
+        "name": batch.name,
         "state": batch.state,
         "reason": batch.reason,
         "n_samples": batch.n_samples,
