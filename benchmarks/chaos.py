@@ -107,10 +107,12 @@ class Daemon:
                                         stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
 
     def state(self, config: Path) -> str:
+        """This process's state from daemon.json ("unknown" while an earlier one's is there)."""
         try:
-            return json.loads((config.parent / "daemon.json").read_text())["state"]
-        except (OSError, ValueError, KeyError):
+            status = json.loads((config.parent / "daemon.json").read_text())
+        except (OSError, ValueError):
             return "unknown"
+        return status.get("state", "unknown") if status.get("pid") == self.process.pid else "unknown"
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, int]:
         if self.process.poll() is None:
@@ -223,21 +225,25 @@ def stream(batches: int, size: int = 120) -> list[tuple[str, bytes]]:
 
 
 def part_kills(root: Path, kills: int, batches: int, threads: int, seed: int, check: Check) -> dict:
-    config = workspace(root, threads)
+    # Enough training per batch that most kills land mid-batch rather than on an idle daemon.
+    config = workspace(root, threads, training={"epochs": 8})
     inbox = root / "inbox"
-    files = stream(batches)
+    files = stream(batches, size=200)
     dropped = {hashlib.sha256(data).hexdigest(): name for name, data in files}
     rng = random.Random(seed)
     states: dict[str, int] = {}
     pending = list(files)
     started = time.monotonic()
     for _ in range(kills):
-        for _ in range(min(len(pending), rng.randint(0, 2))):  # files keep arriving between kills
+        for _ in range(min(len(pending), rng.randint(1, 3))):  # files keep arriving between kills
             name, data = pending.pop(0)
             (inbox / f".{name}.part").write_bytes(data)
             os.replace(inbox / f".{name}.part", inbox / name)
         daemon = Daemon(config)
-        time.sleep(rng.uniform(0.5, 10.0))
+        ready_by = time.monotonic() + 120
+        while daemon.state(config) in ("starting", "stopped", "unknown") and time.monotonic() < ready_by:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 4.0))
         state = daemon.state(config)
         states[state] = states.get(state, 0) + 1
         daemon.stop(signal.SIGKILL)

@@ -178,6 +178,9 @@ class Service:
             digest = file_sha256(path, self.config.data.follow_symlinks)
         except FileNotFoundError:
             return
+        except PermissionError:
+            self._refuse_unread(path, "cannot be read: permission denied")
+            return
         batch, created = self.registry.add_batch(digest, str(path), path.name)
         if created:
             log.info("batch queued", extra=fields(batch=batch.id, file=str(path), sha256=digest[:12]))

@@ -192,8 +192,8 @@ class Registry:
     def _fail_dead(batch: Batch, max_attempts: int, now: datetime, how: str) -> None:
         batch.state = "failed"
         batch.reason = (
-            f"worker died while processing (attempt {batch.attempts} of {max_attempts}; "
-            f"{how}, worker {batch.lease_owner})"
+            f"worker died while processing (attempt {batch.attempts} of {max_attempts}): "
+            f"{how} (worker {batch.lease_owner})"
         )
         batch.lease_owner, batch.lease_expires, batch.updated_at = None, None, now
 

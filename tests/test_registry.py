@@ -275,7 +275,7 @@ def test_a_dead_workers_attempt_counts_and_its_last_one_fails_the_batch(registry
     registry.claim_batch("host:111", 60, max_attempts=3)
     after = registry.requeue_dead(batch.id, "host:111", max_attempts=3)
     assert after.state == "failed"
-    assert after.reason.startswith("worker died while processing (attempt 3 of 3")
+    assert after.reason.startswith("worker died while processing (attempt 3 of 3): the process is gone")
     assert registry.claim_batch("host:222", 60, max_attempts=3) is None
 
 
@@ -288,7 +288,7 @@ def test_an_expired_lease_on_the_last_attempt_fails_the_batch_and_the_next_one_i
     assert claimed.id == good.id
     failed = registry.batch(poison.id)
     assert failed.state == "failed" and failed.attempts == 2
-    assert failed.reason.startswith("worker died while processing (attempt 2 of 2; its lease expired")
+    assert failed.reason.startswith("worker died while processing (attempt 2 of 2): its lease expired")
 
 
 def test_registering_a_batch_again_returns_its_versions_and_adds_none(registry):
