@@ -18,8 +18,10 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/retain demo --workdir $(DEMO_DIR)
 
+# pytest's own script, not `python -m pytest`: that would put the checkout on sys.path, where
+# the folders would import as top-level packages and hide a stale import.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py

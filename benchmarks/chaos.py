@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-RETAIN = [sys.executable, "-m", "daemon"]
+RETAIN = [sys.executable, "-m", "retain"]
 TERMINAL = ("done", "rejected", "failed")
 MEMORY_LIMIT = 256 << 20
 
@@ -74,7 +74,7 @@ def retain(config: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 def workspace(root: Path, threads: int, **sections: dict) -> Path:
     """An initialised workspace with a small, quick model; returns its config path."""
-    from daemon.config import dump_config
+    from retain.daemon.config import dump_config
 
     x, y = digits()
     base = {
@@ -107,7 +107,7 @@ class Daemon:
                                         stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
 
     def state(self, config: Path) -> str:
-        """This process's state from daemon.json ("unknown" while an earlier one's is there)."""
+        """This process's state from retain.daemon.json ("unknown" while an earlier one's is there)."""
         try:
             status = json.loads((config.parent / "daemon.json").read_text())
         except (OSError, ValueError):
@@ -150,10 +150,10 @@ class Check:
 
 def check_invariants(config: Path, dropped: dict[str, str], check: Check) -> dict[str, int]:
     """The queue's invariants; ``dropped`` maps each file's sha256 to its name."""
-    from daemon.config import load_config
-    from daemon.versions import load_memory, load_model
-    from registry import ArtifactStore, Registry
-    from strategies.models import predict
+    from retain.daemon.config import load_config
+    from retain.daemon.versions import load_memory, load_model
+    from retain.registry import ArtifactStore, Registry
+    from retain.strategies.models import predict
 
     settings = load_config(config)
     registry = Registry(settings.registry_url)

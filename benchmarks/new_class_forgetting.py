@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from policy_regret import Setup, class_incremental, new_model
-from strategies.models import predict
-from strategies.replay import split_holdout
-from strategies.training import TrainingSettings, quiet_avalanche, train_initial
+from retain.strategies.models import predict
+from retain.strategies.replay import split_holdout
+from retain.strategies.training import TrainingSettings, quiet_avalanche, train_initial
 
 
 def joint_forgetting(seed: int, epochs: int, holdout_fraction: float = 0.25) -> list[float]:

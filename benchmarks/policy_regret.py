@@ -50,12 +50,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from strategies.adapt import train_candidate
-from strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdict
-from strategies.measure import measure_batch
-from strategies.meta import ReptileSettings
-from strategies.models import mlp, predict
-from strategies.policy import (
+from retain.strategies.adapt import train_candidate
+from retain.strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdict
+from retain.strategies.measure import measure_batch
+from retain.strategies.meta import ReptileSettings
+from retain.strategies.models import mlp, predict
+from retain.strategies.policy import (
     STRATEGIES,
     Choice,
     PolicyConfig,
@@ -64,9 +64,9 @@ from strategies.policy import (
     hyperparameters,
     recurring_shifts,
 )
-from strategies.replay import Data, ReplayMemory, remember, split_holdout
-from strategies.shift import ShiftReport, ShiftThresholds
-from strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
+from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
+from retain.strategies.shift import ShiftReport, ShiftThresholds
+from retain.strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
 
 
 @dataclass(frozen=True)
@@ -425,9 +425,9 @@ def record_json(stream: str, seed: int, record: PolicyRecord) -> dict:
 
 
 def run_avalanche(stream: Stream, setup: Setup, method: str, seed: int) -> Run:
-    from strategies.avalanche_api import benchmark_from_datasets
-    from strategies.avalanche_api import EWC, Naive, Replay
-    from strategies.avalanche_api import EvaluationPlugin
+    from retain.strategies.avalanche_api import benchmark_from_datasets
+    from retain.strategies.avalanche_api import EWC, Naive, Replay
+    from retain.strategies.avalanche_api import EvaluationPlugin
 
     model = new_model(stream, stream.max_classes, setup, seed)
     common = dict(

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from strategies.shift import mmd_permutation_test
+from retain.strategies.shift import mmd_permutation_test
 
 
 def naive_permutation_test(x: torch.Tensor, y: torch.Tensor, permutations: int, seed: int = 0) -> tuple[float, float]:

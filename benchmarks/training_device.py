@@ -19,11 +19,11 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from strategies.adapt import train_candidate
-from strategies.models import mlp, predict, small_cnn
-from strategies.policy import STRATEGIES, Choice
-from strategies.replay import Data, ReplayMemory, remember, split_holdout
-from strategies.training import TrainingSettings, quiet_avalanche, train_initial
+from retain.strategies.adapt import train_candidate
+from retain.strategies.models import mlp, predict, small_cnn
+from retain.strategies.policy import STRATEGIES, Choice
+from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
+from retain.strategies.training import TrainingSettings, quiet_avalanche, train_initial
 
 
 @dataclass(frozen=True)

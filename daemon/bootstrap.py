@@ -9,16 +9,16 @@ from pathlib import Path
 
 import torch
 
-from daemon.config import Config
-from daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch, read_arrays
-from daemon.logs import fields
-from daemon.service import ensure_workdir
-from daemon.versions import ModelSpec, save_memory, save_model
-from registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError, SchemaError
-from strategies.forgetting import evaluate_gate
-from strategies.models import head_width
-from strategies.replay import INIT_SOURCE, ReplayMemory, remember, split_holdout
-from strategies.training import TrainingHooks, TrainingProgress, train_initial
+from retain.daemon.config import Config
+from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch, read_arrays
+from retain.daemon.logs import fields
+from retain.daemon.service import ensure_workdir
+from retain.daemon.versions import ModelSpec, save_memory, save_model
+from retain.registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError, SchemaError
+from retain.strategies.forgetting import evaluate_gate
+from retain.strategies.models import head_width
+from retain.strategies.replay import INIT_SOURCE, ReplayMemory, remember, split_holdout
+from retain.strategies.training import TrainingHooks, TrainingProgress, train_initial
 
 log = logging.getLogger("retain.init")
 

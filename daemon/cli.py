@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from daemon.config import Config, ConfigError, find_config, load_config
-from daemon.logs import LogFormat, configure_logging
+from retain.daemon.config import Config, ConfigError, find_config, load_config
+from retain.daemon.logs import LogFormat, configure_logging
 
 app = typer.Typer(
     help="Continual-learning daemon with a model registry.",
@@ -81,7 +81,7 @@ def prepare_training(config: Config) -> None:
 
 
 def open_registry(config: Config):
-    from registry import Registry, SchemaError
+    from retain.registry import Registry, SchemaError
 
     if config.registry_url.startswith("sqlite:///") and not Path(config.registry_url[10:]).exists():
         fail(f"no registry at {config.registry_url[10:]}: run `retain init` first")
@@ -116,8 +116,8 @@ def init(
     train: Annotated[bool, typer.Option("--train", help="Train version 1 on --data.")] = False,
 ) -> None:
     """Create the workdir and registry and register version 1 as production."""
-    from daemon.bootstrap import InitError, init_workspace
-    from daemon.config import parse_config
+    from retain.daemon.bootstrap import InitError, init_workspace
+    from retain.daemon.config import parse_config
 
     state: CliState = ctx.obj
     path = find_config(state.config_path)
@@ -150,10 +150,10 @@ def run(
     once: Annotated[bool, typer.Option("--once", help="Process what is pending, then exit.")] = False,
 ) -> None:
     """The daemon: watch the inbox and process batches one at a time."""
-    from daemon.metrics import ServiceMetrics
-    from daemon.notify import Notifier
-    from daemon.pipeline import NoProductionVersion
-    from daemon.service import Service
+    from retain.daemon.metrics import ServiceMetrics
+    from retain.daemon.notify import Notifier
+    from retain.daemon.pipeline import NoProductionVersion
+    from retain.daemon.service import Service
 
     config = ctx.obj.config()
     faulthandler.enable()  # a watchdog SIGABRT leaves a Python stack in the journal
@@ -204,7 +204,7 @@ def ingest_file(source: Path, inbox: Path) -> Path:
     if target.exists():
         stem = f"{source.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         target = inbox / f"{stem}{source.suffix}"
-    from registry import atomic_copy
+    from retain.registry import atomic_copy
 
     atomic_copy(source, target)
     return target
@@ -213,7 +213,7 @@ def ingest_file(source: Path, inbox: Path) -> Path:
 @app.command()
 def versions(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List model versions."""
-    from daemon.views import version_row, versions_table
+    from retain.daemon.views import version_row, versions_table
 
     registry = open_registry(ctx.obj.config())
     production = registry.alias()
@@ -239,8 +239,8 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """One version with metrics, lineage and rationale."""
-    from daemon.views import version_detail
-    from registry import UnknownVersion
+    from retain.daemon.views import version_detail
+    from retain.registry import UnknownVersion
 
     registry = open_registry(ctx.obj.config())
     try:
@@ -290,7 +290,7 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="Allow a version the gate rejected.")] = False,
 ) -> None:
     """Move the production alias to VERSION."""
-    from registry import RegistryError
+    from retain.registry import RegistryError
 
     registry = open_registry(ctx.obj.config())
     try:
@@ -307,7 +307,7 @@ def rollback(
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
 ) -> None:
     """Move production back to the version it held before."""
-    from registry import RegistryError
+    from retain.registry import RegistryError
 
     registry = open_registry(ctx.obj.config())
     try:
@@ -320,7 +320,7 @@ def rollback(
 @app.command()
 def history(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """The alias audit log."""
-    from daemon.views import event_row, history_table
+    from retain.daemon.views import event_row, history_table
 
     registry = open_registry(ctx.obj.config())
     rows = [event_row(e) for e in registry.history()]
@@ -333,7 +333,7 @@ def history(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @app.command()
 def batches(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Batches with state, shift, strategy and outcome."""
-    from daemon.views import batch_row, batches_table
+    from retain.daemon.views import batch_row, batches_table
 
     registry = open_registry(ctx.obj.config())
     by_number = {v.version: v for v in registry.versions()}
@@ -349,7 +349,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Daemon liveness, queue depth and production version."""
     import socket
 
-    from daemon.service import STATUS_FILE, pid_alive
+    from retain.daemon.service import STATUS_FILE, pid_alive
 
     config = ctx.obj.config()
     registry = open_registry(config)
@@ -395,10 +395,10 @@ def predict(
     as_json: JsonOption = False,
 ) -> None:
     """Predicted labels for a data file."""
-    from daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch
-    from daemon.versions import load_model, spec_of
-    from registry import ArtifactError, ArtifactStore, UnknownVersion
-    from strategies.models import predict as model_predict
+    from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch
+    from retain.daemon.versions import load_model, spec_of
+    from retain.registry import ArtifactError, ArtifactStore, UnknownVersion
+    from retain.strategies.models import predict as model_predict
 
     config = ctx.obj.config()
     use_threads(config)
@@ -447,7 +447,7 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show the daemon's log lines.")] = False,
 ) -> None:
     """Build a workspace on scikit-learn's digits and stream batches through the daemon."""
-    from daemon.demo import DemoError, run_demo
+    from retain.daemon.demo import DemoError, run_demo
 
     if not verbose:  # the progress display and the tables tell the story
         configure_logging("warning", ctx.obj.log_format)

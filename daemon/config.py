@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 if TYPE_CHECKING:  # the strategies import torch; read-only CLI commands never need it
-    from strategies.forgetting import GateConfig
-    from strategies.meta import ReptileSettings
-    from strategies.policy import PolicyConfig
-    from strategies.shift import ShiftThresholds
-    from strategies.training import TrainingSettings
+    from retain.strategies.forgetting import GateConfig
+    from retain.strategies.meta import ReptileSettings
+    from retain.strategies.policy import PolicyConfig
+    from retain.strategies.shift import ShiftThresholds
+    from retain.strategies.training import TrainingSettings
 
 CONFIG_ENV = "RETAIN_CONFIG"
 DEFAULT_CONFIG = "retain.toml"
@@ -45,7 +45,7 @@ class RegistryConfig(_Section):
 
 
 class ModelConfig(_Section):
-    factory: str = "strategies.models:mlp"
+    factory: str = "retain.strategies.models:mlp"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     input_shape: list[int] | None = None  # inferred from the init data when absent
     num_classes: int | None = Field(default=None, ge=2)
@@ -73,7 +73,7 @@ class ShiftConfig(_Section):
     severe_accuracy_drop: float = 0.25
 
     def thresholds(self) -> ShiftThresholds:
-        from strategies.shift import ShiftThresholds
+        from retain.strategies.shift import ShiftThresholds
 
         return ShiftThresholds(**self.model_dump())
 
@@ -95,7 +95,7 @@ class PolicySection(_Section):
     fallback: bool = True
 
     def policy(self) -> PolicyConfig:
-        from strategies.policy import PolicyConfig
+        from retain.strategies.policy import PolicyConfig
 
         return PolicyConfig(**self.model_dump())
 
@@ -108,7 +108,7 @@ class MetaSection(_Section):
     batch_size: int = Field(default=32, ge=1)
 
     def reptile(self) -> ReptileSettings:
-        from strategies.meta import ReptileSettings
+        from retain.strategies.meta import ReptileSettings
 
         return ReptileSettings(**self.model_dump())
 
@@ -144,7 +144,7 @@ class TrainingConfig(_Section):
         return self.device
 
     def settings(self, seed: int | None = None) -> TrainingSettings:
-        from strategies.training import TrainingSettings
+        from retain.strategies.training import TrainingSettings
 
         return TrainingSettings(
             epochs=self.epochs,
@@ -164,7 +164,7 @@ class GateSection(_Section):
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
 
     def gate(self) -> GateConfig:
-        from strategies.forgetting import GateConfig
+        from retain.strategies.forgetting import GateConfig
 
         return GateConfig(
             max_forgetting=self.max_forgetting,

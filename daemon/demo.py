@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from daemon.config import dump_config, load_config
+from retain.daemon.config import dump_config, load_config
 
 DEMO_CONFIG = {
     "paths": {"workdir": ".", "inbox": "inbox"},
     "registry": {"url": "sqlite:///registry.db", "auto_promote": True},
     # Version 1 knows digits 0-7; 8 and 9 arrive later and widen the head.
-    "model": {"factory": "strategies.models:mlp", "kwargs": {"hidden": [128, 64]}, "head": "head", "max_classes": 10},
+    "model": {"factory": "retain.strategies.models:mlp", "kwargs": {"hidden": [128, 64]}, "head": "head", "max_classes": 10},
     "training": {"epochs": 8, "batch_size": 32, "lr": 0.003, "device": "auto", "threads": 1},
     "gate": {"max_forgetting": 0.02, "max_forgetting_new_classes": 0.06, "min_gain": 0.0, "holdout_fraction": 0.25},
     "replay": {"capacity": 1000, "audit_fraction": 0.3},
@@ -77,12 +77,12 @@ def run_demo(workdir: Path, console: Console, threads: int = 1) -> None:
     """Build the workspace, run every batch through the daemon, print the versions table."""
     import torch
 
-    from daemon.bootstrap import InitError, init_workspace
-    from daemon.cli import actor, ingest_file
-    from daemon.metrics import ServiceMetrics
-    from daemon.service import Service
-    from daemon.views import batch_row, batches_table, version_row, versions_table
-    from registry import Registry
+    from retain.daemon.bootstrap import InitError, init_workspace
+    from retain.daemon.cli import actor, ingest_file
+    from retain.daemon.metrics import ServiceMetrics
+    from retain.daemon.service import Service
+    from retain.daemon.views import batch_row, batches_table, version_row, versions_table
+    from retain.registry import Registry
 
     workdir = workdir.resolve()
     if workdir.exists() and any(workdir.iterdir()):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from daemon.config import DataConfig
+    from retain.daemon.config import DataConfig
 
 SUPPORTED_SUFFIXES = (".npz", ".pt", ".csv", ".parquet")
 _ZIP_MAGIC = b"PK\x03\x04"

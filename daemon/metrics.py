@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from strategies.policy import STRATEGIES
+from retain.strategies.policy import STRATEGIES
 
 
 class _ModelInfoCollector:

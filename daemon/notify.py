@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from daemon.logs import fields
+from retain.daemon.logs import fields
 
 log = logging.getLogger("retain.notify")
 

@@ -17,20 +17,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from daemon.config import Config
-from daemon.loading import BatchRejected, DataSpec, FileLimits, LoadedBatch, load_batch
-from daemon.logs import fields
-from daemon.metrics import ServiceMetrics
-from daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
-from registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc, atomic_copy
-from strategies.adapt import train_candidate
-from strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
-from strategies.measure import UnusableBatch, measure_batch
-from strategies.models import head_module
-from strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
-from strategies.replay import ReplayMemory, remember, split_holdout
-from strategies.shift import ShiftReport
-from strategies.training import TrainingHooks, TrainingProgress
+from retain.daemon.config import Config
+from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, LoadedBatch, load_batch
+from retain.daemon.logs import fields
+from retain.daemon.metrics import ServiceMetrics
+from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
+from retain.registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc, atomic_copy
+from retain.strategies.adapt import train_candidate
+from retain.strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
+from retain.strategies.measure import UnusableBatch, measure_batch
+from retain.strategies.models import head_module
+from retain.strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
+from retain.strategies.replay import ReplayMemory, remember, split_holdout
+from retain.strategies.shift import ShiftReport
+from retain.strategies.training import TrainingHooks, TrainingProgress
 
 log = logging.getLogger("retain.pipeline")
 

@@ -14,14 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import Config, DataConfig
-from daemon.logs import fields
-from daemon.metrics import ServiceMetrics
-from daemon.notify import Notifier, Watchdog, watchdog_interval
-from daemon.pipeline import BatchOutcome, Pipeline, move_file
-from daemon.watcher import InboxWatcher, is_candidate, signature
-from registry import UNREAD_PREFIX, ArtifactStore, Batch, Registry, as_utc, atomic_write, stale_temp_files
-from strategies.training import TrainingInterrupted, TrainingProgress
+from retain.daemon.config import Config, DataConfig
+from retain.daemon.logs import fields
+from retain.daemon.metrics import ServiceMetrics
+from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
+from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
+from retain.daemon.watcher import InboxWatcher, is_candidate, signature
+from retain.registry import UNREAD_PREFIX, ArtifactStore, Batch, Registry, as_utc, atomic_write, stale_temp_files
+from retain.strategies.training import TrainingInterrupted, TrainingProgress
 
 log = logging.getLogger("retain.daemon")
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from registry import ArtifactStore, ModelVersion
-from strategies.models import build_model
-from strategies.replay import ReplayMemory
+from retain.registry import ArtifactStore, ModelVersion
+from retain.strategies.models import build_model
+from retain.strategies.replay import ReplayMemory
 
 
 @dataclass(frozen=True)

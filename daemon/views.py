@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from registry import AliasEvent, Batch, ModelVersion, as_utc
+from retain.registry import AliasEvent, Batch, ModelVersion, as_utc
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -16,8 +16,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
-from registry.errors import SchemaError
-from registry.tables import SchemaVersion
+from retain.registry.errors import SchemaError
+from retain.registry.tables import SchemaVersion
 
 _SCHEMA_LOCK_KEY = 0x72657462  # PostgreSQL advisory lock: one process migrates at a time
 

@@ -22,9 +22,9 @@ from sqlalchemy import event, func, or_, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine, select
 
-from registry.errors import AliasConflict, RegistryError, UnknownVersion
-from registry.migrations import upgrade
-from registry.tables import Alias, AliasEvent, Batch, ModelVersion, utcnow
+from retain.registry.errors import AliasConflict, RegistryError, UnknownVersion
+from retain.registry.migrations import upgrade
+from retain.registry.tables import Alias, AliasEvent, Batch, ModelVersion, utcnow
 
 PRODUCTION = "production"
 UNREAD_PREFIX = "unread-"  # Batch.sha256 of a file refused before its content was read

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from strategies.feature_extraction import feature_extraction
-from strategies.finetune import finetune
-from strategies.meta import ReptileSettings, meta
-from strategies.policy import Choice
-from strategies.replay import ReplayMemory
-from strategies.training import TrainingHooks, TrainingSettings
+from retain.strategies.feature_extraction import feature_extraction
+from retain.strategies.finetune import finetune
+from retain.strategies.meta import ReptileSettings, meta
+from retain.strategies.policy import Choice
+from retain.strategies.replay import ReplayMemory
+from retain.strategies.training import TrainingHooks, TrainingSettings
 
 
 def train_candidate(

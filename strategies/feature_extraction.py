@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from strategies.models import head_module, prepare_candidate
-from strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
+from retain.strategies.models import head_module, prepare_candidate
+from retain.strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
 
 
 def backbone_parameters(model: nn.Module, head: str) -> list[tuple[str, nn.Parameter]]:
@@ -20,7 +20,7 @@ def backbone_parameters(model: nn.Module, head: str) -> list[tuple[str, nn.Param
 def frozen_backbone_plugin(model: nn.Module, head: str):
     """Keeps everything but the head in eval mode: the template calls ``model.train()`` each
     epoch, which would let BatchNorm statistics move."""
-    from strategies.avalanche_api import SupervisedPlugin
+    from retain.strategies.avalanche_api import SupervisedPlugin
 
     target = head_module(model, head)
     inside_head = set(map(id, target.modules()))

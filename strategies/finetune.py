@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from strategies.models import prepare_candidate
-from strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
+from retain.strategies.models import prepare_candidate
+from retain.strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
 
 
 def finetune(

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from strategies.models import predict
-from strategies.training import quiet_avalanche
+from retain.strategies.models import predict
+from retain.strategies.training import quiet_avalanche
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def evaluate_gate(
     and group, ``Forgetting`` keyed by source batch with production as the initial value.
     """
     with quiet_avalanche():
-        from strategies.avalanche_api import Accuracy, Forgetting
+        from retain.strategies.avalanche_api import Accuracy, Forgetting
 
     old = {"production": Accuracy(), "candidate": Accuracy()}
     per_group: dict[int, dict[str, float]] = {}

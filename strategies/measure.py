@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from strategies.models import features_and_logits
-from strategies.replay import ReplayMemory
-from strategies.shift import ShiftReport, ShiftThresholds, linear_probe_accuracy, measure_shift
+from retain.strategies.models import features_and_logits
+from retain.strategies.replay import ReplayMemory
+from retain.strategies.shift import ShiftReport, ShiftThresholds, linear_probe_accuracy, measure_shift
 
 
 class UnusableBatch(ValueError):

@@ -17,8 +17,8 @@ from torch import nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 from torch.nn import functional as F
 
-from strategies.models import prepare_candidate
-from strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
+from retain.strategies.models import prepare_candidate
+from retain.strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
 
 Task = tuple[torch.Tensor, torch.Tensor]
 
@@ -66,7 +66,7 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
 
 def meta_plugin(tasks: list[Task], settings: ReptileSettings, seed: int):
     """Runs Reptile on the strategy's model when the experience starts."""
-    from strategies.avalanche_api import SupervisedPlugin
+    from retain.strategies.avalanche_api import SupervisedPlugin
 
     class MetaInitialisation(SupervisedPlugin):
         def before_training_exp(self, strategy, **kwargs):

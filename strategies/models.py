@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -79,11 +80,22 @@ class _ImageView(nn.Module):
         return x.reshape(x.shape[0], *self.shape)
 
 
+log = logging.getLogger("retain.strategies")
+
+# Top-level names of retain's packages before they moved under `retain.`; factories named
+# through them (configs, and the model specs stored in registries) keep working for a release.
+_OLD_PACKAGES = ("daemon", "registry", "strategies")
+
+
 def resolve_factory(spec: str) -> Callable[..., nn.Module]:
     """Import a ``module:function`` factory."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"model factory {spec!r} must look like 'module:function'")
+    if module_name.split(".")[0] in _OLD_PACKAGES:
+        module_name = f"retain.{module_name}"
+        log.warning("deprecated model factory name", extra={"fields": {
+            "factory": spec, "use": f"{module_name}:{attr}", "removed_in": "0.3"}})
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from strategies.shift import Severity, ShiftReport
+from retain.strategies.shift import Severity, ShiftReport
 
 Strategy = Literal["finetune", "feature_extraction", "meta"]
 STRATEGIES: tuple[Strategy, ...] = ("finetune", "feature_extraction", "meta")

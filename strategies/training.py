@@ -54,7 +54,7 @@ REHEARSAL_TASK = 1  # marks replayed samples inside a mixed minibatch; the model
 
 def tensor_dataset(x: torch.Tensor, y: torch.Tensor, task_label: int = NEW_DATA_TASK):
     """An Avalanche classification dataset with a task label (replay buffers need one)."""
-    from strategies.avalanche_api import _make_taskaware_tensor_classification_dataset
+    from retain.strategies.avalanche_api import _make_taskaware_tensor_classification_dataset
 
     return _make_taskaware_tensor_classification_dataset(
         x.float(), y.long(), targets=y.long().tolist(), task_labels=task_label
@@ -63,20 +63,20 @@ def tensor_dataset(x: torch.Tensor, y: torch.Tensor, task_label: int = NEW_DATA_
 
 def single_experience(x: torch.Tensor, y: torch.Tensor):
     """One training experience holding ``(x, y)``."""
-    from strategies.avalanche_api import benchmark_from_datasets
+    from retain.strategies.avalanche_api import benchmark_from_datasets
 
     return benchmark_from_datasets(train=[tensor_dataset(x, y)]).train_stream[0]
 
 
 def silent_evaluator():
-    from strategies.avalanche_api import EvaluationPlugin
+    from retain.strategies.avalanche_api import EvaluationPlugin
 
     return EvaluationPlugin(loggers=[])
 
 
 def hook_plugin(hooks: TrainingHooks, epochs: int):
     """An Avalanche plugin that reports progress and aborts when asked to stop."""
-    from strategies.avalanche_api import SupervisedPlugin
+    from retain.strategies.avalanche_api import SupervisedPlugin
 
     class HookPlugin(SupervisedPlugin):
         def __init__(self) -> None:
@@ -145,8 +145,8 @@ def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor, batch_si
     once, by ``strategies.replay.remember``, and saved with the version.
     """
     with quiet_avalanche():
-        from strategies.avalanche_api import ReplayPlugin
-        from strategies.avalanche_api import ClassBalancedBuffer
+        from retain.strategies.avalanche_api import ReplayPlugin
+        from retain.strategies.avalanche_api import ClassBalancedBuffer
 
     class FixedReplayPlugin(ReplayPlugin):
         def after_training_exp(self, strategy, **kwargs):
@@ -165,7 +165,7 @@ def anchor_plugin(teacher: nn.Module, weight: float, temperature: float = 2.0):
     Rehearsal with labels keeps old classes right; matching production's soft outputs on the
     same samples also keeps how it ranks the wrong ones, which is what drifts first.
     """
-    from strategies.avalanche_api import SupervisedPlugin
+    from retain.strategies.avalanche_api import SupervisedPlugin
 
     teacher = teacher.eval()
     for parameter in teacher.parameters():
@@ -207,7 +207,7 @@ def run_template(
 ) -> nn.Module:
     """Train ``model`` in place on one experience with a ``SupervisedTemplate``."""
     with quiet_avalanche():
-        from strategies.avalanche_api import SupervisedTemplate
+        from retain.strategies.avalanche_api import SupervisedTemplate
 
         torch.manual_seed(settings.seed)
         strategy = SupervisedTemplate(

@@ -15,7 +15,7 @@ import torch
 torch.set_num_threads(1)  # tests run beside daemon subprocesses on a 2-core machine
 
 REPO = Path(__file__).resolve().parent.parent
-RETAIN = [sys.executable, "-m", "daemon"]
+RETAIN = [sys.executable, "-m", "retain"]
 
 
 def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +33,7 @@ def save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
 
 def write_config(workdir: Path, **sections: dict) -> Path:
     """A fast test config: small model, few epochs, one thread, no metrics port."""
-    from daemon.config import dump_config
+    from retain.daemon.config import dump_config
 
     base = {
         "paths": {"workdir": "."},

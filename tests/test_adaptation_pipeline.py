@@ -107,7 +107,7 @@ def test_the_built_in_cnn_adapts_image_batches_with_meta(tmp_path, digit_data):
     # Its BatchNorm layers once crashed meta's torch.func inner loops.
     x, y = digit_data
     images = x.reshape(-1, 1, 8, 8)
-    config = write_config(tmp_path, model={"factory": "strategies.models:small_cnn",
+    config = write_config(tmp_path, model={"factory": "retain.strategies.models:small_cnn",
                                            "kwargs": {"channels": [4], "features": 16}},
                           policy={"probe_transfers": 1.0, "fallback": False},
                           gate={"max_forgetting": 1.0, "min_gain": -1.0})

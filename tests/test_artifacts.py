@@ -3,7 +3,7 @@
 import torch
 import pytest
 
-from registry import ArtifactError, ArtifactStore
+from retain.registry import ArtifactError, ArtifactStore
 
 
 def test_put_is_content_addressed_and_idempotent(tmp_path):

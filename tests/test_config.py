@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from daemon.config import ConfigError, dump_config, find_config, load_config, parse_config
+from retain.daemon.config import ConfigError, dump_config, find_config, load_config, parse_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -75,3 +75,25 @@ def test_cuda_where_torch_sees_none_is_a_config_error_and_auto_falls_back_to_cpu
     assert parse_config({"training": {"device": "auto"}}).training.resolved_device() == "cpu"
     with pytest.raises(ConfigError, match=r'training.device is "cuda" but torch .* sees no CUDA device'):
         parse_config({"training": {"device": "cuda"}}).training.resolved_device()
+
+
+def test_the_packages_import_under_retain_only_and_retain_alone_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib.util, sys, retain\n"
+        "assert 'torch' not in sys.modules, 'import retain imported torch'\n"
+        "assert sorted(set(retain.__all__)) == sorted(retain.__all__)\n"
+        "for name in ('daemon', 'registry', 'strategies'):\n"
+        "    assert importlib.util.find_spec(name) is None, name\n"
+        "    assert importlib.util.find_spec('retain.' + name) is not None, name\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_factory_named_before_the_retain_namespace_still_resolves():
+    from retain.strategies.models import mlp, resolve_factory
+
+    assert resolve_factory("strategies.models:mlp") is mlp

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import retain, save_npz, write_config
-from strategies.adapt import train_candidate
-from strategies.forgetting import evaluate_gate
-from strategies.models import mlp, predict
-from strategies.policy import STRATEGIES, Choice
-from strategies.replay import ReplayMemory, remember, split_holdout
-from strategies.training import TrainingSettings, train_initial
+from retain.strategies.adapt import train_candidate
+from retain.strategies.forgetting import evaluate_gate
+from retain.strategies.models import mlp, predict
+from retain.strategies.policy import STRATEGIES, Choice
+from retain.strategies.replay import ReplayMemory, remember, split_holdout
+from retain.strategies.training import TrainingSettings, train_initial
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdict
+from retain.strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdict
 
 
 def metrics(old_prod=0.9, old_cand=0.9, new_prod=0.7, new_cand=0.8) -> GateMetrics:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch
+from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch
 
 SPEC = DataSpec(input_shape=(4,), num_classes=3, min_samples=2)
 

@@ -4,7 +4,7 @@ import json
 import logging
 
 from conftest import retain
-from daemon.logs import JsonFormatter, TextFormatter, fields
+from retain.daemon.logs import JsonFormatter, TextFormatter, fields
 from daemon_process import DaemonProcess, drop_atomically, npz_bytes, wait_for_batches
 
 

@@ -2,7 +2,7 @@
 
 from prometheus_client import generate_latest
 
-from daemon.metrics import ServiceMetrics
+from retain.daemon.metrics import ServiceMetrics
 
 
 def series(metrics: ServiceMetrics, name: str) -> list[str]:

@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from strategies.policy import PolicyConfig, ShiftHistoryEntry, choose, fallback_choice, recurring_shifts
-from strategies.shift import ShiftReport
+from retain.strategies.policy import PolicyConfig, ShiftHistoryEntry, choose, fallback_choice, recurring_shifts
+from retain.strategies.shift import ShiftReport
 
 CONFIG = PolicyConfig()
 

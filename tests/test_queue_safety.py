@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import save_npz, write_config
-from daemon.config import load_config
-from daemon.service import Service
-from daemon.watcher import InboxWatcher
+from retain.daemon.config import load_config
+from retain.daemon.service import Service
+from retain.daemon.watcher import InboxWatcher
 from daemon_process import npz_bytes
-from registry import Registry
+from retain.registry import Registry
 
 
 @pytest.fixture

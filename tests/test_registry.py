@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from conftest import fresh_postgres_database
-from registry import (
+from retain.registry import (
     AliasConflict,
     Migration,
     NewVersion,
@@ -17,7 +17,7 @@ from registry import (
     UnknownVersion,
     upgrade,
 )
-from registry.migrations import MIGRATIONS, latest_version
+from retain.registry.migrations import MIGRATIONS, latest_version
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

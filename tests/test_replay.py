@@ -2,7 +2,7 @@
 
 import torch
 
-from strategies.replay import ReplayMemory, balanced_indices, holdout_split, remember
+from retain.strategies.replay import ReplayMemory, balanced_indices, holdout_split, remember
 
 
 def labelled(counts: dict[int, int], dim: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 import torch
 
-from strategies.shift import (
+from retain.strategies.shift import (
     ShiftThresholds,
     classify_severity,
     label_distance,

@@ -6,11 +6,11 @@ import math
 import torch
 from torch.nn import functional as F
 
-from strategies.feature_extraction import feature_extraction
-from strategies.finetune import finetune
-from strategies.meta import ReptileSettings, reptile
-from strategies.models import mlp, small_cnn, widen_head
-from strategies.training import TrainingSettings
+from retain.strategies.feature_extraction import feature_extraction
+from retain.strategies.finetune import finetune
+from retain.strategies.meta import ReptileSettings, reptile
+from retain.strategies.models import mlp, small_cnn, widen_head
+from retain.strategies.training import TrainingSettings
 
 SETTINGS = TrainingSettings(epochs=2, batch_size=16, lr=0.01)
 
@@ -133,7 +133,7 @@ def test_distillation_keeps_replayed_outputs_closer_to_production():
 
 
 def test_replayed_samples_per_step_balance_class_rates():
-    from strategies.training import memory_batch_size
+    from retain.strategies.training import memory_batch_size
 
     eight_old, two_new = torch.arange(80) % 8, torch.arange(20) % 2 + 8
     assert memory_batch_size(32, eight_old, two_new) == 128  # 4 per class either way
@@ -143,9 +143,9 @@ def test_replayed_samples_per_step_balance_class_rates():
 
 
 def test_a_candidate_depends_on_its_seed_not_on_earlier_draws_from_the_global_generator():
-    from strategies.adapt import train_candidate
-    from strategies.policy import STRATEGIES, Choice
-    from strategies.replay import ReplayMemory, remember
+    from retain.strategies.adapt import train_candidate
+    from retain.strategies.policy import STRATEGIES, Choice
+    from retain.strategies.replay import ReplayMemory, remember
 
     production = mlp((4,), 3, hidden=(8,))
     memory = remember(ReplayMemory.empty((4,)), blobs(40, 3, 4, 2), blobs(12, 3, 4, 3), 0, 50, 0.3)
@@ -162,7 +162,7 @@ def test_a_candidate_depends_on_its_seed_not_on_earlier_draws_from_the_global_ge
 
 
 def test_meta_trains_a_model_with_batchnorm_and_reptile_leaves_its_running_statistics():
-    from strategies.meta import meta
+    from retain.strategies.meta import meta
 
     production, (x, y), rehearsal = cnn_with_images()
     source = torch.zeros(12, dtype=torch.long)

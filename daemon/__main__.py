@@ -1,3 +1,0 @@
-from daemon.cli import app
-
-app(prog_name="retain")

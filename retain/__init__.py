@@ -1,0 +1,40 @@
+"""retain: a continual-learning daemon with a model registry.
+
+``retain.daemon`` (config, watcher, pipeline, service, CLI), ``retain.registry`` (tables,
+registry, artifacts) and ``retain.strategies`` (shift, policy, training, gate) are its parts;
+the names a user needs are here. Importing ``retain`` does not import torch.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from retain.daemon.config import Config, ConfigError, load_config
+from retain.registry import (
+    PRODUCTION,
+    ArtifactError,
+    ArtifactStore,
+    Batch,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    UnknownVersion,
+)
+
+try:
+    __version__ = version("retain")
+except PackageNotFoundError:  # running from a checkout that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "PRODUCTION",
+    "ArtifactError",
+    "ArtifactStore",
+    "Batch",
+    "Config",
+    "ConfigError",
+    "ModelVersion",
+    "Registry",
+    "RegistryError",
+    "UnknownVersion",
+    "__version__",
+    "load_config",
+]

@@ -1,0 +1,3 @@
+from retain.daemon.cli import app
+
+app(prog_name="retain")
