@@ -14,7 +14,7 @@ from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batc
 from retain.daemon.logs import fields
 from retain.daemon.service import ensure_workdir
 from retain.daemon.versions import ModelSpec, save_memory, save_model
-from retain.registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError, SchemaError
+from retain.registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError, SchemaError, VersionStatus
 from retain.strategies.forgetting import evaluate_gate
 from retain.strategies.models import head_width
 from retain.strategies.replay import INIT_SOURCE, ReplayMemory, remember, split_holdout
@@ -121,7 +121,7 @@ def init_workspace(
         artifacts = ArtifactStore(config.artifacts_dir)
         version, _ = registry.register_version(
             NewVersion(
-                status="accepted",
+                status=VersionStatus.ACCEPTED,
                 strategy="initial" if train else "imported",
                 model_spec=spec.to_dict(),
                 artifact_sha256=save_model(model, artifacts),

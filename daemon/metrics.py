@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from retain.strategies.forgetting import GateDecision
 from retain.strategies.policy import STRATEGIES
 
 
@@ -29,6 +32,15 @@ class _ModelInfoCollector:
         for alias, version in sorted(self.aliases.items()):
             family.add_metric([str(version), alias], 1.0)
         yield family
+
+
+class BatchOutcomeLabel(StrEnum):
+    """``retain_batches_total{outcome}``: how each batch ended."""
+
+    ACCEPTED = "accepted"  # a candidate passed the gate
+    REFUSED = "rejected"  # every candidate failed the gate
+    INVALID = "invalid"  # the file was rejected
+    FAILED = "failed"  # out of attempts
 
 
 class ServiceMetrics:
@@ -102,10 +114,10 @@ class ServiceMetrics:
         )
         self._model_info = _ModelInfoCollector()
         r.register(self._model_info)
-        for outcome in ("accepted", "rejected", "invalid", "failed"):
+        for outcome in BatchOutcomeLabel:
             self.batches.labels(outcome=outcome)
         for strategy in STRATEGIES:  # every label set exists from the first scrape
-            for decision in ("accepted", "rejected"):
+            for decision in GateDecision:
                 self.candidates.labels(strategy=strategy, decision=decision)
         self._forgetting_batches: list[str] = []
         self._server = None

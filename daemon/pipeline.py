@@ -20,9 +20,19 @@ from torch import nn
 from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, LoadedBatch, load_batch
 from retain.daemon.logs import fields
-from retain.daemon.metrics import ServiceMetrics
+from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
 from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
-from retain.registry import ArtifactStore, Batch, ModelVersion, NewVersion, Registry, as_utc, atomic_copy
+from retain.registry import (
+    ArtifactStore,
+    Batch,
+    BatchState,
+    ModelVersion,
+    NewVersion,
+    Registry,
+    VersionStatus,
+    as_utc,
+    atomic_copy,
+)
 from retain.strategies.adapt import train_candidate
 from retain.strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
 from retain.strategies.measure import UnusableBatch, measure_batch
@@ -51,7 +61,7 @@ class Candidate:
 @dataclass(frozen=True)
 class BatchOutcome:
     batch_id: int
-    state: str  # done|rejected|failed|pending
+    state: BatchState
     version: int | None = None
     decision: str | None = None
     reason: str | None = None
@@ -189,31 +199,31 @@ class Pipeline:
     def _finish_registered(self, batch: Batch, path: Path, rows: list[ModelVersion]) -> BatchOutcome:
         """A retry of a batch whose versions were registered before something failed (the
         move, say): finish the move, register nothing new."""
-        final = next((row for row in rows if row.status == "accepted"), rows[-1])
+        final = next((row for row in rows if row.status == VersionStatus.ACCEPTED), rows[-1])
         target = move_file(path, self.config.processed_dir, batch.id, batch.name)
-        self.registry.finish_batch(batch.id, "done", path=str(target), version=final.version)
+        self.registry.finish_batch(batch.id, BatchState.DONE, path=str(target), version=final.version)
         self._finished(batch)
         log.info("registered batch finished", extra=fields(batch=batch.id, version=final.version, file=str(target)))
-        return BatchOutcome(batch.id, "done", version=final.version, decision=final.status)
+        return BatchOutcome(batch.id, BatchState.DONE, version=final.version, decision=final.status)
 
     def _changed_since_queued(self, batch: Batch, path: Path, digest: str) -> BatchOutcome:
         """The file was rewritten after it was recorded: the recorded content is gone, and
         what is there now is another batch (queued by the service), not this one."""
         reason = (f"{batch.name}: the file changed after it was queued (sha256 {batch.sha256[:12]} recorded, "
                   f"{digest[:12]} read); its new content is queued as a new batch")
-        self.registry.finish_batch(batch.id, "rejected", reason=reason)
-        self.metrics.batches.labels(outcome="invalid").inc()
+        self.registry.finish_batch(batch.id, BatchState.INVALID, reason=reason)
+        self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
         log.warning("batch rejected", extra=fields(batch=batch.id, file=str(path), reason=reason))
-        return BatchOutcome(batch.id, "rejected", reason=reason, requeue=path)
+        return BatchOutcome(batch.id, BatchState.INVALID, reason=reason, requeue=path)
 
     def _reject(self, batch: Batch, path: Path, reason: str) -> BatchOutcome:
         reason = f"{batch.name}: {reason}"
         target = move_file(path, self.config.rejected_dir, batch.id, batch.name)
-        self.registry.finish_batch(batch.id, "rejected", path=str(target), reason=reason)
-        self.metrics.batches.labels(outcome="invalid").inc()
+        self.registry.finish_batch(batch.id, BatchState.INVALID, path=str(target), reason=reason)
+        self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
         self._finished(batch)
         log.warning("batch rejected", extra=fields(batch=batch.id, file=str(path), reason=reason))
-        return BatchOutcome(batch.id, "rejected", reason=reason)
+        return BatchOutcome(batch.id, BatchState.INVALID, reason=reason)
 
     def measure(
         self, model: nn.Module, spec: ModelSpec, memory: ReplayMemory, loaded: LoadedBatch, seed: int
@@ -382,7 +392,7 @@ class Pipeline:
                 "production moved during training; candidate not promoted",
                 extra=fields(batch=batch.id, version=final_row.version),
             )
-        return BatchOutcome(batch.id, "done", version=final_row.version, decision=final.verdict.decision)
+        return BatchOutcome(batch.id, BatchState.DONE, version=final_row.version, decision=final.verdict.decision)
 
     def _new_version(
         self,
@@ -424,7 +434,7 @@ class Pipeline:
             "is_fallback": first_of is not None,
         }
         return NewVersion(
-            status=candidate.verdict.decision,
+            status=VersionStatus(candidate.verdict.decision),
             strategy=choice.strategy,
             model_spec=replace(spec, num_classes=width).to_dict(),
             artifact_sha256=save_model(candidate.model, self.artifacts),

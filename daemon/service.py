@@ -12,15 +12,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from retain.daemon.config import Config, DataConfig
 from retain.daemon.logs import fields
-from retain.daemon.metrics import ServiceMetrics
+from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
 from retain.daemon.watcher import InboxWatcher, is_candidate, signature
-from retain.registry import UNREAD_PREFIX, ArtifactStore, Batch, Registry, as_utc, atomic_write, stale_temp_files
+from retain.registry import IN_FLIGHT, UNREAD_PREFIX, ArtifactStore, Batch, BatchState, Registry, as_utc, atomic_write, stale_temp_files
 from retain.strategies.training import TrainingInterrupted, TrainingProgress
 
 log = logging.getLogger("retain.daemon")
@@ -82,6 +83,14 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     atomic_write(path, lambda handle: handle.write(json.dumps(payload).encode()))
 
 
+class DaemonState(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    PROCESSING = "processing"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
 @dataclass
 class DaemonStatus:
     """What ``retain status`` reads back from ``<workdir>/daemon.json``."""
@@ -90,7 +99,7 @@ class DaemonStatus:
     host: str
     started_at: float
     heartbeat_at: float
-    state: str  # starting|idle|processing|stopping|stopped
+    state: DaemonState
     batch: int | None = None
 
 
@@ -128,7 +137,7 @@ class Service:
             on_progress=self._on_progress(on_progress),
         )
         self.status = DaemonStatus(
-            pid=os.getpid(), host=self.host, started_at=time.time(), heartbeat_at=time.time(), state="starting"
+            pid=os.getpid(), host=self.host, started_at=time.time(), heartbeat_at=time.time(), state=DaemonState.STARTING
         )
         self._status_written = 0.0
 
@@ -138,7 +147,7 @@ class Service:
 
     # ------------------------------------------------------------------ status
 
-    def _write_status(self, state: str | None = None, batch: int | None = -1, force: bool = False) -> None:
+    def _write_status(self, state: DaemonState | None = None, batch: int | None = -1, force: bool = False) -> None:
         if state is not None:
             self.status.state = state
         if batch != -1:
@@ -186,11 +195,11 @@ class Service:
             log.info("batch queued", extra=fields(batch=batch.id, file=str(path), sha256=digest[:12]))
             self.metrics.queue_depth.set(self.registry.queue_depth())
             return
-        if Path(batch.path) == path and batch.state in ("pending", "processing", "failed"):
+        if Path(batch.path) == path and batch.state in (*IN_FLIGHT, BatchState.FAILED):
             return  # already known, still ours to process (or kept for inspection)
         if Path(batch.path) == path:
             # Finished before a crash that came before the file was moved.
-            directory = self.config.rejected_dir if batch.state == "rejected" else self.config.processed_dir
+            directory = self.config.rejected_dir if batch.state == BatchState.INVALID else self.config.processed_dir
             target = move_file(path, directory, batch.id, batch.name)
             self.registry.move_batch(batch.id, str(target))
             log.info("finished batch file moved", extra=fields(batch=batch.id, file=str(target)))
@@ -209,14 +218,14 @@ class Service:
         batch = self.registry.add_refused_file(shown, name, reason)
         target = move_file(path, self.config.rejected_dir, batch.id, name)
         self.registry.move_batch(batch.id, str(target))
-        self.metrics.batches.labels(outcome="invalid").inc()
+        self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
         log.warning("batch rejected", extra=fields(batch=batch.id, file=shown, reason=reason))
 
     def _register_rewritten_reject(self, path: Path) -> None:
         """A rejected file that someone went on writing to: its new content is a new batch,
         queued where it lies (it moves to processed/ or rejected/ under the new number)."""
         old = self.registry.batch_at(str(path))
-        if old is None or old.state != "rejected" or old.sha256.startswith(UNREAD_PREFIX):
+        if old is None or old.state != BatchState.INVALID or old.sha256.startswith(UNREAD_PREFIX):
             return
         try:
             digest = file_sha256(path)
@@ -227,7 +236,7 @@ class Service:
         batch, created = self.registry.add_batch(digest, str(path), old.name)
         if created:
             self.registry.finish_batch(
-                old.id, "rejected", reason=f"{old.reason}; the file changed afterwards and is now batch {batch.id}"
+                old.id, BatchState.INVALID, reason=f"{old.reason}; the file changed afterwards and is now batch {batch.id}"
             )
             log.info("rejected file rewritten; queued again",
                      extra=fields(batch=batch.id, rejected_batch=old.id, file=str(path), sha256=digest[:12]))
@@ -238,15 +247,15 @@ class Service:
         kills its worker must not stall the queue), so the batch is retried or, after its
         last attempt, failed."""
         for batch in self.registry.batches():
-            if batch.state != "processing" or not batch.lease_owner:
+            if batch.state != BatchState.PROCESSING or not batch.lease_owner:
                 continue
             host, _, pid = batch.lease_owner.rpartition(":")
             if host == self.host and pid.isdigit() and not pid_alive(int(pid)):
                 after = self.registry.requeue_dead(batch.id, batch.lease_owner, self.config.daemon.max_attempts)
                 if after is None:
                     continue
-                if after.state == "failed":
-                    self.metrics.batches.labels(outcome="failed").inc()
+                if after.state == BatchState.FAILED:
+                    self.metrics.batches.labels(outcome=BatchOutcomeLabel.FAILED).inc()
                     log.error("batch failed", extra=fields(batch=batch.id, state=after.state, reason=after.reason))
                 else:
                     log.warning("batch requeued after its worker died",
@@ -282,7 +291,7 @@ class Service:
         )
         if batch is None:
             return None
-        self._write_status("processing", batch.id, force=True)
+        self._write_status(DaemonState.PROCESSING, batch.id, force=True)
         self.notifier.status(f"processing batch {batch.id} ({batch.name})")
         log.info("batch started", extra=fields(batch=batch.id, file=batch.path, attempt=batch.attempts))
         try:
@@ -293,14 +302,14 @@ class Service:
         except TrainingInterrupted:
             self.registry.release_batch(batch.id, self.owner)
             log.info("batch interrupted; it will be retried", extra=fields(batch=batch.id))
-            return BatchOutcome(batch.id, "pending", reason="interrupted")
+            return BatchOutcome(batch.id, BatchState.PENDING, reason="interrupted")
         except Exception as exc:  # noqa: BLE001 - a failed batch must not stop the daemon
             final = batch.attempts >= self.config.daemon.max_attempts
-            state = "failed" if final else "pending"
+            state = BatchState.FAILED if final else BatchState.PENDING
             reason = f"{type(exc).__name__}: {exc}"
             self.registry.finish_batch(batch.id, state, reason=reason)
             if final:
-                self.metrics.batches.labels(outcome="failed").inc()
+                self.metrics.batches.labels(outcome=BatchOutcomeLabel.FAILED).inc()
             log.exception(
                 "batch failed",
                 extra=fields(batch=batch.id, attempt=batch.attempts, state=state, reason=reason),
@@ -309,7 +318,7 @@ class Service:
         finally:
             depth = self.registry.queue_depth()
             self.metrics.queue_depth.set(depth)
-            self._write_status("idle", None, force=True)
+            self._write_status(DaemonState.IDLE, None, force=True)
             self.notifier.status(f"idle, {depth} queued" if depth else "idle")
             self.last_progress = time.monotonic()
 
@@ -317,7 +326,7 @@ class Service:
         """Serve until stopped (or, with ``once``, until nothing is pending)."""
         ensure_workdir(self.config)
         self._sweep_temp_files()
-        self._write_status("starting", force=True)
+        self._write_status(DaemonState.STARTING, force=True)
         self._recover_own_leases()
         if not once:
             self.watcher.start()
@@ -327,7 +336,7 @@ class Service:
             self.watcher.scan()
             self.pipeline.production()  # fail fast without a production model
             self._initial_metrics()
-            self._write_status("idle", force=True)
+            self._write_status(DaemonState.IDLE, force=True)
             self.notifier.ready(f"watching {self.config.inbox}")
             interval = watchdog_interval() if self.notifier.enabled else None
             if interval:
@@ -368,9 +377,9 @@ class Service:
             self.notifier.stopping()
             if watchdog is not None:
                 watchdog.stop()
-            self._write_status("stopping", None, force=True)
+            self._write_status(DaemonState.STOPPING, None, force=True)
             self.watcher.stop()
-            self._write_status("stopped", None, force=True)
+            self._write_status(DaemonState.STOPPED, None, force=True)
             self.notifier.close()
             log.info("daemon stopped", extra=fields(processed=len(outcomes)))
         return outcomes

@@ -5,9 +5,25 @@ from retain.registry.artifacts import ArtifactError, ArtifactStore, atomic_copy,
 from retain.registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
 from retain.registry.migrations import Migration, upgrade
 from retain.registry.store import PRODUCTION, UNREAD_PREFIX, NewVersion, Registry
-from retain.registry.tables import Alias, AliasEvent, Batch, ModelVersion, as_utc
+from retain.registry.tables import (
+    FINISHED,
+    IN_FLIGHT,
+    Alias,
+    AliasAction,
+    AliasEvent,
+    Batch,
+    BatchState,
+    ModelVersion,
+    VersionStatus,
+    as_utc,
+)
 
 __all__ = [
+    "FINISHED",
+    "IN_FLIGHT",
+    "AliasAction",
+    "BatchState",
+    "VersionStatus",
     "PRODUCTION",
     "UNREAD_PREFIX",
     "Alias",

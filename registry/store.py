@@ -24,7 +24,18 @@ from sqlmodel import Session, create_engine, select
 
 from retain.registry.errors import AliasConflict, RegistryError, UnknownVersion
 from retain.registry.migrations import upgrade
-from retain.registry.tables import Alias, AliasEvent, Batch, ModelVersion, utcnow
+from retain.registry.tables import (
+    FINISHED,
+    IN_FLIGHT,
+    Alias,
+    AliasAction,
+    AliasEvent,
+    Batch,
+    BatchState,
+    ModelVersion,
+    VersionStatus,
+    utcnow,
+)
 
 PRODUCTION = "production"
 UNREAD_PREFIX = "unread-"  # Batch.sha256 of a file refused before its content was read
@@ -145,7 +156,7 @@ class Registry:
             ).first()
             if existing is not None:
                 return existing
-            batch = Batch(sha256=UNREAD_PREFIX + uuid.uuid4().hex, path=path, name=name, state="rejected",
+            batch = Batch(sha256=UNREAD_PREFIX + uuid.uuid4().hex, path=path, name=name, state=BatchState.INVALID,
                           reason=reason)
             session.add(batch)
             session.flush()
@@ -164,7 +175,7 @@ class Registry:
         allowed try is marked ``failed`` instead of being claimed again.
         """
         now = utcnow()
-        expired = (Batch.state == "processing") & (Batch.lease_expires < now)
+        expired = (Batch.state == BatchState.PROCESSING) & (Batch.lease_expires < now)
         with self._transaction() as session:
             if max_attempts is not None:
                 spent = select(Batch).where(expired, Batch.attempts >= max_attempts)
@@ -174,13 +185,13 @@ class Registry:
                     self._fail_dead(batch, max_attempts, now, "its lease expired")
                     session.add(batch)
                 session.flush()
-            query = select(Batch).where(or_(Batch.state == "pending", expired)).order_by(Batch.id).limit(1)
+            query = select(Batch).where(or_(Batch.state == BatchState.PENDING, expired)).order_by(Batch.id).limit(1)
             if not self.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             batch = session.exec(query).first()
             if batch is None:
                 return None
-            batch.state = "processing"
+            batch.state = BatchState.PROCESSING
             batch.attempts += 1
             batch.lease_owner = owner
             batch.lease_expires = now + timedelta(seconds=lease_seconds)
@@ -190,7 +201,7 @@ class Registry:
 
     @staticmethod
     def _fail_dead(batch: Batch, max_attempts: int, now: datetime, how: str) -> None:
-        batch.state = "failed"
+        batch.state = BatchState.FAILED
         batch.reason = (
             f"worker died while processing (attempt {batch.attempts} of {max_attempts}): "
             f"{how} (worker {batch.lease_owner})"
@@ -203,12 +214,12 @@ class Registry:
         now = utcnow()
         with self._transaction() as session:
             batch = session.get(Batch, batch_id)
-            if batch is None or batch.state != "processing" or batch.lease_owner != owner:
+            if batch is None or batch.state != BatchState.PROCESSING or batch.lease_owner != owner:
                 return None
             if batch.attempts >= max_attempts:
                 self._fail_dead(batch, max_attempts, now, "the process is gone")
             else:
-                batch.state, batch.lease_owner, batch.lease_expires, batch.updated_at = "pending", None, None, now
+                batch.state, batch.lease_owner, batch.lease_expires, batch.updated_at = BatchState.PENDING, None, None, now
             session.add(batch)
             return batch
 
@@ -217,7 +228,7 @@ class Registry:
         with self._transaction() as session:
             result = session.exec(
                 update(Batch)
-                .where(Batch.id == batch_id, Batch.lease_owner == owner, Batch.state == "processing")
+                .where(Batch.id == batch_id, Batch.lease_owner == owner, Batch.state == BatchState.PROCESSING)
                 .values(lease_expires=now + timedelta(seconds=lease_seconds), updated_at=now)
             )
             return result.rowcount == 1
@@ -227,9 +238,9 @@ class Registry:
         with self._transaction() as session:
             session.exec(
                 update(Batch)
-                .where(Batch.id == batch_id, Batch.lease_owner == owner, Batch.state == "processing")
+                .where(Batch.id == batch_id, Batch.lease_owner == owner, Batch.state == BatchState.PROCESSING)
                 .values(
-                    state="pending",
+                    state=BatchState.PENDING,
                     attempts=Batch.attempts - 1,
                     lease_owner=None,
                     lease_expires=None,
@@ -283,7 +294,7 @@ class Registry:
     def queue_depth(self) -> int:
         with self._transaction() as session:
             return session.exec(
-                select(func.count()).select_from(Batch).where(Batch.state.in_(("pending", "processing")))
+                select(func.count()).select_from(Batch).where(Batch.state.in_(IN_FLIGHT))
             ).one()
 
     # ---------------------------------------------------------------- versions
@@ -332,7 +343,7 @@ class Registry:
                 batch = session.get(Batch, final.batch_id)
                 if batch is None:
                     raise RegistryError(f"batch {final.batch_id} does not exist")
-                batch.state, batch.version, batch.reason = "done", final.version, None
+                batch.state, batch.version, batch.reason = BatchState.DONE, final.version, None
                 batch.lease_owner, batch.lease_expires, batch.updated_at = None, None, utcnow()
                 session.add(batch)
             moved = False
@@ -342,7 +353,7 @@ class Registry:
                     self._create_alias(session, PRODUCTION, final.version, actor, "initial version")
                     moved = True
                 elif current.version == final.parent:
-                    self._move_alias(session, PRODUCTION, final.parent, final.version, actor, "auto_promote",
+                    self._move_alias(session, PRODUCTION, final.parent, final.version, actor, AliasAction.AUTO_PROMOTE,
                                      "accepted by the forgetting gate")
                     moved = True
             return rows, moved
@@ -381,7 +392,7 @@ class Registry:
         """When the most recent batch reached a final state."""
         with self._transaction() as session:
             return session.exec(
-                select(func.max(Batch.updated_at)).where(Batch.state.in_(("done", "rejected", "failed")))
+                select(func.max(Batch.updated_at)).where(Batch.state.in_(FINISHED))
             ).one()
 
     def production(self) -> ModelVersion | None:
@@ -401,7 +412,7 @@ class Registry:
             target = session.exec(select(ModelVersion).where(ModelVersion.version == number)).first()
             if target is None:
                 raise UnknownVersion(number)
-            if target.status != "accepted" and not force:
+            if target.status != VersionStatus.ACCEPTED and not force:
                 raise RegistryError(
                     f"version {number} was {target.status} by the forgetting gate; "
                     "use --force to promote it anyway"
@@ -411,7 +422,7 @@ class Registry:
                 return self._create_alias(session, PRODUCTION, number, actor, reason)
             if current.version == number:
                 raise RegistryError(f"version {number} is already production")
-            return self._move_alias(session, PRODUCTION, current.version, number, actor, "promote", reason)
+            return self._move_alias(session, PRODUCTION, current.version, number, actor, AliasAction.PROMOTE, reason)
 
     def rollback(self, actor: str, reason: str = "", to: int | None = None) -> AliasEvent:
         """Move ``production`` back to the version it held before the current one.
@@ -441,7 +452,7 @@ class Registry:
                         "use promote to move production to it"
                     )
                 target = to
-            return self._move_alias(session, PRODUCTION, current.version, target, actor, "rollback", reason)
+            return self._move_alias(session, PRODUCTION, current.version, target, actor, AliasAction.ROLLBACK, reason)
 
     @staticmethod
     def _production_stack(session: Session) -> list[int]:
@@ -450,7 +461,7 @@ class Registry:
             select(AliasEvent).where(AliasEvent.alias == PRODUCTION).order_by(AliasEvent.id)
         )
         for item in events:
-            if item.action == "rollback":
+            if item.action == AliasAction.ROLLBACK:
                 while stack and stack[-1] != item.to_version:
                     stack.pop()
                 if not stack:
@@ -462,7 +473,7 @@ class Registry:
     @staticmethod
     def _create_alias(session: Session, name: str, number: int, actor: str, reason: str) -> AliasEvent:
         session.add(Alias(name=name, version=number))
-        record = AliasEvent(alias=name, action="create", to_version=number, actor=actor, reason=reason)
+        record = AliasEvent(alias=name, action=AliasAction.CREATE, to_version=number, actor=actor, reason=reason)
         session.add(record)
         session.flush()
         return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlmodel import Field, SQLModel
 
@@ -16,6 +17,35 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+class BatchState(StrEnum):
+    """Where a batch is. An invalid file is a batch ``rejected`` (its JSON value), which is not
+    a version the gate refused."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    INVALID = "rejected"
+    FAILED = "failed"
+
+
+IN_FLIGHT = (BatchState.PENDING, BatchState.PROCESSING)
+FINISHED = (BatchState.DONE, BatchState.INVALID, BatchState.FAILED)
+
+
+class VersionStatus(StrEnum):
+    """The forgetting gate's verdict on a version."""
+
+    ACCEPTED = "accepted"
+    REFUSED = "rejected"
+
+
+class AliasAction(StrEnum):
+    CREATE = "create"
+    PROMOTE = "promote"
+    AUTO_PROMOTE = "auto_promote"
+    ROLLBACK = "rollback"
+
+
 class Batch(SQLModel, table=True):
     __tablename__ = "batch"
 
@@ -23,7 +53,7 @@ class Batch(SQLModel, table=True):
     sha256: str = Field(unique=True, index=True, max_length=64)  # or unread-<uuid>: refused unread
     path: str  # where the file is now: inbox, processed/ or rejected/
     name: str  # file name as it arrived
-    state: str = Field(default="pending", index=True)  # pending|processing|done|rejected|failed
+    state: str = Field(default=BatchState.PENDING, index=True)  # a BatchState
     attempts: int = 0
     reason: str | None = None  # why rejected or failed
     n_samples: int | None = None
@@ -41,7 +71,7 @@ class ModelVersion(SQLModel, table=True):
     version: int = Field(unique=True, index=True)
     parent: int | None = None
     batch_id: int | None = Field(default=None, foreign_key="batch.id")
-    status: str  # accepted|rejected
+    status: str  # a VersionStatus
     strategy: str
     severity: str | None = None
     shift_score: float | None = None  # MMD² in the production model's feature space
@@ -73,7 +103,7 @@ class AliasEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     alias: str = Field(index=True)
-    action: str  # create|promote|auto_promote|rollback
+    action: str  # an AliasAction
     from_version: int | None = None
     to_version: int
     actor: str

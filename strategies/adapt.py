@@ -8,7 +8,7 @@ from torch import nn
 from retain.strategies.feature_extraction import feature_extraction
 from retain.strategies.finetune import finetune
 from retain.strategies.meta import ReptileSettings, meta
-from retain.strategies.policy import Choice
+from retain.strategies.policy import Choice, Strategy
 from retain.strategies.replay import ReplayMemory
 from retain.strategies.training import TrainingHooks, TrainingSettings
 
@@ -49,11 +49,11 @@ def _train(
 ) -> nn.Module:
     lr = choice.hyperparameters["lr"]
     rehearsal = memory.rehearsal()
-    if choice.strategy == "finetune":
+    if choice.strategy == Strategy.FINETUNE:
         candidate = finetune(production, train, rehearsal, settings, lr, head=head, hooks=hooks)
-    elif choice.strategy == "feature_extraction":
+    elif choice.strategy == Strategy.FEATURE_EXTRACTION:
         candidate = feature_extraction(production, train, rehearsal, settings, lr, head=head, hooks=hooks)
-    elif choice.strategy == "meta":
+    elif choice.strategy == Strategy.META:
         sources = memory.source[~memory.audit]
         candidate = meta(production, train, rehearsal, sources, settings, lr, reptile, head=head, hooks=hooks)
     else:

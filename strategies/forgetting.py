@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 from torch import nn
@@ -55,6 +56,13 @@ class GateMetrics:
         return self.acc_old_production - self.acc_old_candidate
 
 
+class GateDecision(StrEnum):
+    """The gate's answer about a candidate ("rejected" is its JSON and metric value)."""
+
+    ACCEPTED = "accepted"
+    REFUSED = "rejected"
+
+
 @dataclass(frozen=True)
 class Verdict:
     accepted: bool
@@ -62,8 +70,8 @@ class Verdict:
     forgetting_limit: float  # the limit this candidate was held to
 
     @property
-    def decision(self) -> str:
-        return "accepted" if self.accepted else "rejected"
+    def decision(self) -> GateDecision:
+        return GateDecision.ACCEPTED if self.accepted else GateDecision.REFUSED
 
 
 def verdict(metrics: GateMetrics, config: GateConfig, new_classes: Sequence[int] = ()) -> Verdict:

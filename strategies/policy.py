@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from retain.strategies.shift import Severity, ShiftReport
 
-Strategy = Literal["finetune", "feature_extraction", "meta"]
-STRATEGIES: tuple[Strategy, ...] = ("finetune", "feature_extraction", "meta")
+class Strategy(StrEnum):
+    """The three ways to adapt a model."""
+
+    FINETUNE = "finetune"
+    FEATURE_EXTRACTION = "feature_extraction"
+    META = "meta"
+
+
+STRATEGIES: tuple[Strategy, ...] = tuple(Strategy)
 # "Significant" is the statistical sense: any severity above none means at least one
 # measurement (the MMD test, label distance, accuracy drop) crossed its threshold.
-SIGNIFICANT: tuple[Severity, ...] = ("mild", "moderate", "severe")
+SIGNIFICANT: tuple[Severity, ...] = (Severity.MILD, Severity.MODERATE, Severity.SEVERE)
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,10 @@ class PolicyConfig:
 
     def finetune_lr_scale(self, severity: Severity) -> float:
         return {
-            "none": self.lr_scale_none,
-            "mild": self.lr_scale_mild,
-            "moderate": self.lr_scale_moderate,
-            "severe": self.lr_scale_severe,
+            Severity.NONE: self.lr_scale_none,
+            Severity.MILD: self.lr_scale_mild,
+            Severity.MODERATE: self.lr_scale_moderate,
+            Severity.SEVERE: self.lr_scale_severe,
         }[severity]
 
 
@@ -106,10 +114,10 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
     probe_text = "n/a" if probe is None else f"{probe:.3f}"
     if report.novel_classes:
         if probe is not None and probe >= config.probe_separates:
-            return ("feature_extraction", "novel-classes-separable",
+            return (Strategy.FEATURE_EXTRACTION, "novel-classes-separable",
                     f"new classes {list(report.novel_classes)} and frozen features separate them "
                     f"(linear probe accuracy {probe_text} >= {config.probe_separates})")
-        return ("meta", "novel-classes-entangled",
+        return (Strategy.META, "novel-classes-entangled",
                 f"new classes {list(report.novel_classes)} that frozen features do not separate "
                 f"(linear probe accuracy {probe_text} < {config.probe_separates})")
     # A batch the model already predicts far better than its audit set holds nothing it lacks;
@@ -120,7 +128,7 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
     # (no other stream has such a batch): hindsight-best picks 19 -> 23 of 40, mean of the
     # per-seed regrets 0.035 -> 0.023 points.
     if report.severity not in SIGNIFICANT and report.accuracy_drop <= -config.known_batch_margin:
-        return ("finetune", "known-batch",
+        return (Strategy.FINETUNE, "known-batch",
                 (f"no significant shift and production predicts the batch better than its audit set "
                  f"(accuracy {report.accuracy_batch:.3f} against {report.accuracy_reference:.3f}, "
                  f"margin >= {config.known_batch_margin})"))
@@ -129,32 +137,32 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
     # of benchmarks/policy_regret.py (seeds 0-3) the policy's mean regret was 1.97 points with
     # this rule after "little shift", 0.66 with it here.
     if probe is not None and probe < config.probe_transfers:
-        return ("meta", "features-do-not-transfer",
+        return (Strategy.META, "features-do-not-transfer",
                 f"frozen features do not transfer (linear probe accuracy {probe_text} < {config.probe_transfers})")
     if report.severity not in SIGNIFICANT:
-        return ("finetune", "little-shift", "no measurement shows a significant shift")
+        return (Strategy.FINETUNE, "little-shift", "no measurement shows a significant shift")
     if recurring >= config.recurring_batches:
-        return ("meta", "recurring-shift",
+        return (Strategy.META, "recurring-shift",
                 f"significant shifts recur: {recurring} distinct earlier batches >= {config.recurring_batches}")
     if report.n_batch < config.small_batch:
-        return ("feature_extraction", "significant-shift-small-batch",
+        return (Strategy.FEATURE_EXTRACTION, "significant-shift-small-batch",
                 f"{report.severity} shift on a small batch ({report.n_batch} < {config.small_batch})")
-    return ("finetune", f"significant-shift-{report.severity}",
+    return (Strategy.FINETUNE, f"significant-shift-{report.severity}",
             f"{report.severity} shift on a large batch whose features transfer (linear probe accuracy {probe_text})")
 
 
 # What to try when the first choice fails the gate: the next-best strategy for that rule.
 _FALLBACK: dict[Strategy, Strategy] = {
-    "finetune": "feature_extraction",
-    "feature_extraction": "meta",
-    "meta": "feature_extraction",
+    Strategy.FINETUNE: Strategy.FEATURE_EXTRACTION,
+    Strategy.FEATURE_EXTRACTION: Strategy.META,
+    Strategy.META: Strategy.FEATURE_EXTRACTION,
 }
 
 
 def hyperparameters(strategy: Strategy, report: ShiftReport, config: PolicyConfig, base_lr: float) -> dict[str, Any]:
-    if strategy == "finetune":
+    if strategy == Strategy.FINETUNE:
         scale = config.finetune_lr_scale(report.severity)
-    elif strategy == "feature_extraction":
+    elif strategy == Strategy.FEATURE_EXTRACTION:
         scale = config.feature_extraction_lr_scale
     elif report.novel_classes:
         scale = config.meta_lr_scale_new_classes

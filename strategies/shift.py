@@ -8,12 +8,20 @@ into a ``ShiftReport`` with a severity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import StrEnum
 
 import torch
 
-Severity = Literal["none", "mild", "moderate", "severe"]
-SEVERITIES: tuple[Severity, ...] = ("none", "mild", "moderate", "severe")
+class Severity(StrEnum):
+    """How far a batch has shifted, in order."""
+
+    NONE = "none"
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"
+
+
+SEVERITIES: tuple[Severity, ...] = tuple(Severity)
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class ShiftReport:
 
     @property
     def significant(self) -> bool:
-        return self.severity != "none"
+        return self.severity != Severity.NONE
 
 
 def _subsample(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
