@@ -28,7 +28,7 @@ from retain.strategies.training import TrainingSettings, quiet_avalanche, train_
 def joint_forgetting(seed: int, epochs: int, holdout_fraction: float = 0.25) -> list[float]:
     """Per batch: the gate's forgetting between joint models before and after it."""
     stream = class_incremental(seed)
-    setup = Setup(training=TrainingSettings(epochs=epochs, batch_size=32, lr=0.003, seed=seed))
+    setup = Setup(training=TrainingSettings(epochs=epochs, batch_size=32, lr=0.003, device="cpu", seed=seed))
     train_x, train_y, audit_x, audit_y = [], [], [], []
     previous, steps = None, []
     for t, experience in enumerate(stream.experiences):

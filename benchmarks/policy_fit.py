@@ -37,8 +37,8 @@ from policy_regret import best_strategies as best
 from policy_regret import mean_scores
 from sklearn.tree import DecisionTreeClassifier, export_text
 
-from retain.strategies.policy import STRATEGIES
-from retain.strategies.shift import SEVERITIES, ShiftReport
+from retain.strategies.kinds import SEVERITIES, STRATEGIES
+from retain.strategies.shift import ShiftReport
 
 FEATURES = ("mmd2", "p_value", "label_distance", "novel_classes", "accuracy_reference", "accuracy_batch",
             "accuracy_drop", "n_batch", "probe_accuracy", "severity", "earlier_significant")

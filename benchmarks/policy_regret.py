@@ -55,8 +55,8 @@ from retain.strategies.forgetting import GateConfig, GateMetrics, evaluate_gate,
 from retain.strategies.measure import measure_batch
 from retain.strategies.meta import ReptileSettings
 from retain.strategies.models import mlp, predict
+from retain.strategies.kinds import STRATEGIES
 from retain.strategies.policy import (
-    STRATEGIES,
     Choice,
     PolicyConfig,
     ShiftHistoryEntry,
@@ -658,7 +658,7 @@ def main() -> None:
         default = getattr(PolicyConfig(), key)
         overrides[key] = (value.lower() == "true") if isinstance(default, bool) else type(default)(value)
     setup = Setup(
-        training=TrainingSettings(epochs=args.epochs, batch_size=32, lr=0.003, distillation=args.distillation),
+        training=TrainingSettings(epochs=args.epochs, batch_size=32, lr=0.003, distillation=args.distillation, device="cpu"),
         policy=replace(PolicyConfig(), **overrides),
         gate=GateConfig(max_forgetting=args.max_forgetting, max_forgetting_new_classes=args.max_forgetting_new_classes),
         reptile=ReptileSettings(meta_steps=args.meta_steps),

@@ -21,7 +21,8 @@ from torch import nn
 
 from retain.strategies.adapt import train_candidate
 from retain.strategies.models import mlp, predict, small_cnn
-from retain.strategies.policy import STRATEGIES, Choice
+from retain.strategies.kinds import STRATEGIES
+from retain.strategies.policy import Choice
 from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
 from retain.strategies.training import TrainingSettings, quiet_avalanche, train_initial
 

@@ -9,18 +9,13 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
-
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
-if TYPE_CHECKING:  # the strategies import torch; read-only CLI commands never need it
-    from retain.strategies.forgetting import GateConfig
-    from retain.strategies.meta import ReptileSettings
-    from retain.strategies.policy import PolicyConfig
-    from retain.strategies.shift import ShiftThresholds
-    from retain.strategies.training import TrainingSettings
+from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
 
 CONFIG_ENV = "RETAIN_CONFIG"
 DEFAULT_CONFIG = "retain.toml"
@@ -62,68 +57,9 @@ class ModelConfig(_Section):
         return value
 
 
-class ShiftConfig(_Section):
-    alpha: float = Field(default=0.01, gt=0, lt=1)
-    permutations: int = Field(default=200, ge=20)
-    max_samples: int = Field(default=500, ge=10)
-    mild_label_distance: float = Field(default=0.15, ge=0, le=1)
-    moderate_label_distance: float = Field(default=0.35, ge=0, le=1)
-    mild_accuracy_drop: float = 0.03
-    moderate_accuracy_drop: float = 0.10
-    severe_accuracy_drop: float = 0.25
-
-    def thresholds(self) -> ShiftThresholds:
-        from retain.strategies.shift import ShiftThresholds
-
-        return ShiftThresholds(**self.model_dump())
-
-
-class PolicySection(_Section):
-    lr_scale_none: float = Field(default=0.1, gt=0, le=1)
-    lr_scale_mild: float = Field(default=0.2, gt=0, le=1)
-    lr_scale_moderate: float = Field(default=1.0, gt=0, le=1)
-    lr_scale_severe: float = Field(default=1.0, gt=0, le=1)
-    feature_extraction_lr_scale: float = Field(default=3.0, gt=0)
-    meta_lr_scale: float = Field(default=0.2, gt=0)
-    meta_lr_scale_new_classes: float = Field(default=1.0, gt=0)
-    small_batch: int = Field(default=200, ge=0)
-    probe_separates: float = Field(default=0.98, ge=0, le=1)
-    probe_transfers: float = Field(default=0.98, ge=0, le=1)
-    known_batch_margin: float = Field(default=0.2, ge=0, le=1)
-    recurring_batches: int = Field(default=2, ge=1)
-    history_window: int = Field(default=10, ge=0)
-    fallback: bool = True
-
-    def policy(self) -> PolicyConfig:
-        from retain.strategies.policy import PolicyConfig
-
-        return PolicyConfig(**self.model_dump())
-
-
-class MetaSection(_Section):
-    meta_steps: int = Field(default=200, ge=1)
-    inner_steps: int = Field(default=5, ge=1)
-    inner_lr: float = Field(default=0.05, gt=0)
-    meta_lr: float = Field(default=0.5, gt=0, le=1)
-    batch_size: int = Field(default=32, ge=1)
-
-    def reptile(self) -> ReptileSettings:
-        from retain.strategies.meta import ReptileSettings
-
-        return ReptileSettings(**self.model_dump())
-
-
-class TrainingConfig(_Section):
-    epochs: int = Field(default=8, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    lr: float = Field(default=0.003, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    distillation: float = Field(default=1.0, ge=0)  # anchor replayed samples to production's outputs
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # One thread by default: a daemon shares its host with the model it serves, and on a
-    # busy machine more threads than free cores made small-model training ~150x slower.
-    threads: int = Field(default=1, ge=1)
-    seed: int = 0
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class TrainingConfig(TrainingSettings):
+    """``[training]`` with the device resolved here, where a bad one is a config error."""
 
     def resolved_device(self) -> str:
         """The device training runs on: ``auto`` is ``cuda`` where torch sees a GPU.
@@ -131,46 +67,17 @@ class TrainingConfig(_Section):
         Asking for ``cuda`` where there is none is a config error here, at start-up, rather
         than a torch error from inside the first training run.
         """
-        import torch
+        from retain.strategies.training import resolve_device
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
-            built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-            raise ConfigError(
-                f'training.device is "cuda" but torch {torch.__version__} ({built}) sees no CUDA device; '
-                'set it to "auto" or "cpu"'
-            )
-        return self.device
+        try:
+            return resolve_device(self.device)
+        except ValueError as exc:
+            raise ConfigError(f'{exc}; set it to "auto" or "cpu"') from None
 
     def settings(self, seed: int | None = None) -> TrainingSettings:
-        from retain.strategies.training import TrainingSettings
-
-        return TrainingSettings(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            distillation=self.distillation,
-            device=self.resolved_device(),
-            seed=self.seed if seed is None else seed,
-        )
-
-
-class GateSection(_Section):
-    max_forgetting: float = Field(default=0.02, ge=0, le=1)
-    max_forgetting_new_classes: float = Field(default=0.06, ge=0, le=1)
-    min_gain: float = Field(default=0.0, ge=-1, le=1)
-    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
-
-    def gate(self) -> GateConfig:
-        from retain.strategies.forgetting import GateConfig
-
-        return GateConfig(
-            max_forgetting=self.max_forgetting,
-            max_forgetting_new_classes=self.max_forgetting_new_classes,
-            min_gain=self.min_gain,
-        )
+        """What the strategies take: this section with the device resolved (and a batch's seed)."""
+        return TrainingSettings(**{
+            **asdict(self), "device": self.resolved_device(), "seed": self.seed if seed is None else seed})
 
 
 class ReplayConfig(_Section):
@@ -211,11 +118,11 @@ class Config(_Section):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    shift: ShiftConfig = Field(default_factory=ShiftConfig)
-    policy: PolicySection = Field(default_factory=PolicySection)
-    meta: MetaSection = Field(default_factory=MetaSection)
+    shift: ShiftThresholds = Field(default_factory=ShiftThresholds)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    meta: ReptileSettings = Field(default_factory=ReptileSettings)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    gate: GateSection = Field(default_factory=GateSection)
+    gate: GateConfig = Field(default_factory=GateConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -270,7 +177,7 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = item["msg"]
-        if item["type"] == "extra_forbidden":
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             message = "unknown key"
         parts.append(f"{key}: {message}")
     return "; ".join(parts)

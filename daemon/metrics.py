@@ -15,8 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from retain.strategies.forgetting import GateDecision
-from retain.strategies.policy import STRATEGIES
+from retain.strategies.kinds import STRATEGIES, GateDecision
 
 
 class _ModelInfoCollector:

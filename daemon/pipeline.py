@@ -231,7 +231,7 @@ class Pipeline:
         """Step 3: the batch against the replay memory in the production feature space."""
         assert loaded.y is not None
         return measure_batch(
-            model, spec.head, memory, loaded.x, loaded.y, spec.num_classes, self.config.shift.thresholds(), seed
+            model, spec.head, memory, loaded.x, loaded.y, spec.num_classes, self.config.shift, seed
         )
 
     def history(self) -> tuple[ShiftHistoryEntry, ...]:
@@ -279,12 +279,12 @@ class Pipeline:
         started = time.monotonic()
         model_out = train_candidate(
             choice, model, train, memory, self.config.training.settings(seed=seed), head=spec.head,
-            reptile=self.config.meta.reptile(), hooks=self._hooks(batch),
+            reptile=self.config.meta, hooks=self._hooks(batch),
         )
         duration = time.monotonic() - started
         self.metrics.training_duration.observe(duration)
         gate = evaluate_gate(model, model_out, memory.audit_groups(), holdout)
-        outcome = verdict(gate, self.config.gate.gate(), new_classes)
+        outcome = verdict(gate, self.config.gate, new_classes)
         self.metrics.candidates.labels(strategy=choice.strategy, decision=outcome.decision).inc()
         log.info(
             "candidate gated",
@@ -326,7 +326,7 @@ class Pipeline:
             ),
         )
 
-        policy = self.config.policy.policy()
+        policy = self.config.policy
         choice = choose(report, self.history(), policy, self.config.training.lr)
         train_and_gate = functools.partial(
             self._train_and_gate, batch=batch, model=model, memory=memory, train=train, holdout=holdout, spec=spec,

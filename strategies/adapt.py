@@ -8,9 +8,10 @@ from torch import nn
 from retain.strategies.feature_extraction import feature_extraction
 from retain.strategies.finetune import finetune
 from retain.strategies.meta import ReptileSettings, meta
-from retain.strategies.policy import Choice, Strategy
+from retain.strategies.kinds import Strategy
+from retain.strategies.policy import Choice
 from retain.strategies.replay import ReplayMemory
-from retain.strategies.training import TrainingHooks, TrainingSettings
+from retain.strategies.training import TrainingHooks, TrainingSettings, resolve_device
 
 
 def train_candidate(
@@ -30,7 +31,7 @@ def train_candidate(
     what the process drew from torch's global generator before (which it leaves as it was); on
     the CPU bit for bit, on a GPU up to its kernels' nondeterminism (cuDNN's convolutions, say).
     """
-    device = torch.device(settings.device)
+    device = torch.device(resolve_device(settings.device))
     gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=gpus):  # manual_seed seeds the GPU generators too
         torch.manual_seed(settings.seed)

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import torch
 from torch import nn
 
+from retain.strategies.kinds import GateDecision
 from retain.strategies.models import predict
+from retain.strategies.settings import GateConfig
 from retain.strategies.training import quiet_avalanche
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    max_forgetting: float = 0.02  # accuracy points on the audit set, as a ratio
-    # The limit for a batch that brings classes production has never seen. Old samples then
-    # gain confusable neighbours: on the digits class-incremental stream even a model
-    # retrained from scratch on all the data loses up to 4.8 audit points in such a step
-    # (benchmarks/new_class_forgetting.py), so the everyday limit would refuse most new classes.
-    max_forgetting_new_classes: float = 0.06
-    min_gain: float = 0.0  # required gain on the new batch's held-out slice
-
-    def forgetting_limit(self, new_classes: Sequence[int] = ()) -> float:
-        """The limit that applies to a batch bringing ``new_classes``: the new-classes limit
-        is an allowance, never stricter than ``max_forgetting``."""
-        if new_classes:
-            return max(self.max_forgetting, self.max_forgetting_new_classes)
-        return self.max_forgetting
 
 
 @dataclass(frozen=True)
@@ -54,13 +37,6 @@ class GateMetrics:
     @property
     def forgetting(self) -> float:
         return self.acc_old_production - self.acc_old_candidate
-
-
-class GateDecision(StrEnum):
-    """The gate's answer about a candidate ("rejected" is its JSON and metric value)."""
-
-    ACCEPTED = "accepted"
-    REFUSED = "rejected"
 
 
 @dataclass(frozen=True)

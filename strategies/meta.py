@@ -10,7 +10,6 @@ with ``torch.func`` (``functional_call`` and ``grad``): no ``higher`` or ``learn
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,18 +17,10 @@ from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 from torch.nn import functional as F
 
 from retain.strategies.models import prepare_candidate
+from retain.strategies.settings import ReptileSettings
 from retain.strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
 
 Task = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ReptileSettings:
-    meta_steps: int = 200  # outer updates
-    inner_steps: int = 5  # SGD steps on one task per outer update
-    inner_lr: float = 0.05
-    meta_lr: float = 0.5  # interpolation towards the adapted weights, annealed to 0
-    batch_size: int = 32
 
 
 def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed: int = 0) -> nn.Module:

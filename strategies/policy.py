@@ -3,69 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from retain.strategies.shift import Severity, ShiftReport
+from retain.strategies.kinds import Severity, Strategy
+from retain.strategies.settings import PolicyConfig
+from retain.strategies.shift import ShiftReport
 
-class Strategy(StrEnum):
-    """The three ways to adapt a model."""
-
-    FINETUNE = "finetune"
-    FEATURE_EXTRACTION = "feature_extraction"
-    META = "meta"
-
-
-STRATEGIES: tuple[Strategy, ...] = tuple(Strategy)
 # "Significant" is the statistical sense: any severity above none means at least one
 # measurement (the MMD test, label distance, accuracy drop) crossed its threshold.
 SIGNIFICANT: tuple[Severity, ...] = (Severity.MILD, Severity.MODERATE, Severity.SEVERE)
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """Config ``[policy]``: every threshold the rules below compare against."""
-
-    # finetune: a fraction of the base learning rate, by severity. Always reduced: the
-    # production weights are a good start and a full-rate update is what erases old knowledge.
-    lr_scale_none: float = 0.1
-    lr_scale_mild: float = 0.2
-    lr_scale_moderate: float = 1.0
-    lr_scale_severe: float = 1.0
-    # feature_extraction trains only the head, which takes a higher rate than the whole net.
-    feature_extraction_lr_scale: float = 3.0
-    # meta adapts from an initialisation already fitted to every task: a gentle final step
-    # keeps it close to that multi-task point, so it forgets less ...
-    meta_lr_scale: float = 0.2
-    # ... unless the batch brings new classes, whose head rows start from scratch: at the
-    # gentle rate they stay under-trained (digits class-incremental: 82-84 % final accuracy
-    # at 0.2 against 87-90 % at 1.0, with no more forgetting).
-    meta_lr_scale_new_classes: float = 1.0
-    # A batch smaller than this is "small": too little data to move a whole network safely.
-    small_batch: int = 200
-    # Linear-probe accuracy on frozen features at or above which they "separate" the classes,
-    # and below which they "do not transfer": features that leave more than 2 % of familiar
-    # and new samples misclassified mean a model with more to learn. benchmarks/policy_regret.py
-    # on seeds 4-7 (seeds 0-3 suggested it): mean regret 0.08 points at 0.98, 0.32 at 0.95.
-    probe_separates: float = 0.98
-    probe_transfers: float = 0.98
-    # A batch the production model predicts at least this much better than its own audit set
-    # (accuracy drop <= -known_batch_margin), with no significant shift, is one it already knows.
-    known_batch_margin: float = 0.2
-    # Significant shifts in at least this many distinct earlier batches count as recurring.
-    recurring_batches: int = 2
-    # Look back this many earlier batches for recurrence.
-    history_window: int = 10
-    # Train the next-best strategy once when the first candidate fails the gate.
-    fallback: bool = True
-
-    def finetune_lr_scale(self, severity: Severity) -> float:
-        return {
-            Severity.NONE: self.lr_scale_none,
-            Severity.MILD: self.lr_scale_mild,
-            Severity.MODERATE: self.lr_scale_moderate,
-            Severity.SEVERE: self.lr_scale_severe,
-        }[severity]
 
 
 @dataclass(frozen=True)

@@ -8,35 +8,11 @@ into a ``ShiftReport`` with a severity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import torch
 
-class Severity(StrEnum):
-    """How far a batch has shifted, in order."""
-
-    NONE = "none"
-    MILD = "mild"
-    MODERATE = "moderate"
-    SEVERE = "severe"
-
-
-SEVERITIES: tuple[Severity, ...] = tuple(Severity)
-
-
-@dataclass(frozen=True)
-class ShiftThresholds:
-    """Where each severity starts. Every number is a config key under ``[shift]``."""
-
-    alpha: float = 0.01  # MMD permutation test significance level
-    permutations: int = 200
-    max_samples: int = 500  # per side; larger inputs are subsampled
-    mild_label_distance: float = 0.15
-    moderate_label_distance: float = 0.35
-    mild_accuracy_drop: float = 0.03
-    moderate_accuracy_drop: float = 0.10
-    severe_accuracy_drop: float = 0.25
-
+from retain.strategies.kinds import SEVERITIES, Severity
+from retain.strategies.settings import ShiftThresholds
 
 @dataclass(frozen=True)
 class MMDResult:

@@ -16,20 +16,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from retain.strategies.settings import TrainingSettings
+
+
+def resolve_device(device: str) -> str:
+    """The device training runs on: ``auto`` is ``cuda`` where torch sees a GPU. ``ValueError``
+    for ``cuda`` where there is none (a config error, rather than torch's from inside training)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(f'training.device is "{device}" but torch {torch.__version__} ({built}) sees no CUDA device')
+    return device
+
 
 class TrainingInterrupted(Exception):
     """Training was asked to stop (shutdown); the candidate is discarded."""
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 0.01  # base learning rate; strategies scale it
-    weight_decay: float = 0.0
-    distillation: float = 1.0  # weight of the production-anchoring loss on replayed samples
-    device: str = "cpu"
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ def run_template(
             train_mb_size=settings.batch_size,
             train_epochs=settings.epochs,
             eval_mb_size=max(settings.batch_size, 256),
-            device=settings.device,
+            device=resolve_device(settings.device),
             plugins=[*plugins, hook_plugin(hooks, settings.epochs)],
             evaluator=silent_evaluator(),
         )

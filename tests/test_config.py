@@ -70,6 +70,26 @@ def test_example_config_documents_the_defaults():
     assert example.model_dump(exclude={"model": {"kwargs"}}) == defaults.model_dump(exclude={"model": {"kwargs"}})
 
 
+def test_example_config_lists_every_key():
+    import tomllib
+
+    written = tomllib.loads((Path(__file__).parent.parent / "deploy" / "retain.example.toml").read_text())
+    defaults = parse_config({}).model_dump()
+    optional = {"model": {"input_shape", "num_classes", "weights", "max_classes"}}  # inferred or absent by default
+    for section, values in defaults.items():
+        assert set(values) - optional.get(section, set()) == set(written[section]) - optional.get(section, set()), section
+
+
+def test_the_strategies_take_the_config_sections_themselves():
+    from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
+
+    config = parse_config({"policy": {"small_batch": 50}, "training": {"epochs": 3, "device": "cpu"}})
+    assert isinstance(config.policy, PolicyConfig) and config.policy.small_batch == 50
+    assert isinstance(config.shift, ShiftThresholds) and isinstance(config.meta, ReptileSettings)
+    assert isinstance(config.gate, GateConfig)
+    assert config.training.settings(seed=7) == TrainingSettings(epochs=3, device="cpu", seed=7)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_cuda_where_torch_sees_none_is_a_config_error_and_auto_falls_back_to_cpu():
     assert parse_config({"training": {"device": "auto"}}).training.resolved_device() == "cpu"

@@ -15,7 +15,8 @@ from conftest import retain, save_npz, write_config
 from retain.strategies.adapt import train_candidate
 from retain.strategies.forgetting import evaluate_gate
 from retain.strategies.models import mlp, predict
-from retain.strategies.policy import STRATEGIES, Choice
+from retain.strategies.kinds import STRATEGIES
+from retain.strategies.policy import Choice
 from retain.strategies.replay import ReplayMemory, remember, split_holdout
 from retain.strategies.training import TrainingSettings, train_initial
 

@@ -12,7 +12,7 @@ from retain.strategies.meta import ReptileSettings, reptile
 from retain.strategies.models import mlp, small_cnn, widen_head
 from retain.strategies.training import TrainingSettings
 
-SETTINGS = TrainingSettings(epochs=2, batch_size=16, lr=0.01)
+SETTINGS = TrainingSettings(epochs=2, batch_size=16, lr=0.01, device="cpu")
 
 
 def blobs(n: int, classes: int, dim: int, seed: int, shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +144,8 @@ def test_replayed_samples_per_step_balance_class_rates():
 
 def test_a_candidate_depends_on_its_seed_not_on_earlier_draws_from_the_global_generator():
     from retain.strategies.adapt import train_candidate
-    from retain.strategies.policy import STRATEGIES, Choice
+    from retain.strategies.kinds import STRATEGIES
+    from retain.strategies.policy import Choice
     from retain.strategies.replay import ReplayMemory, remember
 
     production = mlp((4,), 3, hidden=(8,))

@@ -1,0 +1,33 @@
+"""The closed sets the strategies decide between (no torch: configs and views use them)."""
+
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    """How far a batch has shifted, in order."""
+
+    NONE = "none"
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"
+
+
+SEVERITIES: tuple[Severity, ...] = tuple(Severity)
+
+
+class Strategy(StrEnum):
+    """The three ways to adapt a model."""
+
+    FINETUNE = "finetune"
+    FEATURE_EXTRACTION = "feature_extraction"
+    META = "meta"
+
+
+STRATEGIES: tuple[Strategy, ...] = tuple(Strategy)
+
+
+class GateDecision(StrEnum):
+    """The gate's answer about a candidate ("rejected" is its JSON and metric value)."""
+
+    ACCEPTED = "accepted"
+    REFUSED = "rejected"

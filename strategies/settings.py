@@ -1,0 +1,130 @@
+"""Every setting the strategies take, declared once: its default, its constraint, its comment.
+
+These are the ``[shift]``, ``[policy]``, ``[meta]``, ``[training]`` and ``[gate]`` sections of
+``retain.toml`` as they are (``retain.daemon.config`` composes them into the file); the
+strategies take the same objects. Validated dataclasses: a bad value is refused where it is
+made, with the key's name. No torch here: reading a config must not import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from retain.strategies.kinds import Severity
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ShiftThresholds:
+    """``[shift]``: where each severity starts."""
+
+    alpha: float = Field(default=0.01, gt=0, lt=1)  # MMD permutation test significance level
+    permutations: int = Field(default=200, ge=20)
+    max_samples: int = Field(default=500, ge=10)  # per side; larger inputs are subsampled
+    mild_label_distance: float = Field(default=0.15, ge=0, le=1)
+    moderate_label_distance: float = Field(default=0.35, ge=0, le=1)
+    mild_accuracy_drop: float = 0.03
+    moderate_accuracy_drop: float = 0.10
+    severe_accuracy_drop: float = 0.25
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PolicyConfig:
+    """``[policy]``: every threshold the policy's rules compare against."""
+
+    # finetune: a fraction of the base learning rate, by severity. Always reduced: the
+    # production weights are a good start and a full-rate update is what erases old knowledge.
+    lr_scale_none: float = Field(default=0.1, gt=0, le=1)
+    lr_scale_mild: float = Field(default=0.2, gt=0, le=1)
+    lr_scale_moderate: float = Field(default=1.0, gt=0, le=1)
+    lr_scale_severe: float = Field(default=1.0, gt=0, le=1)
+    # feature_extraction trains only the head, which takes a higher rate than the whole net.
+    feature_extraction_lr_scale: float = Field(default=3.0, gt=0)
+    # meta adapts from an initialisation already fitted to every task: a gentle final step
+    # keeps it close to that multi-task point, so it forgets less ...
+    meta_lr_scale: float = Field(default=0.2, gt=0)
+    # ... unless the batch brings new classes, whose head rows start from scratch: at the
+    # gentle rate they stay under-trained.
+    meta_lr_scale_new_classes: float = Field(default=1.0, gt=0)
+    # A batch smaller than this is "small": too little data to move a whole network safely.
+    small_batch: int = Field(default=200, ge=0)
+    # Linear-probe accuracy on frozen features at or above which they "separate" the classes,
+    # and below which they "do not transfer": features that leave more than 2 % of familiar
+    # and new samples misclassified mean a model with more to learn.
+    probe_separates: float = Field(default=0.98, ge=0, le=1)
+    probe_transfers: float = Field(default=0.98, ge=0, le=1)
+    # A batch the production model predicts at least this much better than its own audit set
+    # (accuracy drop <= -known_batch_margin), with no significant shift, is one it already knows.
+    known_batch_margin: float = Field(default=0.2, ge=0, le=1)
+    # Significant shifts in at least this many distinct earlier batches count as recurring.
+    recurring_batches: int = Field(default=2, ge=1)
+    # Look back this many earlier batches for recurrence.
+    history_window: int = Field(default=10, ge=0)
+    # Train the next-best strategy once when the first candidate fails the gate.
+    fallback: bool = True
+
+    def finetune_lr_scale(self, severity: Severity) -> float:
+        return {
+            Severity.NONE: self.lr_scale_none,
+            Severity.MILD: self.lr_scale_mild,
+            Severity.MODERATE: self.lr_scale_moderate,
+            Severity.SEVERE: self.lr_scale_severe,
+        }[severity]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ReptileSettings:
+    """``[meta]``: the Reptile initialisation that ``meta`` adapts from."""
+
+    meta_steps: int = Field(default=200, ge=1)  # outer updates
+    inner_steps: int = Field(default=5, ge=1)  # SGD steps on one task per outer update
+    inner_lr: float = Field(default=0.05, gt=0)
+    meta_lr: float = Field(default=0.5, gt=0, le=1)  # interpolation towards the adapted weights, annealed to 0
+    batch_size: int = Field(default=32, ge=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TrainingSettings:
+    """``[training]``: how every candidate is trained."""
+
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=0.003, gt=0)  # base learning rate; strategies scale it
+    weight_decay: float = Field(default=0.0, ge=0)
+    # Weight of the loss that anchors replayed samples to production's outputs.
+    distillation: float = Field(default=1.0, ge=0)
+    # "auto" is "cuda" where torch sees a GPU; training itself needs it resolved (resolved_device).
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    # One thread by default: a daemon shares its host with the model it serves, and on a
+    # busy machine more threads than free cores made small-model training ~150x slower.
+    threads: int = Field(default=1, ge=1)
+    seed: int = 0
+
+
+@dataclass(frozen=True, config=_STRICT)
+class GateConfig:
+    """``[gate]``: when a candidate may replace production."""
+
+    max_forgetting: float = Field(default=0.02, ge=0, le=1)  # accuracy points on the audit set, as a ratio
+    # The limit for a batch that brings classes production has never seen. Old samples then
+    # gain confusable neighbours, so even a model retrained from scratch on all the data loses
+    # audit points in such a step (benchmarks/new_class_forgetting.py measures how many): the
+    # everyday limit would refuse most new classes.
+    max_forgetting_new_classes: float = Field(default=0.06, ge=0, le=1)
+    min_gain: float = Field(default=0.0, ge=-1, le=1)  # required gain on the new batch's held-out slice
+    # Share of each batch held out from training to judge the candidate on new data.
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+
+    def forgetting_limit(self, new_classes: Sequence[int] = ()) -> float:
+        """The limit that applies to a batch bringing ``new_classes``: the new-classes limit
+        is an allowance, never stricter than ``max_forgetting``."""
+        if new_classes:
+            return max(self.max_forgetting, self.max_forgetting_new_classes)
+        return self.max_forgetting
+
+
+__all__ = ["GateConfig", "PolicyConfig", "ReptileSettings", "ShiftThresholds", "TrainingSettings"]
