@@ -437,7 +437,8 @@ def part_hostile(root: Path, threads: int, short: bool, check: Check) -> tuple[d
                        "attempts": row["attempts"] if row else 0, "reason": (row or {}).get("reason") or ""})
     check.expect(not Path("/tmp/retain-chaos-pwned").exists(), "a pickle payload ran")
     check.expect(peak_rss <= baseline_rss + MEMORY_LIMIT,
-                 f"peak RSS {peak_rss >> 20} MiB over the limit {MEMORY_LIMIT >> 20} MiB + model {baseline_rss >> 20} MiB")
+                 f"peak RSS {peak_rss >> 20} MiB over the limit {MEMORY_LIMIT >> 20} MiB "
+                 f"+ model {baseline_rss >> 20} MiB")
     figures = {"files": len(expected), "peak_rss_mib": peak_rss >> 20, "baseline_rss_mib": baseline_rss >> 20,
                "limit_mib": MEMORY_LIMIT >> 20}
     return figures, report
@@ -505,7 +506,8 @@ def main() -> int:
             name = row["file"] if len(row["file"]) <= 44 else row["file"][:20] + "…" + row["file"][-23:]
             print(f"{name:<44} {row['expected']:<9} {row['state']:<9} {row['attempts']:>5}  {row['reason'][:110]}")
         print()
-    print(f"{'part':<8} {'files':>6} {'batches':>8} {'versions':>9} {'lost':>5} {'stuck':>6} {'dup':>4} {'failed':>7}  figures")
+    print(f"{'part':<8} {'files':>6} {'batches':>8} {'versions':>9} {'lost':>5} {'stuck':>6} {'dup':>4} "
+          f"{'failed':>7}  figures")
     for part in ("kills", "burst"):
         if part in results:
             r = results[part]

@@ -21,7 +21,17 @@ from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
 from retain.daemon.watcher import InboxWatcher, is_candidate, signature
-from retain.registry import IN_FLIGHT, UNREAD_PREFIX, ArtifactStore, Batch, BatchState, Registry, as_utc, atomic_write, stale_temp_files
+from retain.registry import (
+    IN_FLIGHT,
+    UNREAD_PREFIX,
+    ArtifactStore,
+    Batch,
+    BatchState,
+    Registry,
+    as_utc,
+    atomic_write,
+    stale_temp_files,
+)
 from retain.strategies.training import TrainingInterrupted, TrainingProgress
 
 log = logging.getLogger("retain.daemon")
@@ -137,7 +147,8 @@ class Service:
             on_progress=self._on_progress(on_progress),
         )
         self.status = DaemonStatus(
-            pid=os.getpid(), host=self.host, started_at=time.time(), heartbeat_at=time.time(), state=DaemonState.STARTING
+            pid=os.getpid(), host=self.host, started_at=time.time(), heartbeat_at=time.time(),
+            state=DaemonState.STARTING,
         )
         self._status_written = 0.0
 
@@ -236,7 +247,8 @@ class Service:
         batch, created = self.registry.add_batch(digest, str(path), old.name)
         if created:
             self.registry.finish_batch(
-                old.id, BatchState.INVALID, reason=f"{old.reason}; the file changed afterwards and is now batch {batch.id}"
+                old.id, BatchState.INVALID,
+                reason=f"{old.reason}; the file changed afterwards and is now batch {batch.id}",
             )
             log.info("rejected file rewritten; queued again",
                      extra=fields(batch=batch.id, rejected_batch=old.id, file=str(path), sha256=digest[:12]))

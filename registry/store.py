@@ -219,7 +219,8 @@ class Registry:
             if batch.attempts >= max_attempts:
                 self._fail_dead(batch, max_attempts, now, "the process is gone")
             else:
-                batch.state, batch.lease_owner, batch.lease_expires, batch.updated_at = BatchState.PENDING, None, None, now
+                batch.state, batch.lease_owner, batch.lease_expires = BatchState.PENDING, None, None
+                batch.updated_at = now
             session.add(batch)
             return batch
 

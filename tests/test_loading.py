@@ -231,7 +231,8 @@ def test_an_npz_header_claiming_238_gib_is_refused_with_the_numbers_before_alloc
     with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
         archive.writestr("x.npy", npy_with_header((1000, 32_000_000)))
         archive.writestr("y.npy", npy_with_header((1000,), "<i8"))
-    rejected(tmp_path / "huge.npz", r"about 3\d\d\.\d GiB of memory .* over the limit of 2\.0 GiB \(data.max_bytes_in_memory\)")
+    rejected(tmp_path / "huge.npz",
+             r"about 3\d\d\.\d GiB of memory .* over the limit of 2\.0 GiB \(data.max_bytes_in_memory\)")
 
 
 def test_an_npz_header_claiming_too_many_samples_is_refused_before_allocating(tmp_path):
