@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from retain.errors import RetainError
 from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch, read_arrays
 from retain.daemon.logs import fields
@@ -23,7 +24,7 @@ from retain.strategies.training import TrainingHooks, TrainingProgress, train_in
 log = logging.getLogger("retain.init")
 
 
-class InitError(Exception):
+class InitError(RetainError):
     """``retain init`` cannot go on; the message says why."""
 
 

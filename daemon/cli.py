@@ -19,6 +19,7 @@ from rich.text import Text
 
 from retain.daemon.config import Config, ConfigError, find_config, load_config
 from retain.daemon.logs import LogFormat, configure_logging
+from retain.errors import RetainError
 
 app = typer.Typer(
     help="Continual-learning daemon with a model registry.",
@@ -42,16 +43,23 @@ class CliState:
     log_level: str
 
     def config(self) -> Config:
-        try:
-            return load_config(find_config(self.config_path))
-        except ConfigError as exc:
-            fail(str(exc))
+        return load_config(find_config(self.config_path))
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line naming what is wrong and exit non-zero."""
     err.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def main() -> None:
+    """The console script: any ``RetainError`` a command raises becomes one line on stderr,
+    ``error: <message>``, and exit status 1; here, not in every command."""
+    try:
+        app(prog_name="retain")
+    except RetainError as exc:
+        err.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 def emit_json(payload: Any) -> None:
@@ -92,7 +100,7 @@ def open_registry(config: Config):
 
 
 @app.callback()
-def main(
+def global_options(
     ctx: typer.Context,
     config: Annotated[
         Optional[Path],
@@ -116,7 +124,7 @@ def init(
     train: Annotated[bool, typer.Option("--train", help="Train version 1 on --data.")] = False,
 ) -> None:
     """Create the workdir and registry and register version 1 as production."""
-    from retain.daemon.bootstrap import InitError, init_workspace
+    from retain.daemon.bootstrap import init_workspace
     from retain.daemon.config import parse_config
 
     state: CliState = ctx.obj
@@ -134,10 +142,7 @@ def init(
         prepare_training(config)
     else:
         use_threads(config)
-    try:
-        version = init_workspace(config, data, train, actor())
-    except InitError as exc:
-        fail(str(exc))
+    version = init_workspace(config, data, train, actor())
     out.print(
         f"version {version.version} is production "
         f"(held-out accuracy {version.acc_new_candidate:.3f}); workdir {config.workdir}"
@@ -152,7 +157,6 @@ def run(
     """The daemon: watch the inbox and process batches one at a time."""
     from retain.daemon.metrics import ServiceMetrics
     from retain.daemon.notify import Notifier
-    from retain.daemon.pipeline import NoProductionVersion
     from retain.daemon.service import Service
 
     config = ctx.obj.config()
@@ -174,8 +178,6 @@ def run(
             except OSError as exc:
                 fail(f"metrics.port {config.metrics.port} on {config.metrics.host}: {exc.strerror}")
         service.run(once=once)
-    except NoProductionVersion as exc:
-        fail(str(exc))
     finally:
         metrics.shutdown()
         registry.close()
@@ -240,13 +242,9 @@ def show(
 ) -> None:
     """One version with metrics, lineage and rationale."""
     from retain.daemon.views import version_detail
-    from retain.registry import UnknownVersion
 
     registry = open_registry(ctx.obj.config())
-    try:
-        row = version_detail(registry.version(version), registry.alias(), lineage(registry, version))
-    except UnknownVersion as exc:
-        fail(str(exc))
+    row = version_detail(registry.version(version), registry.alias(), lineage(registry, version))
     if as_json:
         emit_json(row)
         return
@@ -290,13 +288,9 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="Allow a version the gate rejected.")] = False,
 ) -> None:
     """Move the production alias to VERSION."""
-    from retain.registry import RegistryError
 
     registry = open_registry(ctx.obj.config())
-    try:
-        moved = registry.promote(version, actor(), reason, force=force)
-    except RegistryError as exc:
-        fail(str(exc))
+    moved = registry.promote(version, actor(), reason, force=force)
     out.print(f"production: {moved.from_version} -> {moved.to_version}")
 
 
@@ -307,13 +301,9 @@ def rollback(
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
 ) -> None:
     """Move production back to the version it held before."""
-    from retain.registry import RegistryError
 
     registry = open_registry(ctx.obj.config())
-    try:
-        moved = registry.rollback(actor(), reason, to=to)
-    except RegistryError as exc:
-        fail(str(exc))
+    moved = registry.rollback(actor(), reason, to=to)
     out.print(f"production: {moved.from_version} -> {moved.to_version}")
 
 
@@ -397,7 +387,7 @@ def predict(
     """Predicted labels for a data file."""
     from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch
     from retain.daemon.versions import load_model, spec_of
-    from retain.registry import ArtifactError, ArtifactStore, UnknownVersion
+    from retain.registry import ArtifactStore
     from retain.strategies.models import predict as model_predict
 
     config = ctx.obj.config()
@@ -406,11 +396,8 @@ def predict(
     number = version if version is not None else registry.alias()
     if number is None:
         fail("no production version: run `retain init` first")
-    try:
-        row = registry.version(number)
-        model = load_model(row, ArtifactStore(config.artifacts_dir))
-    except (UnknownVersion, ArtifactError) as exc:
-        fail(str(exc))
+    row = registry.version(number)
+    model = load_model(row, ArtifactStore(config.artifacts_dir))
     spec = spec_of(row)
     if not file.is_file():
         fail(f"{file}: no such file")
@@ -447,12 +434,9 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show the daemon's log lines.")] = False,
 ) -> None:
     """Build a workspace on scikit-learn's digits and stream batches through the daemon."""
-    from retain.daemon.demo import DemoError, run_demo
+    from retain.daemon.demo import run_demo
 
     if not verbose:  # the progress display and the tables tell the story
         configure_logging("warning", ctx.obj.log_format)
 
-    try:
-        run_demo(workdir, out, threads=threads)
-    except DemoError as exc:
-        fail(str(exc))
+    run_demo(workdir, out, threads=threads)

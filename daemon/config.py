@@ -15,13 +15,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
+from retain.errors import RetainError
 from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
 
 CONFIG_ENV = "RETAIN_CONFIG"
 DEFAULT_CONFIG = "retain.toml"
 
 
-class ConfigError(Exception):
+class ConfigError(RetainError):
     """The config file is missing or invalid; the message names the file and key."""
 
 

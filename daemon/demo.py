@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from retain.errors import RetainError
 from retain.daemon.config import dump_config, load_config
 
 DEMO_CONFIG = {
@@ -24,7 +25,7 @@ DEMO_CONFIG = {
 }
 
 
-class DemoError(Exception):
+class DemoError(RetainError):
     pass
 
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from retain.errors import RetainError
+
 if TYPE_CHECKING:
     from retain.daemon.config import DataConfig
 
@@ -34,7 +36,7 @@ SUPPORTED_SUFFIXES = (".npz", ".pt", ".csv", ".parquet")
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-class BatchRejected(Exception):
+class BatchRejected(RetainError):
     """The file cannot be used as a batch. ``reason`` says why, for the operator; once the
     file is known, the message names it: ``"<file name>: <reason>"``."""
 

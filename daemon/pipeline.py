@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from retain.errors import RetainError
 from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, LoadedBatch, load_batch
 from retain.daemon.logs import fields
@@ -45,7 +46,7 @@ from retain.strategies.training import TrainingHooks, TrainingProgress
 log = logging.getLogger("retain.pipeline")
 
 
-class NoProductionVersion(Exception):
+class NoProductionVersion(RetainError):
     """The registry has no production model yet: run ``retain init``."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from retain.errors import RetainError
 
 _TEMP_PREFIX = "."
 _TEMP_SUFFIX = ".tmp"
@@ -63,7 +64,7 @@ def atomic_copy(source: Path, target: Path) -> None:
         atomic_write(target, lambda handle: shutil.copyfileobj(reader, handle))
 
 
-class ArtifactError(Exception):
+class ArtifactError(RetainError):
     """An artifact is missing or does not match its digest."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from retain.errors import RetainError
 
-class RegistryError(Exception):
+
+class RegistryError(RetainError):
     """A registry operation cannot be done; the message says why."""
 
 

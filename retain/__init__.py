@@ -8,6 +8,7 @@ the names a user needs are here. Importing ``retain`` does not import torch.
 from importlib.metadata import PackageNotFoundError, version
 
 from retain.daemon.config import Config, ConfigError, load_config
+from retain.errors import RetainError
 from retain.registry import (
     PRODUCTION,
     ArtifactError,
@@ -34,6 +35,7 @@ __all__ = [
     "ModelVersion",
     "Registry",
     "RegistryError",
+    "RetainError",
     "UnknownVersion",
     "__version__",
     "load_config",

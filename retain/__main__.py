@@ -1,3 +1,3 @@
-from retain.daemon.cli import app
+from retain.daemon.cli import main
 
-app(prog_name="retain")
+main()

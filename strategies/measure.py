@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from retain.errors import RetainError
 from retain.strategies.models import features_and_logits
 from retain.strategies.replay import ReplayMemory
 from retain.strategies.shift import ShiftReport, ShiftThresholds, linear_probe_accuracy, measure_shift
 
 
-class UnusableBatch(ValueError):
+class UnusableBatch(RetainError, ValueError):
     """The batch's data cannot be measured or trained on (a property of the data, not of the
     system): the daemon rejects it rather than retrying."""
 

@@ -119,3 +119,17 @@ def test_a_factory_named_before_the_retain_namespace_still_resolves():
     from retain.strategies.models import mlp, resolve_factory
 
     assert resolve_factory("strategies.models:mlp") is mlp
+
+
+def test_every_error_meant_for_a_user_derives_from_retain_error():
+    from retain import RetainError
+    from retain.daemon.bootstrap import InitError
+    from retain.daemon.demo import DemoError
+    from retain.daemon.loading import BatchRejected
+    from retain.daemon.pipeline import NoProductionVersion
+    from retain.registry import AliasConflict, ArtifactError, RegistryError, SchemaError, UnknownVersion
+    from retain.strategies.measure import UnusableBatch
+
+    for error in (ConfigError, InitError, DemoError, BatchRejected, NoProductionVersion, RegistryError,
+                  AliasConflict, SchemaError, UnknownVersion, ArtifactError, UnusableBatch):
+        assert issubclass(error, RetainError), error.__name__
