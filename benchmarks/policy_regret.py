@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from retain.strategies.adapt import train_candidate
-from retain.strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdict
+from retain.strategies.forgetting import GateConfig, GateMetrics, evaluate_gate
 from retain.strategies.measure import measure_batch
 from retain.strategies.meta import ReptileSettings
 from retain.strategies.models import mlp, predict
@@ -60,12 +60,12 @@ from retain.strategies.policy import (
     Choice,
     PolicyConfig,
     ShiftHistoryEntry,
-    choose,
     hyperparameters,
     recurring_shifts,
 )
 from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
 from retain.strategies.shift import ShiftReport, ShiftThresholds
+from retain.strategies.step import NewBatch, StepSettings, adapt_step
 from retain.strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
 
 
@@ -379,7 +379,6 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         x, y = experience.train
         train, holdout = split_holdout(x, y, setup.holdout_fraction, seed + t)
         report = measure_batch(production, "head", memory, x, y, stream.max_classes, setup.thresholds, seed + t)
-        choice = choose(report, tuple(history), setup.policy, setup.training.lr)
 
         candidates = train_strategies(production, memory, train, report, setup, seed + t)
         retrained = [train_strategies(production, memory, train, report, setup, seed + t + 7919 * k)
@@ -390,18 +389,26 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
             scores[strategy] = score(hits[strategy])
             gates[strategy] = evaluate_gate(production, candidates[strategy], memory.audit_groups(), holdout)
 
+        # The policy's pick and its fallback through the daemon's own step, looking up the
+        # candidates trained above (the same seeds and hyperparameters: the same models).
+        settings = StepSettings(policy=setup.policy, thresholds=setup.thresholds,
+                                training=replace(setup.training, seed=seed + t), reptile=setup.reptile,
+                                gate=replace(setup.gate, holdout_fraction=setup.holdout_fraction),
+                                replay_capacity=setup.capacity, audit_fraction=setup.audit_fraction)
+        step = adapt_step(production, memory, NewBatch(x, y, source=t, num_classes=stream.max_classes),
+                          tuple(history), settings, report=report,
+                          train=lambda choice, *args, **kwargs: candidates[choice.strategy])
         decision = "rejected"
-        for strategy in [choice.strategy] + ([choice.fallback] if choice.fallback else []):
-            if verdict(gates[strategy], setup.gate, report.novel_classes).accepted:
-                production, decision = candidates[strategy], f"{strategy} accepted"
-                memory = remember(memory, train, holdout, t, setup.capacity, setup.audit_fraction, seed + t)
-                break
+        if step.accepted is not None:
+            production, decision = step.accepted.model, f"{step.accepted.choice.strategy} accepted"
+            memory = step.memory
         best = max(scores, key=scores.get)
         tied = tuple(s for s in STRATEGIES if not significantly_worse(hits[s], hits[best]))
         scores_by_seed = [scores] + [{s: score(test_hits(m, stream, t)) for s, m in again.items()}
                                      for again in retrained]
         earlier_significant = recurring_shifts(tuple(history), setup.policy.history_window)
         history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
+        choice = step.candidates[0].choice
         records.append(PolicyRecord(experience.name, choice.strategy, choice.rule, best, scores,
                                     tied, decision, {s: g.forgetting for s, g in gates.items()},
                                     report, earlier_significant, tuple(scores_by_seed),

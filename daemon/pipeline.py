@@ -4,7 +4,6 @@ report. This is where ``strategies`` and ``registry`` meet."""
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import logging
 import os
@@ -14,7 +13,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from retain.errors import RetainError
@@ -34,13 +32,12 @@ from retain.registry import (
     as_utc,
     atomic_copy,
 )
-from retain.strategies.adapt import train_candidate
-from retain.strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
 from retain.strategies.measure import UnusableBatch, measure_batch
 from retain.strategies.models import head_module
-from retain.strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
-from retain.strategies.replay import ReplayMemory, remember, split_holdout
+from retain.strategies.policy import Choice, ShiftHistoryEntry
+from retain.strategies.replay import ReplayMemory
 from retain.strategies.shift import ShiftReport
+from retain.strategies.step import Candidate, NewBatch, StepSettings, adapt_step
 from retain.strategies.training import TrainingHooks, TrainingProgress
 
 log = logging.getLogger("retain.pipeline")
@@ -48,15 +45,6 @@ log = logging.getLogger("retain.pipeline")
 
 class NoProductionVersion(RetainError):
     """The registry has no production model yet: run ``retain init``."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    choice: Choice
-    model: nn.Module
-    gate: GateMetrics
-    verdict: Verdict
-    duration: float
 
 
 @dataclass(frozen=True)
@@ -263,38 +251,27 @@ class Pipeline:
 
         return TrainingHooks(on_progress=on_progress, should_stop=self.should_stop)
 
-    def _train_and_gate(
-        self,
-        choice: Choice,
-        batch: Batch,
-        model: nn.Module,
-        memory: ReplayMemory,
-        train: tuple[torch.Tensor, torch.Tensor],
-        holdout: tuple[torch.Tensor, torch.Tensor],
-        spec: ModelSpec,
-        seed: int,
-        new_classes: tuple[int, ...],
-    ) -> Candidate:
-        """Steps 5 and 6 for one strategy."""
-        log.info("strategy chosen", extra=fields(batch=batch.id, strategy=choice.strategy, rule=choice.rule))
-        started = time.monotonic()
-        model_out = train_candidate(
-            choice, model, train, memory, self.config.training.settings(seed=seed), head=spec.head,
-            reptile=self.config.meta, hooks=self._hooks(batch),
-        )
-        duration = time.monotonic() - started
-        self.metrics.training_duration.observe(duration)
-        gate = evaluate_gate(model, model_out, memory.audit_groups(), holdout)
-        outcome = verdict(gate, self.config.gate, new_classes)
-        self.metrics.candidates.labels(strategy=choice.strategy, decision=outcome.decision).inc()
-        log.info(
-            "candidate gated",
-            extra=fields(batch=batch.id, strategy=choice.strategy, decision=outcome.decision,
-                         forgetting=round(gate.forgetting, 4), forgetting_stderr=round(gate.forgetting_stderr, 4),
-                         acc_new_candidate=round(gate.acc_new_candidate, 4),
-                         acc_new_production=round(gate.acc_new_production, 4), training_seconds=round(duration, 2)),
-        )
-        return Candidate(choice, model_out, gate, outcome, duration)
+    def _log_choice(self, batch: Batch) -> Callable[[Choice], None]:
+        def report(choice: Choice) -> None:
+            log.info("strategy chosen", extra=fields(batch=batch.id, strategy=choice.strategy, rule=choice.rule))
+
+        return report
+
+    def _log_candidate(self, batch: Batch) -> Callable[[Candidate], None]:
+        def report(candidate: Candidate) -> None:
+            gate, outcome = candidate.gate, candidate.verdict
+            self.metrics.training_duration.observe(candidate.duration)
+            self.metrics.candidates.labels(strategy=candidate.choice.strategy, decision=outcome.decision).inc()
+            log.info(
+                "candidate gated",
+                extra=fields(batch=batch.id, strategy=candidate.choice.strategy, decision=outcome.decision,
+                             forgetting=round(gate.forgetting, 4), forgetting_stderr=round(gate.forgetting_stderr, 4),
+                             acc_new_candidate=round(gate.acc_new_candidate, 4),
+                             acc_new_production=round(gate.acc_new_production, 4),
+                             training_seconds=round(candidate.duration, 2)),
+            )
+
+        return report
 
     def _adapt(
         self,
@@ -308,8 +285,6 @@ class Pipeline:
     ) -> BatchOutcome:
         seed = batch_seed(batch.sha256)
         assert loaded.y is not None
-        train, holdout = split_holdout(loaded.x, loaded.y, self.config.gate.holdout_fraction, seed)
-
         report = self.measure(model, spec, memory, loaded, seed)
         self.metrics.shift_score.set(report.mmd2)
         self.metrics.shift_pvalue.set(report.p_value)
@@ -326,29 +301,20 @@ class Pipeline:
                 probe_accuracy=None if report.probe_accuracy is None else round(report.probe_accuracy, 4),
             ),
         )
-
-        policy = self.config.policy
-        choice = choose(report, self.history(), policy, self.config.training.lr)
-        train_and_gate = functools.partial(
-            self._train_and_gate, batch=batch, model=model, memory=memory, train=train, holdout=holdout, spec=spec,
-            seed=seed, new_classes=report.novel_classes,
+        config = self.config
+        settings = StepSettings(
+            policy=config.policy, thresholds=config.shift, training=config.training.settings(seed=seed),
+            reptile=config.meta, gate=config.gate, replay_capacity=config.replay.capacity,
+            audit_fraction=config.replay.audit_fraction, head=spec.head,
         )
-        candidates = [train_and_gate(choice)]
-        if not candidates[0].verdict.accepted:
-            second = fallback_choice(choice, report, policy, self.config.training.lr)
-            if second is not None:
-                candidates.append(train_and_gate(second))
-
-        new_memory = remember(
-            memory,
-            train,
-            holdout,
-            source=batch.id,
-            capacity=self.config.replay.capacity,
-            audit_fraction=self.config.replay.audit_fraction,
-            seed=seed,
+        step = adapt_step(
+            model, memory, NewBatch(loaded.x, loaded.y, source=batch.id, num_classes=spec.num_classes),
+            self.history(), settings, hooks=self._hooks(batch), report=report,
+            on_choice=self._log_choice(batch), on_candidate=self._log_candidate(batch),
         )
-        replay_sha256 = save_memory(new_memory, self.artifacts)
+        candidates, train, holdout = list(step.candidates), step.train, step.holdout
+
+        replay_sha256 = save_memory(step.memory, self.artifacts)
         news = [
             self._new_version(c, production, batch, report, spec, replay_sha256, len(train[1]), len(holdout[1]),
                               first_of=None if i == 0 else production.version)

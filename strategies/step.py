@@ -1,0 +1,123 @@
+"""One adaptation step, the heart of retain: measure → choose → train and gate → fallback →
+remember. The daemon's pipeline and every benchmark call this one function; the pipeline adds
+only I/O and telemetry around it (claim, load, register, move, report).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from retain.strategies.adapt import train_candidate
+from retain.strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
+from retain.strategies.measure import measure_batch
+from retain.strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
+from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
+from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
+from retain.strategies.shift import ShiftReport
+from retain.strategies.training import TrainingHooks
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """Everything a step is configured by. ``training.seed`` is the batch's seed."""
+
+    policy: PolicyConfig
+    thresholds: ShiftThresholds
+    training: TrainingSettings
+    reptile: ReptileSettings
+    gate: GateConfig
+    replay_capacity: int
+    audit_fraction: float
+    head: str = "head"
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    """The labelled samples a step adapts to."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    source: int  # what the replay memory files its samples under (the batch id)
+    num_classes: int  # the production model's classes (its head may widen beyond them)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    choice: Choice
+    model: nn.Module
+    gate: GateMetrics
+    verdict: Verdict
+    duration: float  # training seconds
+
+
+@dataclass(frozen=True)
+class StepResult:
+    report: ShiftReport
+    candidates: tuple[Candidate, ...]  # the first choice, then its fallback if it was tried
+    train: Data
+    holdout: Data
+    memory: ReplayMemory  # production's memory with this batch remembered
+
+    @property
+    def accepted(self) -> Candidate | None:
+        """The candidate that passed the gate, if any."""
+        return next((c for c in self.candidates if c.verdict.accepted), None)
+
+    @property
+    def final(self) -> Candidate:
+        """What the batch ends with: the accepted candidate, else the last one tried."""
+        return self.accepted or self.candidates[-1]
+
+
+Trainer = Callable[..., nn.Module]  # the signature of ``train_candidate``
+
+
+def adapt_step(
+    production: nn.Module,
+    memory: ReplayMemory,
+    batch: NewBatch,
+    history: tuple[ShiftHistoryEntry, ...],
+    settings: StepSettings,
+    hooks: TrainingHooks = TrainingHooks(),
+    report: ShiftReport | None = None,
+    train: Trainer = train_candidate,
+    on_choice: Callable[[Choice], None] = lambda choice: None,
+    on_candidate: Callable[[Candidate], None] = lambda candidate: None,
+) -> StepResult:
+    """Adapt ``production`` to ``batch``; ``production`` and ``memory`` are left as they were.
+
+    ``report`` skips the measurement when the caller has it already (with the same seed it is
+    the same report); ``train`` replaces ``train_candidate`` (a benchmark that has trained every
+    strategy looks its candidates up). ``on_choice`` and ``on_candidate`` report progress.
+    """
+    seed = settings.training.seed
+    train_data, holdout = split_holdout(batch.x, batch.y, settings.gate.holdout_fraction, seed)
+    if report is None:
+        report = measure_batch(production, settings.head, memory, batch.x, batch.y, batch.num_classes,
+                               settings.thresholds, seed)
+
+    def train_and_gate(choice: Choice) -> Candidate:
+        on_choice(choice)
+        started = time.monotonic()
+        model = train(choice, production, train_data, memory, settings.training, head=settings.head,
+                      reptile=settings.reptile, hooks=hooks)
+        duration = time.monotonic() - started
+        gate = evaluate_gate(production, model, memory.audit_groups(), holdout)
+        candidate = Candidate(choice, model, gate, verdict(gate, settings.gate, report.novel_classes), duration)
+        on_candidate(candidate)
+        return candidate
+
+    first = choose(report, history, settings.policy, settings.training.lr)
+    candidates = [train_and_gate(first)]
+    if not candidates[0].verdict.accepted:
+        second = fallback_choice(first, report, settings.policy, settings.training.lr)
+        if second is not None:
+            candidates.append(train_and_gate(second))
+    remembered = remember(memory, train_data, holdout, source=batch.source, capacity=settings.replay_capacity,
+                          audit_fraction=settings.audit_fraction, seed=seed)
+    return StepResult(report, tuple(candidates), train_data, holdout, remembered)
