@@ -52,11 +52,9 @@ MEMORY_LIMIT = 256 << 20
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    from retain.daemon.demo import digits as bundled_digits
 
-    data = load_digits()
-    order = np.random.default_rng(0).permutation(len(data.target))
-    return (data.data[order] / 16.0).astype(np.float32), data.target[order].astype(np.int64)
+    return bundled_digits(shuffle_seed=0)
 
 
 def npz_bytes(x: np.ndarray, y: np.ndarray) -> bytes:

@@ -11,7 +11,7 @@ import torch
 
 from retain.errors import RetainError
 from retain.daemon.config import Config
-from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch, read_arrays
+from retain.daemon.loading import BatchRejected, DataSpec, load_batch, read_arrays
 from retain.daemon.logs import fields
 from retain.daemon.service import ensure_workdir
 from retain.daemon.versions import ModelSpec, save_memory, save_model
@@ -31,7 +31,7 @@ class InitError(RetainError):
 def infer_model_spec(config: Config, data: Path) -> ModelSpec:
     """The model's shape from config, or from the init data where config leaves it out."""
     try:
-        x, y = read_arrays(data, FileLimits.from_config(config.data))
+        x, y = read_arrays(data, config.data)
     except BatchRejected as exc:
         raise InitError(f"{data}: {exc.reason}") from None
     if y is None:
@@ -85,7 +85,7 @@ def init_workspace(
             raise InitError(f"model.head: {exc}") from None
 
         data_spec = DataSpec(spec.input_shape, spec.num_classes, config.data.min_samples,
-                             FileLimits.from_config(config.data))
+                             config.data)
         try:
             loaded = load_batch(data, data_spec)
         except BatchRejected as exc:

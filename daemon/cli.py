@@ -385,7 +385,7 @@ def predict(
     as_json: JsonOption = False,
 ) -> None:
     """Predicted labels for a data file."""
-    from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch
+    from retain.daemon.loading import BatchRejected, DataSpec, load_batch
     from retain.daemon.versions import load_model, spec_of
     from retain.registry import ArtifactStore
     from retain.strategies.models import predict as model_predict
@@ -404,7 +404,7 @@ def predict(
     try:
         loaded = load_batch(
             file,
-            DataSpec(spec.input_shape, spec.num_classes, limits=FileLimits.from_config(config.data)),
+            DataSpec(spec.input_shape, spec.num_classes, limits=config.data),
             require_labels=False,
         )
     except BatchRejected as exc:

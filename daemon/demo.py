@@ -29,11 +29,14 @@ class DemoError(RetainError):
     pass
 
 
-def digits() -> tuple[np.ndarray, np.ndarray]:
+def digits(shuffle_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits, scaled to [0, 1]; shuffled when given a seed."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    return (data.data / 16.0).astype(np.float32), data.target.astype(np.int64)
+    n = len(data.target)
+    order = np.arange(n) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(n)
+    return (data.data[order] / 16.0).astype(np.float32), data.target[order].astype(np.int64)
 
 
 def rotate(x: np.ndarray) -> np.ndarray:

@@ -22,15 +22,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from retain.daemon.config import DataConfig
 from retain.errors import RetainError
-
-if TYPE_CHECKING:
-    from retain.daemon.config import DataConfig
 
 SUPPORTED_SUFFIXES = (".npz", ".pt", ".csv", ".parquet")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -53,36 +51,13 @@ class BatchRejected(RetainError):
 
 
 @dataclass(frozen=True)
-class FileLimits:
-    """What any data file may be and cost, before its content is checked against a model."""
-
-    label_column: str = "label"
-    max_file_bytes: int = 1 << 30
-    max_samples: int = 1_000_000
-    max_bytes_in_memory: int = 2 << 30
-    max_abs_value: float = 1e12
-    follow_symlinks: bool = False
-
-    @classmethod
-    def from_config(cls, data: DataConfig) -> FileLimits:
-        return cls(
-            label_column=data.label_column,
-            max_file_bytes=data.max_file_bytes,
-            max_samples=data.max_samples,
-            max_bytes_in_memory=data.max_bytes_in_memory,
-            max_abs_value=data.max_abs_value,
-            follow_symlinks=data.follow_symlinks,
-        )
-
-
-@dataclass(frozen=True)
 class DataSpec:
     """What a batch must look like."""
 
     input_shape: tuple[int, ...]
     num_classes: int
     min_samples: int = 1
-    limits: FileLimits = field(default_factory=FileLimits)
+    limits: DataConfig = field(default_factory=DataConfig)  # the [data] section
 
 
 @dataclass(frozen=True)
@@ -106,10 +81,10 @@ def format_bytes(count: float) -> str:
 # ------------------------------------------------------------------ the bytes
 
 
-def read_file(path: Path, limits: FileLimits) -> bytes:
-    """The whole file, read through one descriptor that is checked to be a regular file
-    within the size limit first. A symbolic link is refused unless ``follow_symlinks``; a
-    FIFO or device is never read from (it could block or never end)."""
+def open_regular_file(path: Path, limits: DataConfig) -> BinaryIO:
+    """``path`` opened for reading through one descriptor that is checked to be a regular
+    file within ``data.max_file_bytes``. A symbolic link is refused unless
+    ``data.follow_symlinks``; a FIFO or device is never read from (it could block or never end)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | (0 if limits.follow_symlinks else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
@@ -120,16 +95,25 @@ def read_file(path: Path, limits: FileLimits) -> bytes:
                 "data.follow_symlinks = true"
             ) from None
         raise
-    with os.fdopen(fd, "rb") as handle:
+    handle = os.fdopen(fd, "rb")
+    info = os.fstat(handle.fileno())
+    refusal = None
+    if not stat.S_ISREG(info.st_mode):
+        refusal = "is not a regular file"
+    elif info.st_size > limits.max_file_bytes:
+        refusal = f"file is {info.st_size} bytes, over the limit of {limits.max_file_bytes} (data.max_file_bytes)"
+    if refusal is not None:
+        handle.close()
+        raise BatchRejected(refusal)
+    return handle
+
+
+def read_file(path: Path, limits: DataConfig) -> bytes:
+    """The whole file, through ``open_regular_file``."""
+    with open_regular_file(path, limits) as handle:
         info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise BatchRejected("is not a regular file")
         if info.st_size == 0:
             raise BatchRejected("file is empty")
-        if info.st_size > limits.max_file_bytes:
-            raise BatchRejected(
-                f"file is {info.st_size} bytes, over the limit of {limits.max_file_bytes} (data.max_file_bytes)"
-            )
         # Reading asks for the size fstat gave (a read of n bytes allocates n up front), plus
         # one byte to notice a file that grew past the limit meanwhile.
         data = handle.read(info.st_size + 1)
@@ -145,7 +129,7 @@ def read_file(path: Path, limits: FileLimits) -> bytes:
     return data
 
 
-def _check_size(n_samples: int | None, in_memory: int, limits: FileLimits, detail: str) -> None:
+def _check_size(n_samples: int | None, in_memory: int, limits: DataConfig, detail: str) -> None:
     """Refuse what a file declares before it is allocated."""
     if n_samples is not None and n_samples > limits.max_samples:
         raise BatchRejected(
@@ -185,7 +169,7 @@ def _npy_header(member: io.BufferedIOBase, key: str) -> tuple[tuple[int, ...], n
     return tuple(shape), dtype
 
 
-def _read_npz(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npz(data: bytes, limits: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
     # np.load would try to unpickle anything that is not a zip or .npy file, and reads a member
     # without a .npy header as raw bytes of whatever size the archive claims: read it by hand.
     if not data.startswith(_ZIP_MAGIC):
@@ -249,7 +233,7 @@ def _tensor_to_numpy(key: str, value: torch.Tensor) -> np.ndarray:
         raise BatchRejected(f".pt entry {key!r} holds {value.dtype}, which is not a supported number type") from None
 
 
-def _read_pt(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_pt(data: bytes, limits: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
     if not data.startswith(_ZIP_MAGIC):
         # The legacy (pre-1.6) format reads storages of whatever size its pickle declares.
         raise BatchRejected(
@@ -294,7 +278,7 @@ def _read_pt(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | 
     return x, arrays[1]
 
 
-def _read_csv(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_csv(data: bytes, limits: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -326,7 +310,7 @@ def _read_csv(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray |
     return np.delete(table, label_index, axis=1), table[:, label_index]
 
 
-def _read_parquet(data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_parquet(data: bytes, limits: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
     # Imported here: most commands never read parquet, and importing pyarrow takes ~0.1 s.
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -398,12 +382,12 @@ def _reader_for(path: Path):
     return _READERS[suffix]
 
 
-def parse_arrays(path: Path, data: bytes, limits: FileLimits) -> tuple[np.ndarray, np.ndarray | None]:
+def parse_arrays(path: Path, data: bytes, limits: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw ``(x, y)`` arrays from a file's bytes; ``path`` gives the format."""
     return _reader_for(path)(data, limits)
 
 
-def read_arrays(path: Path, limits: FileLimits = FileLimits()) -> tuple[np.ndarray, np.ndarray | None]:
+def read_arrays(path: Path, limits: DataConfig = DataConfig()) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw ``(x, y)`` arrays from a batch file, before any check against the model."""
     try:
         _reader_for(path)  # an unsupported type is refused before the file is read

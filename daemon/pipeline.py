@@ -17,7 +17,7 @@ from torch import nn
 
 from retain.errors import RetainError
 from retain.daemon.config import Config
-from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, LoadedBatch, load_batch
+from retain.daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
 from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
 from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
@@ -160,7 +160,7 @@ class Pipeline:
             input_shape=spec.input_shape,
             num_classes=max(spec.num_classes, self.config.model.max_classes or 0),
             min_samples=self.config.data.min_samples,
-            limits=FileLimits.from_config(self.config.data),
+            limits=self.config.data,
         )
 
     def process(self, batch: Batch) -> BatchOutcome:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from retain.daemon.config import Config, DataConfig
+from retain.daemon.loading import BatchRejected, open_regular_file
 from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
@@ -41,14 +41,11 @@ _STATUS_INTERVAL = 2.0
 _IDLE_WAIT = 0.5
 
 
-def file_sha256(path: Path, follow_symlinks: bool = False) -> str:
-    """The sha256 of a regular file, read through one descriptor (never a FIFO, which could
-    block; a symbolic link only with ``follow_symlinks``)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
+def file_sha256(path: Path, limits: DataConfig) -> str:
+    """The sha256 of a regular file within the limits (``open_regular_file`` refuses the rest:
+    a 16 GiB sparse file is refused by its size, never hashed in full)."""
     digest = hashlib.sha256()
-    with os.fdopen(os.open(path, flags), "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise IsADirectoryError(f"{path} is not a regular file")
+    with open_regular_file(path, limits) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -58,25 +55,6 @@ def display_name(path: Path) -> str:
     """The file's name as text that any database and terminal takes: bytes that are not
     UTF-8 are shown as escapes."""
     return os.fsencode(path.name).decode("utf-8", "backslashreplace")
-
-
-def refusal_before_reading(path: Path, data: DataConfig) -> str | None:
-    """Why a file is rejected without reading its content, or ``None``: cheap checks that
-    come before hashing (a 16 GiB sparse file would otherwise be hashed in full first)."""
-    try:
-        path.name.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"file name is not valid UTF-8 ({os.fsencode(path.name)!r}); rename it"
-    if path.is_symlink():
-        if not data.follow_symlinks:
-            return (f"is a symbolic link (to {os.readlink(path)}); links are not followed unless "
-                    "data.follow_symlinks = true")
-        if not path.is_file():
-            return f"is a symbolic link to {os.readlink(path)}, which is not a regular file"
-    size = path.stat().st_size
-    if size > data.max_file_bytes:
-        return f"file is {size} bytes, over the limit of {data.max_file_bytes} (data.max_file_bytes)"
-    return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -191,12 +169,16 @@ class Service:
             self._register_rewritten_reject(path)
             return
         try:
-            refusal = refusal_before_reading(path, self.config.data)
-            if refusal is not None:
-                self._refuse_unread(path, refusal)
-                return
-            digest = file_sha256(path, self.config.data.follow_symlinks)
+            path.name.encode("utf-8")
+        except UnicodeEncodeError:
+            self._refuse_unread(path, f"file name is not valid UTF-8 ({os.fsencode(path.name)!r}); rename it")
+            return
+        try:
+            digest = file_sha256(path, self.config.data)
         except FileNotFoundError:
+            return
+        except BatchRejected as exc:  # a link, not a regular file, too large: refused unread
+            self._refuse_unread(path, exc.reason)
             return
         except PermissionError:
             self._refuse_unread(path, "cannot be read: permission denied")
@@ -239,8 +221,8 @@ class Service:
         if old is None or old.state != BatchState.INVALID or old.sha256.startswith(UNREAD_PREFIX):
             return
         try:
-            digest = file_sha256(path)
-        except (FileNotFoundError, IsADirectoryError):
+            digest = file_sha256(path, self.config.data)
+        except (FileNotFoundError, BatchRejected):
             return
         if digest == old.sha256:
             return

@@ -104,11 +104,12 @@ class InboxWatcher(FileSystemEventHandler):
         """Note every file in the inbox: those that arrived while no one watched, and any
         whose events inotify dropped. Each waits until it has settled."""
         for path in sorted(self.inbox.iterdir()):
-            if not is_candidate(path) or signature(path) is None:
+            found = signature(path) if is_candidate(path) else None
+            if found is None:
                 continue
             with self._changed:
                 if path not in self._notes:
-                    self._notes[path] = (time.monotonic() + self.settle_seconds, signature(path))
+                    self._notes[path] = (time.monotonic() + self.settle_seconds, found)
                     self._changed.notify_all()
 
     def due(self) -> list[Path]:

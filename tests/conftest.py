@@ -19,11 +19,9 @@ RETAIN = [sys.executable, "-m", "retain"]
 
 
 def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    from retain.daemon.demo import digits as bundled_digits
 
-    data = load_digits()
-    order = np.random.default_rng(seed).permutation(len(data.target))
-    return (data.data[order] / 16.0).astype(np.float32), data.target[order].astype(np.int64)
+    return bundled_digits(shuffle_seed=seed)
 
 
 def save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from retain.daemon.loading import BatchRejected, DataSpec, FileLimits, load_batch
+from retain.daemon.config import DataConfig
+from retain.daemon.loading import BatchRejected, DataSpec, load_batch
 
 SPEC = DataSpec(input_shape=(4,), num_classes=3, min_samples=2)
 
@@ -122,7 +123,7 @@ def test_too_few_samples_are_refused(tmp_path):
 def test_file_over_the_size_limit_is_refused_before_reading(tmp_path):
     x, y = good()
     np.savez(tmp_path / "b.npz", x=x, y=y)
-    rejected(tmp_path / "b.npz", "over the limit of 10", DataSpec((4,), 3, limits=FileLimits(max_file_bytes=10)))
+    rejected(tmp_path / "b.npz", "over the limit of 10", DataSpec((4,), 3, limits=DataConfig(max_file_bytes=10)))
 
 
 class Payload:
@@ -247,7 +248,7 @@ def test_a_zip_bomb_is_refused_without_inflating_it(tmp_path):
     bomb = tmp_path / "bomb.npz"
     np.savez_compressed(bomb, x=np.zeros((1 << 20, 8), np.float64), y=np.zeros(1 << 20, np.int64))
     assert bomb.stat().st_size < 1 << 20  # 72 MiB of arrays in well under 1 MiB
-    limits = FileLimits(max_bytes_in_memory=16 << 20, max_samples=10 << 20)
+    limits = DataConfig(max_bytes_in_memory=16 << 20, max_samples=10 << 20)
     tracemalloc.start()
     try:
         rejected(bomb, "over the limit of 16.0 MiB", DataSpec((8,), 3, limits=limits))
@@ -260,11 +261,11 @@ def test_a_zip_bomb_is_refused_without_inflating_it(tmp_path):
 def test_a_pt_file_whose_tensors_exceed_the_memory_limit_is_refused_before_loading(tmp_path):
     torch.save({"x": torch.zeros(1 << 18, 4), "y": torch.zeros(1 << 18, dtype=torch.long)}, tmp_path / "big.pt")
     rejected(tmp_path / "big.pt", "its tensors as stored\\), over the limit of 1.0 MiB",
-             DataSpec((4,), 3, limits=FileLimits(max_bytes_in_memory=1 << 20)))
+             DataSpec((4,), 3, limits=DataConfig(max_bytes_in_memory=1 << 20)))
 
 
 def test_parquet_and_csv_row_counts_are_checked_before_parsing(tmp_path):
-    limits = FileLimits(max_samples=10)
+    limits = DataConfig(max_samples=10)
     parquet = write_parquet(tmp_path / "b.parquet", {f"f{i}": [0.0] * 50 for i in range(4)} | {"label": [0] * 50})
     rejected(parquet, "declares 50 samples, over the limit of 10", DataSpec((4,), 3, limits=limits))
     csv_path = tmp_path / "b.csv"
@@ -307,7 +308,7 @@ def test_a_symbolic_link_is_refused_unless_links_are_followed(tmp_path):
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "link.npz").symlink_to(tmp_path / "outside.npz")
     rejected(tmp_path / "inbox" / "link.npz", "is a symbolic link .*data.follow_symlinks = true")
-    followed = DataSpec((4,), 3, min_samples=2, limits=FileLimits(follow_symlinks=True))
+    followed = DataSpec((4,), 3, min_samples=2, limits=DataConfig(follow_symlinks=True))
     assert len(load_batch(tmp_path / "inbox" / "link.npz", followed)) == 6
 
 
