@@ -55,6 +55,7 @@ from retain.strategies.forgetting import GateConfig, GateMetrics, evaluate_gate
 from retain.strategies.measure import measure_batch
 from retain.strategies.meta import ReptileSettings
 from retain.strategies.models import mlp, predict
+from retain.strategies.job import TrainingJob
 from retain.strategies.kinds import STRATEGIES
 from retain.strategies.policy import (
     Choice,
@@ -352,10 +353,12 @@ class Setup:
 def train_strategies(production: nn.Module, memory: ReplayMemory, train: Data, report: ShiftReport, setup: Setup,
                      seed: int) -> dict[str, nn.Module]:
     """One candidate per strategy, each from the same production model and memory."""
+    job = TrainingJob.from_memory(production, train, memory, replace(setup.training, seed=seed),
+                                  reptile=setup.reptile)
     return {
-        strategy: train_candidate(Choice(strategy, hyperparameters(strategy, report, setup.policy, setup.training.lr),
-                                         "", strategy),
-                                  production, train, memory, replace(setup.training, seed=seed), reptile=setup.reptile)
+        strategy: train_candidate(
+            Choice(strategy, hyperparameters(strategy, report, setup.policy, setup.training.lr), "", strategy), job
+        )
         for strategy in STRATEGIES
     }
 
@@ -397,7 +400,7 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
                                 replay_capacity=setup.capacity, audit_fraction=setup.audit_fraction)
         step = adapt_step(production, memory, NewBatch(x, y, source=t, num_classes=stream.max_classes),
                           tuple(history), settings, report=report,
-                          train=lambda choice, *args, **kwargs: candidates[choice.strategy])
+                          train=lambda choice, job: candidates[choice.strategy])
         decision = "rejected"
         if step.accepted is not None:
             production, decision = step.accepted.model, f"{step.accepted.choice.strategy} accepted"

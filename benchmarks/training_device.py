@@ -21,6 +21,7 @@ from torch import nn
 
 from retain.strategies.adapt import train_candidate
 from retain.strategies.models import mlp, predict, small_cnn
+from retain.strategies.job import TrainingJob
 from retain.strategies.kinds import STRATEGIES
 from retain.strategies.policy import Choice
 from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
@@ -67,14 +68,15 @@ def time_strategies(workload: Workload, settings: TrainingSettings) -> dict[str,
     production = train_initial(workload.model(), *train, settings)
     memory = remember(ReplayMemory.empty(tuple(x0.shape[1:])), train, holdout, 0, capacity=1000, audit_fraction=0.3,
                       seed=0)
+    job = TrainingJob.from_memory(production, workload.batch, memory, settings)
     results = {}
     for strategy in STRATEGIES:
         choice = Choice(strategy, {"lr": settings.lr}, "", strategy)
-        train_candidate(choice, production, workload.batch, memory, settings)  # warm-up: kernels, allocator
+        train_candidate(choice, job)  # warm-up: kernels, allocator
         if settings.device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        candidate = train_candidate(choice, production, workload.batch, memory, settings)
+        candidate = train_candidate(choice, job)
         seconds = time.perf_counter() - started  # the candidate is back on the CPU: synchronised
         accuracy = float((predict(candidate, workload.test[0]) == workload.test[1]).double().mean())
         results[strategy] = (seconds, accuracy)

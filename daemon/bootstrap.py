@@ -15,7 +15,16 @@ from retain.daemon.loading import BatchRejected, DataSpec, load_batch, read_arra
 from retain.daemon.logs import fields
 from retain.daemon.service import ensure_workdir
 from retain.daemon.versions import ModelSpec, save_memory, save_model
-from retain.registry import ArtifactStore, ModelVersion, NewVersion, Registry, RegistryError, SchemaError, VersionStatus
+from retain.registry import (
+    ArtifactStore,
+    ModelVersion,
+    NewVersion,
+    Registry,
+    RegistryError,
+    SchemaError,
+    VersionDetails,
+    VersionStatus,
+)
 from retain.strategies.forgetting import evaluate_gate
 from retain.strategies.models import head_width
 from retain.strategies.replay import INIT_SOURCE, ReplayMemory, remember, split_holdout
@@ -130,7 +139,7 @@ def init_workspace(
                 acc_old_candidate=gate.acc_old_candidate,
                 acc_new_candidate=gate.acc_new_candidate,
                 rationale=f"initial model {'trained on' if train else 'imported with'} {data.name}",
-                details={"init_data": str(data), "n_train": len(train_part[1]), "n_holdout": len(holdout[1])},
+                details=VersionDetails(init_data=str(data), n_train=len(train_part[1]), n_holdout=len(holdout[1])),
             ),
             promote=True,
             actor=actor,

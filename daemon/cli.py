@@ -244,7 +244,9 @@ def show(
     from retain.daemon.views import version_detail
 
     registry = open_registry(ctx.obj.config())
-    row = version_detail(registry.version(version), registry.alias(), lineage(registry, version))
+    stored = registry.version(version)
+    row = version_detail(stored, registry.alias(), lineage(registry, version))
+    details = stored.version_details()
     if as_json:
         emit_json(row)
         return
@@ -252,10 +254,11 @@ def show(
                             f"{' (production)' if row['is_production'] else ''}, strategy {row['strategy']}"))
     out.print(f"lineage: {' <- '.join(map(str, row['lineage']))}    batch: {row['batch'] or '-'}")
     if row["severity"] is not None:
-        shift = row["details"].get("shift", {})
+        distance = details.shift.label_distance if details.shift else 0.0
+        novel = list(details.shift.novel_classes) if details.shift else []
         out.print(
             f"shift: {row['severity']} (MMD² {row['shift_score']:.4g}, p {row['p_value']:.3g}, "
-            f"label distance {shift.get('label_distance', 0):.3f}, novel {shift.get('novel_classes', [])})"
+            f"label distance {distance:.3f}, novel {novel})"
         )
     for label, cand, prod in (
         ("old accuracy", row["acc_old_candidate"], row["acc_old_production"]),
@@ -265,14 +268,13 @@ def show(
             prod_text = "-" if prod is None else f"{prod:.4f}"
             out.print(f"{label}: candidate {cand:.4f}, production {prod_text}")
     if row["forgetting"] is not None:
-        details = row["details"]
-        stderr = f" ± {details['forgetting_stderr']:.4f}" if "forgetting_stderr" in details else ""
-        limit = f", limit {details['forgetting_limit']:.4f}" if "forgetting_limit" in details else ""
+        stderr = "" if details.forgetting_stderr is None else f" ± {details.forgetting_stderr:.4f}"
+        limit = "" if details.forgetting_limit is None else f", limit {details.forgetting_limit:.4f}"
         out.print(f"forgetting: {row['forgetting']:+.4f}{stderr}{limit}")
-    for item in row["details"].get("per_batch", []):
+    for group in details.per_batch or ():
         out.print(
-            f"  audit batch {item['batch']}: production {item['production']:.3f}, "
-            f"candidate {item['candidate']:.3f}, forgetting {item['forgetting']:+.3f} (n={item['n']})"
+            f"  audit batch {group.batch}: production {group.production:.3f}, "
+            f"candidate {group.candidate:.3f}, forgetting {group.forgetting:+.3f} (n={group.n})"
         )
     out.print(f"rationale: {row['rationale']}")
     for reason in row["decision_reasons"]:

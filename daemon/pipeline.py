@@ -4,7 +4,6 @@ report. This is where ``strategies`` and ``registry`` meet."""
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import time
@@ -24,10 +23,14 @@ from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memo
 from retain.registry import (
     ArtifactStore,
     Batch,
+    BatchForgetting,
     BatchState,
+    ChoiceDetails,
     ModelVersion,
     NewVersion,
     Registry,
+    ShiftDetails,
+    VersionDetails,
     VersionStatus,
     as_utc,
     atomic_copy,
@@ -37,7 +40,7 @@ from retain.strategies.models import head_module
 from retain.strategies.policy import Choice, ShiftHistoryEntry
 from retain.strategies.replay import ReplayMemory
 from retain.strategies.shift import ShiftReport
-from retain.strategies.step import Candidate, NewBatch, StepSettings, adapt_step
+from retain.strategies.step import Candidate, NewBatch, StepResult, StepSettings, adapt_step
 from retain.strategies.training import TrainingHooks, TrainingProgress
 
 log = logging.getLogger("retain.pipeline")
@@ -55,6 +58,19 @@ class BatchOutcome:
     decision: str | None = None
     reason: str | None = None
     requeue: Path | None = None  # a file to record again: it holds new content
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """A claimed batch with its loaded data and the production version it adapts."""
+
+    batch: Batch
+    path: Path
+    loaded: LoadedBatch
+    production: ModelVersion
+    model: nn.Module
+    memory: ReplayMemory
+    spec: ModelSpec
 
 
 def batch_seed(sha256: str) -> int:
@@ -147,8 +163,8 @@ class Pipeline:
             production = self.registry.version(aliases["production"])
         if production is not None:
             self.metrics.production_forgetting.set(production.forgetting or 0.0)
-            limit = json.loads(production.details).get("forgetting_limit", self.config.gate.max_forgetting)
-            self.metrics.production_forgetting_limit.set(limit)
+            limit = production.version_details().forgetting_limit
+            self.metrics.production_forgetting_limit.set(self.config.gate.max_forgetting if limit is None else limit)
 
     def _finished(self, batch: Batch) -> None:
         self.metrics.last_batch.set_to_current_time()
@@ -181,7 +197,7 @@ class Pipeline:
         if loaded.sha256 != batch.sha256:
             return self._changed_since_queued(batch, path, loaded.sha256)
         try:
-            return self._adapt(batch, path, loaded, production, model, memory, spec)
+            return self._adapt(BatchJob(batch, path, loaded, production, model, memory, spec))
         except UnusableBatch as exc:
             return self._reject(batch, path, str(exc))
 
@@ -228,7 +244,8 @@ class Pipeline:
         entries: dict[int, ShiftHistoryEntry] = {}
         for version in self.registry.versions():
             if version.batch_id is not None and version.severity is not None:
-                novel = tuple(json.loads(version.details).get("shift", {}).get("novel_classes", []))
+                shift = version.version_details().shift
+                novel = shift.novel_classes if shift is not None else ()
                 entries[version.batch_id] = ShiftHistoryEntry(
                     batch_id=version.batch_id, severity=version.severity, p_value=version.p_value or 1.0,
                     novel_classes=novel,
@@ -273,19 +290,11 @@ class Pipeline:
 
         return report
 
-    def _adapt(
-        self,
-        batch: Batch,
-        path: Path,
-        loaded: LoadedBatch,
-        production: ModelVersion,
-        model: nn.Module,
-        memory: ReplayMemory,
-        spec: ModelSpec,
-    ) -> BatchOutcome:
+    def _adapt(self, job: BatchJob) -> BatchOutcome:
+        batch, loaded, spec = job.batch, job.loaded, job.spec
         seed = batch_seed(batch.sha256)
         assert loaded.y is not None
-        report = self.measure(model, spec, memory, loaded, seed)
+        report = self.measure(job.model, spec, job.memory, loaded, seed)
         self.metrics.shift_score.set(report.mmd2)
         self.metrics.shift_pvalue.set(report.p_value)
         log.info(
@@ -308,22 +317,18 @@ class Pipeline:
             audit_fraction=config.replay.audit_fraction, head=spec.head,
         )
         step = adapt_step(
-            model, memory, NewBatch(loaded.x, loaded.y, source=batch.id, num_classes=spec.num_classes),
+            job.model, job.memory, NewBatch(loaded.x, loaded.y, source=batch.id, num_classes=spec.num_classes),
             self.history(), settings, hooks=self._hooks(batch), report=report,
             on_choice=self._log_choice(batch), on_candidate=self._log_candidate(batch),
         )
-        candidates, train, holdout = list(step.candidates), step.train, step.holdout
+        candidates, production = list(step.candidates), job.production
 
         replay_sha256 = save_memory(step.memory, self.artifacts)
-        news = [
-            self._new_version(c, production, batch, report, spec, replay_sha256, len(train[1]), len(holdout[1]),
-                              first_of=None if i == 0 else production.version)
-            for i, c in enumerate(candidates)
-        ]
+        news = [self._new_version(job, step, candidate, replay_sha256) for candidate in candidates]
         accepted = [i for i, c in enumerate(candidates) if c.verdict.accepted]
         promote_index = accepted[0] if accepted and self.config.registry.auto_promote else None
         rows, moved = self.registry.register_versions(news, promote_index=promote_index, actor=f"daemon:{self.owner}")
-        target = move_file(path, self.config.processed_dir, batch.id, batch.name)
+        target = move_file(job.path, self.config.processed_dir, batch.id, batch.name)
         self.registry.move_batch(batch.id, str(target), n_samples=len(loaded))
 
         final = candidates[accepted[0]] if accepted else candidates[-1]
@@ -361,53 +366,34 @@ class Pipeline:
             )
         return BatchOutcome(batch.id, BatchState.DONE, version=final_row.version, decision=final.verdict.decision)
 
-    def _new_version(
-        self,
-        candidate: Candidate,
-        production: ModelVersion,
-        batch: Batch,
-        report: ShiftReport,
-        spec: ModelSpec,
-        replay_sha256: str,
-        n_train: int,
-        n_holdout: int,
-        first_of: int | None,
-    ) -> NewVersion:
-        gate, choice = candidate.gate, candidate.choice
-        width = head_module(candidate.model, spec.head).out_features
-        details = {
-            "shift": {
-                "mmd2": report.mmd2,
-                "p_value": report.p_value,
-                "label_distance": report.label_distance,
-                "novel_classes": list(report.novel_classes),
-                "accuracy_reference": report.accuracy_reference,
-                "accuracy_batch": report.accuracy_batch,
-                "probe_accuracy": report.probe_accuracy,
-                "reasons": list(report.reasons),
-            },
-            "choice": {"rule": choice.rule, "hyperparameters": choice.hyperparameters,
-                       "measurements": choice.measurements, "fallback": choice.fallback},
-            "per_batch": [
-                {"batch": g.source, "n": g.n, "production": g.production, "candidate": g.candidate,
-                 "forgetting": g.forgetting}
-                for g in gate.groups
-            ],
-            "forgetting_limit": candidate.verdict.forgetting_limit,
-            "forgetting_stderr": gate.forgetting_stderr,
-            "training_seconds": round(candidate.duration, 3),
-            "n_train": n_train,
-            "n_holdout": n_holdout,
-            "is_fallback": first_of is not None,
-        }
+    def _new_version(self, job: BatchJob, step: StepResult, candidate: Candidate, replay_sha256: str) -> NewVersion:
+        gate, choice, report = candidate.gate, candidate.choice, step.report
+        width = head_module(candidate.model, job.spec.head).out_features
+        details = VersionDetails(
+            shift=ShiftDetails(
+                mmd2=report.mmd2, p_value=report.p_value, label_distance=report.label_distance,
+                novel_classes=report.novel_classes, accuracy_reference=report.accuracy_reference,
+                accuracy_batch=report.accuracy_batch, probe_accuracy=report.probe_accuracy, reasons=report.reasons,
+            ),
+            choice=ChoiceDetails(rule=choice.rule, hyperparameters=choice.hyperparameters,
+                                 measurements=choice.measurements, fallback=choice.fallback),
+            per_batch=tuple(BatchForgetting(batch=g.source, n=g.n, production=g.production, candidate=g.candidate,
+                                            forgetting=g.forgetting) for g in gate.groups),
+            forgetting_limit=candidate.verdict.forgetting_limit,
+            forgetting_stderr=gate.forgetting_stderr,
+            training_seconds=round(candidate.duration, 3),
+            n_train=len(step.train[1]),
+            n_holdout=len(step.holdout[1]),
+            is_fallback=candidate is not step.candidates[0],
+        )
         return NewVersion(
             status=VersionStatus(candidate.verdict.decision),
             strategy=choice.strategy,
-            model_spec=replace(spec, num_classes=width).to_dict(),
+            model_spec=replace(job.spec, num_classes=width).to_dict(),
             artifact_sha256=save_model(candidate.model, self.artifacts),
             replay_sha256=replay_sha256,
-            parent=production.version,
-            batch_id=batch.id,
+            parent=job.production.version,
+            batch_id=job.batch.id,
             severity=report.severity,
             shift_score=report.mmd2,
             p_value=report.p_value,

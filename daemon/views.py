@@ -42,8 +42,8 @@ def version_row(version: ModelVersion, production: int | None) -> dict[str, Any]
 def version_detail(version: ModelVersion, production: int | None, lineage: list[int]) -> dict[str, Any]:
     return version_row(version, production) | {
         "shift_score": version.shift_score,
-        "decision_reasons": json.loads(version.decision_reasons),
-        "details": json.loads(version.details),
+        "decision_reasons": version.reasons(),
+        "details": version.version_details().to_dict(),
         "model_spec": json.loads(version.model_spec),
         "replay_sha256": version.replay_sha256,
         "lineage": lineage,

@@ -2,6 +2,7 @@
 and an artifact store."""
 
 from retain.registry.artifacts import ArtifactError, ArtifactStore, atomic_copy, atomic_write, stale_temp_files
+from retain.registry.details import BatchForgetting, ChoiceDetails, ShiftDetails, VersionDetails
 from retain.registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
 from retain.registry.migrations import Migration, upgrade
 from retain.registry.store import PRODUCTION, UNREAD_PREFIX, NewVersion, Registry
@@ -14,6 +15,7 @@ from retain.registry.tables import (
     Batch,
     BatchState,
     ModelVersion,
+    VersionFields,
     VersionStatus,
     as_utc,
 )
@@ -21,27 +23,32 @@ from retain.registry.tables import (
 __all__ = [
     "FINISHED",
     "IN_FLIGHT",
-    "AliasAction",
-    "BatchState",
-    "VersionStatus",
     "PRODUCTION",
     "UNREAD_PREFIX",
     "Alias",
-    "as_utc",
-    "atomic_copy",
-    "atomic_write",
-    "stale_temp_files",
+    "AliasAction",
     "AliasConflict",
     "AliasEvent",
     "ArtifactError",
     "ArtifactStore",
     "Batch",
+    "BatchForgetting",
+    "BatchState",
+    "ChoiceDetails",
     "Migration",
     "ModelVersion",
     "NewVersion",
     "Registry",
     "RegistryError",
     "SchemaError",
+    "ShiftDetails",
     "UnknownVersion",
+    "VersionDetails",
+    "VersionFields",
+    "VersionStatus",
+    "as_utc",
+    "atomic_copy",
+    "atomic_write",
+    "stale_temp_files",
     "upgrade",
 ]

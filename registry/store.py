@@ -14,14 +14,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ConfigDict
 from sqlalchemy import event, func, or_, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine, select
 
+from retain.registry.details import VersionDetails
 from retain.registry.errors import AliasConflict, RegistryError, UnknownVersion
 from retain.registry.migrations import upgrade
 from retain.registry.tables import (
@@ -33,6 +34,7 @@ from retain.registry.tables import (
     Batch,
     BatchState,
     ModelVersion,
+    VersionFields,
     VersionStatus,
     utcnow,
 )
@@ -42,28 +44,24 @@ UNREAD_PREFIX = "unread-"  # Batch.sha256 of a file refused before its content w
 _VERSION_LOCK_KEY = 0x72657461  # "reta": advisory lock id for version allocation
 
 
-@dataclass(frozen=True)
-class NewVersion:
-    """Everything needed to register a candidate; the registry allocates the number."""
+class NewVersion(VersionFields):
+    """A candidate to register: the registry allocates its number. The JSON columns are held
+    as what they mean; ``register_versions`` encodes them."""
 
-    status: str
-    strategy: str
+    model_config = ConfigDict(frozen=True)
+
     model_spec: dict[str, Any]
-    artifact_sha256: str
-    replay_sha256: str
-    parent: int | None = None
-    batch_id: int | None = None
-    severity: str | None = None
-    shift_score: float | None = None
-    p_value: float | None = None
-    acc_old_candidate: float | None = None
-    acc_old_production: float | None = None
-    acc_new_candidate: float | None = None
-    acc_new_production: float | None = None
-    forgetting: float | None = None
-    rationale: str = ""
     decision_reasons: tuple[str, ...] = ()
-    details: dict[str, Any] | None = None
+    details: VersionDetails = VersionDetails()
+
+    def row(self, version: int) -> ModelVersion:
+        return ModelVersion(
+            version=version,
+            **self.model_dump(include=set(VersionFields.model_fields)),
+            decision_reasons=json.dumps(list(self.decision_reasons)),
+            details=json.dumps(self.details.to_dict()),
+            model_spec=json.dumps(self.model_spec),
+        )
 
 
 _SQLITE_BUSY_TIMEOUT_S = 30
@@ -328,16 +326,8 @@ class Registry:
                 if existing:
                     return existing, False
             latest = session.exec(select(func.max(ModelVersion.version))).one() or 0
-            rows = []
-            for offset, new in enumerate(news, start=1):
-                values = asdict(new) | {
-                    "decision_reasons": json.dumps(list(new.decision_reasons)),
-                    "details": json.dumps(new.details or {}),
-                    "model_spec": json.dumps(new.model_spec),
-                }
-                row = ModelVersion(version=latest + offset, **values)
-                session.add(row)
-                rows.append(row)
+            rows = [new.row(latest + offset) for offset, new in enumerate(news, start=1)]
+            session.add_all(rows)
             session.flush()
             final = rows[promote_index] if promote_index is not None else rows[-1]
             if final.batch_id is not None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlmodel import Field, SQLModel
+
+from retain.registry.details import VersionDetails
 
 
 def utcnow() -> datetime:
@@ -64,11 +67,10 @@ class Batch(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-class ModelVersion(SQLModel, table=True):
-    __tablename__ = "model_version"
+class VersionFields(SQLModel):
+    """The columns of a version that a caller supplies; the registry adds its number and time.
+    ``NewVersion`` is these plus the JSON columns as Python values."""
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int = Field(unique=True, index=True)
     parent: int | None = None
     batch_id: int | None = Field(default=None, foreign_key="batch.id")
     status: str  # a VersionStatus
@@ -82,12 +84,26 @@ class ModelVersion(SQLModel, table=True):
     acc_new_production: float | None = None
     forgetting: float | None = None
     rationale: str = ""
-    decision_reasons: str = "[]"  # JSON list of the gate's reasons
-    details: str = "{}"  # JSON: shift report, per-batch forgetting, hyperparameters
-    model_spec: str  # JSON: factory, kwargs, input_shape, num_classes, head
     artifact_sha256: str = Field(max_length=64)
     replay_sha256: str = Field(max_length=64)
+
+
+class ModelVersion(VersionFields, table=True):
+    __tablename__ = "model_version"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(unique=True, index=True)
+    decision_reasons: str = "[]"  # JSON list of the gate's reasons
+    details: str = "{}"  # JSON of a VersionDetails: shift report, per-batch forgetting, hyperparameters
+    model_spec: str  # JSON: factory, kwargs, input_shape, num_classes, head
     created_at: datetime = Field(default_factory=utcnow)
+
+    def version_details(self) -> VersionDetails:
+        return VersionDetails.from_dict(json.loads(self.details))
+
+    def reasons(self) -> list[str]:
+        """The gate's reasons."""
+        return json.loads(self.decision_reasons)
 
 
 class Alias(SQLModel, table=True):

@@ -3,11 +3,11 @@ classes the model has never seen), with rehearsal from the replay buffer."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from retain.strategies.job import TrainingJob
 from retain.strategies.models import head_module, prepare_candidate
-from retain.strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
+from retain.strategies.training import rehearsal_plugins, run_template
 
 
 def backbone_parameters(model: nn.Module, head: str) -> list[tuple[str, nn.Parameter]]:
@@ -43,28 +43,20 @@ def frozen_backbone_plugin(model: nn.Module, head: str):
     return FrozenBackbone()
 
 
-def feature_extraction(
-    production: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    rehearsal: tuple[torch.Tensor, torch.Tensor],
-    settings: TrainingSettings,
-    lr: float,
-    head: str = "head",
-    hooks: TrainingHooks = TrainingHooks(),
-) -> nn.Module:
-    """A candidate whose backbone is bit-identical to ``production``'s; only the head learns."""
-    candidate = prepare_candidate(production, head, torch.cat([train[1], rehearsal[1]]))
+def feature_extraction(job: TrainingJob, lr: float) -> nn.Module:
+    """A candidate whose backbone is bit-identical to ``job.production``'s; only the head learns."""
+    candidate = prepare_candidate(job.production, job.head, job.labels())
     # The template's optimizer covers every parameter: without requires_grad=False the
     # backbone would still move (weight decay, momentum).
-    frozen = backbone_parameters(candidate, head)
+    frozen = backbone_parameters(candidate, job.head)
     for _, parameter in frozen:
         parameter.requires_grad_(False)
     try:
         run_template(
-            candidate, *train, settings, lr,
-            plugins=[*rehearsal_plugins(production, rehearsal, train[1], settings),
-                     frozen_backbone_plugin(candidate, head)],
-            hooks=hooks,
+            candidate, *job.train, job.settings, lr,
+            plugins=[*rehearsal_plugins(job.production, job.rehearsal, job.train[1], job.settings),
+                     frozen_backbone_plugin(candidate, job.head)],
+            hooks=job.hooks,
         )
     finally:
         for _, parameter in frozen:

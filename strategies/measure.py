@@ -8,7 +8,13 @@ from torch import nn
 from retain.errors import RetainError
 from retain.strategies.models import features_and_logits
 from retain.strategies.replay import ReplayMemory
-from retain.strategies.shift import ShiftReport, ShiftThresholds, linear_probe_accuracy, measure_shift
+from retain.strategies.shift import (
+    ShiftEvidence,
+    ShiftReport,
+    ShiftThresholds,
+    linear_probe_accuracy,
+    measure_shift,
+)
 
 
 class UnusableBatch(RetainError, ValueError):
@@ -45,17 +51,16 @@ def measure_batch(
             "the production model's features overflow on this batch (values beyond float32's range): "
             "scale the features"
         )
-    return measure_shift(
-        reference_features,
-        memory.y,
-        batch_features,
-        y,
+    evidence = ShiftEvidence(
+        reference_features=reference_features,
+        reference_labels=memory.y,
+        batch_features=batch_features,
+        batch_labels=y,
         accuracy_reference=accuracy(audit_logits, audit_y),
         accuracy_batch=accuracy(batch_logits, y),
         num_classes=max(num_classes, int(y.max()) + 1),
-        thresholds=thresholds,
-        seed=seed,
         probe_accuracy=linear_probe_accuracy(
             torch.cat([batch_features, reference_features]), torch.cat([y, memory.y]), seed=seed % (2**31)
         ),
     )
+    return measure_shift(evidence, thresholds, seed)

@@ -16,9 +16,10 @@ from torch import nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 from torch.nn import functional as F
 
+from retain.strategies.job import TrainingJob
 from retain.strategies.models import prepare_candidate
 from retain.strategies.settings import ReptileSettings
-from retain.strategies.training import TrainingHooks, TrainingSettings, rehearsal_plugins, run_template
+from retain.strategies.training import rehearsal_plugins, run_template
 
 Task = tuple[torch.Tensor, torch.Tensor]
 
@@ -75,23 +76,13 @@ def meta_tasks(
     return [*tasks, support]
 
 
-def meta(
-    production: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    rehearsal: tuple[torch.Tensor, torch.Tensor],
-    rehearsal_source: torch.Tensor,
-    settings: TrainingSettings,
-    lr: float,
-    reptile_settings: ReptileSettings = ReptileSettings(),
-    head: str = "head",
-    hooks: TrainingHooks = TrainingHooks(),
-) -> nn.Module:
+def meta(job: TrainingJob, lr: float) -> nn.Module:
     """A candidate adapted on the new batch from a meta-learned initialisation."""
-    candidate = prepare_candidate(production, head, torch.cat([train[1], rehearsal[1]]))
-    tasks = meta_tasks(rehearsal, rehearsal_source, train)
+    candidate = prepare_candidate(job.production, job.head, job.labels())
+    tasks = meta_tasks(job.rehearsal, job.sources, job.train)
     return run_template(
-        candidate, *train, settings, lr,
-        plugins=[meta_plugin(tasks, reptile_settings, settings.seed),
-                 *rehearsal_plugins(production, rehearsal, train[1], settings)],
-        hooks=hooks,
+        candidate, *job.train, job.settings, lr,
+        plugins=[meta_plugin(tasks, job.reptile, job.settings.seed),
+                 *rehearsal_plugins(job.production, job.rehearsal, job.train[1], job.settings)],
+        hooks=job.hooks,
     )

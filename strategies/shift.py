@@ -14,6 +14,22 @@ import torch
 from retain.strategies.kinds import SEVERITIES, Severity
 from retain.strategies.settings import ShiftThresholds
 
+
+@dataclass(frozen=True)
+class ShiftEvidence:
+    """What the production model makes of the reference (the replay memory) and of the batch:
+    penultimate features, labels and accuracies."""
+
+    reference_features: torch.Tensor
+    reference_labels: torch.Tensor
+    batch_features: torch.Tensor
+    batch_labels: torch.Tensor
+    accuracy_reference: float  # on the replay audit set
+    accuracy_batch: float
+    num_classes: int
+    probe_accuracy: float | None = None  # a linear probe on the frozen features (linear_probe_accuracy)
+
+
 @dataclass(frozen=True)
 class MMDResult:
     statistic: float  # biased MMD² estimate with a Gaussian kernel
@@ -158,41 +174,28 @@ def linear_probe_accuracy(features: torch.Tensor, labels: torch.Tensor, seed: in
     return float(probe.score(scaler.transform(x_test), y_test))
 
 
-def measure_shift(
-    reference_features: torch.Tensor,
-    reference_labels: torch.Tensor,
-    batch_features: torch.Tensor,
-    batch_labels: torch.Tensor,
-    accuracy_reference: float,
-    accuracy_batch: float,
-    num_classes: int,
-    thresholds: ShiftThresholds = ShiftThresholds(),
-    seed: int = 0,
-    probe_accuracy: float | None = None,
-) -> ShiftReport:
+def measure_shift(evidence: ShiftEvidence, thresholds: ShiftThresholds = ShiftThresholds(), seed: int = 0) -> ShiftReport:
     """Measure how far a batch has moved from the reference, and how badly."""
+    e = evidence
     mmd = mmd_permutation_test(
-        reference_features,
-        batch_features,
-        permutations=thresholds.permutations,
-        max_samples=thresholds.max_samples,
-        seed=seed,
+        e.reference_features, e.batch_features, permutations=thresholds.permutations,
+        max_samples=thresholds.max_samples, seed=seed,
     )
-    distance = label_distance(reference_labels, batch_labels, num_classes)
-    novel = novel_classes(reference_labels, batch_labels)
+    distance = label_distance(e.reference_labels, e.batch_labels, e.num_classes)
+    novel = novel_classes(e.reference_labels, e.batch_labels)
     severity, reasons = classify_severity(
-        mmd.p_value, distance, novel, accuracy_reference - accuracy_batch, thresholds
+        mmd.p_value, distance, novel, e.accuracy_reference - e.accuracy_batch, thresholds
     )
     return ShiftReport(
         mmd2=mmd.statistic,
         p_value=mmd.p_value,
         label_distance=distance,
         novel_classes=novel,
-        accuracy_reference=accuracy_reference,
-        accuracy_batch=accuracy_batch,
-        n_reference=len(reference_features),
-        n_batch=len(batch_features),
+        accuracy_reference=e.accuracy_reference,
+        accuracy_batch=e.accuracy_batch,
+        n_reference=len(e.reference_features),
+        n_batch=len(e.batch_features),
         severity=severity,
         reasons=reasons,
-        probe_accuracy=probe_accuracy,
+        probe_accuracy=e.probe_accuracy,
     )

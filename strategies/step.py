@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from retain.strategies.adapt import train_candidate
+from retain.strategies.job import TrainingJob
 from retain.strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
 from retain.strategies.measure import measure_batch
 from retain.strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
@@ -74,7 +75,7 @@ class StepResult:
         return self.accepted or self.candidates[-1]
 
 
-Trainer = Callable[..., nn.Module]  # the signature of ``train_candidate``
+Trainer = Callable[[Choice, TrainingJob], nn.Module]  # the signature of ``train_candidate``
 
 
 def adapt_step(
@@ -101,11 +102,13 @@ def adapt_step(
         report = measure_batch(production, settings.head, memory, batch.x, batch.y, batch.num_classes,
                                settings.thresholds, seed)
 
+    job = TrainingJob.from_memory(production, train_data, memory, settings.training, head=settings.head,
+                                  hooks=hooks, reptile=settings.reptile)
+
     def train_and_gate(choice: Choice) -> Candidate:
         on_choice(choice)
         started = time.monotonic()
-        model = train(choice, production, train_data, memory, settings.training, head=settings.head,
-                      reptile=settings.reptile, hooks=hooks)
+        model = train(choice, job)
         duration = time.monotonic() - started
         gate = evaluate_gate(production, model, memory.audit_groups(), holdout)
         candidate = Candidate(choice, model, gate, verdict(gate, settings.gate, report.novel_classes), duration)

@@ -14,6 +14,7 @@ import torch
 from conftest import retain, save_npz, write_config
 from retain.strategies.adapt import train_candidate
 from retain.strategies.forgetting import evaluate_gate
+from retain.strategies.job import TrainingJob
 from retain.strategies.models import mlp, predict
 from retain.strategies.kinds import STRATEGIES
 from retain.strategies.policy import Choice
@@ -52,7 +53,7 @@ def test_each_strategy_trains_on_the_gpu_and_returns_a_cpu_model_as_good_as_the_
     for settings in (CPU, GPU):
         torch.cuda.reset_peak_memory_stats()
         resident = torch.cuda.memory_allocated()
-        candidates[settings.device] = train_candidate(choice, production, batch, memory, settings)
+        candidates[settings.device] = train_candidate(choice, TrainingJob.from_memory(production, batch, memory, settings))
         assert (torch.cuda.max_memory_allocated() > resident) == (settings.device == "cuda")
     gpu = candidates["cuda"]
     assert on_cpu(gpu) and not gpu.training
@@ -91,6 +92,6 @@ def test_training_on_the_gpu_leaves_the_global_generators_as_they_were(productio
     torch.manual_seed(12345)  # a state that no training seed reproduces
     torch.rand(3), torch.rand(3, device="cuda")
     cpu_state, gpu_state = torch.get_rng_state(), torch.cuda.get_rng_state()
-    train_candidate(Choice("meta", {"lr": 0.003}, "", "meta"), production, batch, memory, GPU)
+    train_candidate(Choice("meta", {"lr": 0.003}, "", "meta"), TrainingJob.from_memory(production, batch, memory, GPU))
     assert torch.equal(torch.get_rng_state(), cpu_state)
     assert torch.equal(torch.cuda.get_rng_state(), gpu_state)

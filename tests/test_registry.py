@@ -9,12 +9,16 @@ from sqlalchemy import inspect, text
 from conftest import fresh_postgres_database
 from retain.registry import (
     AliasConflict,
+    BatchForgetting,
+    ChoiceDetails,
     Migration,
     NewVersion,
     Registry,
     RegistryError,
     SchemaError,
+    ShiftDetails,
     UnknownVersion,
+    VersionDetails,
     upgrade,
 )
 from retain.registry.migrations import MIGRATIONS, latest_version
@@ -307,3 +311,29 @@ def test_a_file_refused_unread_is_recorded_once_however_often_it_is_seen(registr
     again = registry.add_refused_file("/inbox/huge.npz", "huge.npz", "too large")
     assert first.id == again.id and first.state == "rejected" and first.sha256.startswith("unread-")
     assert len(registry.batches()) == 1
+
+
+# ------------------------------------------------------------------ version details
+
+
+def test_version_details_come_back_from_the_registry_as_they_were_written(registry):
+    details = VersionDetails(
+        shift=ShiftDetails(mmd2=0.1, p_value=0.02, label_distance=0.3, novel_classes=(7,), accuracy_reference=0.9,
+                           accuracy_batch=0.5, probe_accuracy=None, reasons=("novel classes [7]",)),
+        choice=ChoiceDetails(rule="novel_classes", hyperparameters={"lr": 0.003}, measurements={"probe": 0.8},
+                             fallback=False),
+        per_batch=(BatchForgetting(batch=0, n=40, production=0.9, candidate=0.85, forgetting=0.05),),
+        forgetting_limit=0.08, forgetting_stderr=0.01, training_seconds=1.5, n_train=80, n_holdout=20,
+        is_fallback=False,
+    )
+    stored = NewVersion(**version().model_dump(exclude={"details"}), details=details)
+    row, _ = registry.register_version(stored)
+    assert registry.version(row.version).version_details() == details
+
+
+def test_details_leave_out_what_does_not_apply_and_read_old_rows():
+    initial = VersionDetails(init_data="init.npz", n_train=400, n_holdout=100)
+    assert initial.to_dict() == {"n_train": 400, "n_holdout": 100, "init_data": "init.npz"}
+    # A row written before the shift report had a probe: the field reads as absent.
+    old = VersionDetails.from_dict({"shift": {"mmd2": 0.2, "p_value": 0.01, "novel_classes": [3]}})
+    assert old.shift is not None and old.shift.novel_classes == (3,) and old.shift.probe_accuracy is None

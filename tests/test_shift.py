@@ -3,6 +3,7 @@
 import torch
 
 from retain.strategies.shift import (
+    ShiftEvidence,
     ShiftThresholds,
     classify_severity,
     label_distance,
@@ -80,11 +81,11 @@ def test_novel_classes_are_severe_and_named_in_the_reasons():
 
 def test_measure_shift_reports_every_measurement():
     labels = torch.arange(100) % 4
-    report = measure_shift(
+    evidence = ShiftEvidence(
         gaussian(100, seed=1), labels, gaussian(80, mean=1.0, seed=2), torch.arange(80) % 5,
         accuracy_reference=0.9, accuracy_batch=0.7, num_classes=5,
-        thresholds=ShiftThresholds(permutations=100),
     )
+    report = measure_shift(evidence, ShiftThresholds(permutations=100))
     assert report.p_value < 0.01
     assert report.novel_classes == (4,)
     assert abs(report.accuracy_drop - 0.2) < 1e-9

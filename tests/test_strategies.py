@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from retain.strategies.feature_extraction import feature_extraction
 from retain.strategies.finetune import finetune
+from retain.strategies.job import TrainingJob
 from retain.strategies.meta import ReptileSettings, reptile
 from retain.strategies.models import mlp, small_cnn, widen_head
 from retain.strategies.training import TrainingSettings
@@ -25,7 +26,7 @@ def blobs(n: int, classes: int, dim: int, seed: int, shift: float = 0.0) -> tupl
 def test_finetune_changes_the_weights_and_leaves_production_untouched():
     production = mlp((4,), 3, hidden=(8,))
     before = copy.deepcopy(production.state_dict())
-    candidate = finetune(production, blobs(60, 3, 4, 1), blobs(20, 3, 4, 2), SETTINGS, lr=0.01)
+    candidate = finetune(TrainingJob(production, blobs(60, 3, 4, 1), blobs(20, 3, 4, 2), SETTINGS), lr=0.01)
     assert all(torch.equal(before[k], v) for k, v in production.state_dict().items())
     assert any(not torch.equal(before[k], v) for k, v in candidate.state_dict().items())
 
@@ -41,7 +42,7 @@ def cnn_with_images():
 
 def test_feature_extraction_leaves_every_backbone_parameter_and_statistic_bit_identical():
     production, (x, y), rehearsal = cnn_with_images()
-    candidate = feature_extraction(production, (x, y), rehearsal, SETTINGS, lr=0.05)
+    candidate = feature_extraction(TrainingJob(production, (x, y), rehearsal, SETTINGS), lr=0.05)
     for name, tensor in production.backbone.state_dict().items():  # weights and BatchNorm buffers
         assert torch.equal(tensor, candidate.backbone.state_dict()[name]), name
     assert not torch.equal(production.head.weight, candidate.head.weight)
@@ -51,7 +52,7 @@ def test_feature_extraction_leaves_every_backbone_parameter_and_statistic_bit_id
 def test_feature_extraction_widens_the_head_for_new_classes():
     production = mlp((4,), 3, hidden=(8,))
     x, y = blobs(60, 5, 4, 1)
-    candidate = feature_extraction(production, (x, y), blobs(20, 3, 4, 2), SETTINGS, lr=0.05)
+    candidate = feature_extraction(TrainingJob(production, (x, y), blobs(20, 3, 4, 2), SETTINGS), lr=0.05)
     assert candidate.head.out_features == 5
     assert torch.equal(production.backbone[1].weight, candidate.backbone[1].weight)
 
@@ -124,7 +125,7 @@ def test_distillation_keeps_replayed_outputs_closer_to_production():
     settings = replace(SETTINGS, epochs=5)
 
     def drift(weight: float) -> float:
-        candidate = finetune(production, shifted, rehearsal, replace(settings, distillation=weight), lr=0.02)
+        candidate = finetune(TrainingJob(production, shifted, rehearsal, replace(settings, distillation=weight)), lr=0.02)
         with torch.no_grad():
             return float(F.kl_div(F.log_softmax(candidate(rehearsal[0]), 1), F.softmax(production(rehearsal[0]), 1),
                                   reduction="batchmean"))
@@ -156,8 +157,8 @@ def test_a_candidate_depends_on_its_seed_not_on_earlier_draws_from_the_global_ge
         for draws in (1, 7):
             torch.rand(draws)
             choice = Choice(strategy, {"lr": 0.01, "lr_scale": 1.0}, "", strategy)
-            candidate = train_candidate(choice, production, train, memory, SETTINGS,
-                                        reptile=ReptileSettings(meta_steps=3))
+            job = TrainingJob.from_memory(production, train, memory, SETTINGS, reptile=ReptileSettings(meta_steps=3))
+            candidate = train_candidate(choice, job)
             weights.append(torch.cat([p.flatten() for p in candidate.parameters()]))
         assert torch.equal(*weights), strategy
 
@@ -171,6 +172,7 @@ def test_meta_trains_a_model_with_batchnorm_and_reptile_leaves_its_running_stati
     initialised = reptile(copy.deepcopy(production), [rehearsal, (x, y)], ReptileSettings(meta_steps=5), seed=0)
     assert all(torch.equal(v, initialised.state_dict()[k]) for k, v in statistics.items())
     assert not torch.equal(production.head.weight, initialised.head.weight)
-    candidate = meta(production, (x, y), rehearsal, source, SETTINGS, lr=0.01,
-                     reptile_settings=ReptileSettings(meta_steps=5))
+    job = TrainingJob(production, (x, y), rehearsal, SETTINGS, rehearsal_source=source,
+                      reptile=ReptileSettings(meta_steps=5))
+    candidate = meta(job, lr=0.01)
     assert any(not torch.equal(v, candidate.state_dict()[k]) for k, v in statistics.items())  # training updates them
