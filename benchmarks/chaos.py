@@ -52,7 +52,7 @@ MEMORY_LIMIT = 256 << 20
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
-    from retain.daemon.demo import digits as bundled_digits
+    from retain.strategies.datasets import digits as bundled_digits
 
     return bundled_digits(shuffle_seed=0)
 

@@ -19,16 +19,16 @@ import warnings
 import numpy as np
 import torch
 
-from policy_regret import Setup, class_incremental, new_model
-from retain.strategies.models import predict
+from retain.strategies.models import mlp, predict
 from retain.strategies.replay import split_holdout
 from retain.strategies.training import TrainingSettings, quiet_avalanche, train_initial
+from streams import class_incremental
 
 
 def joint_forgetting(seed: int, epochs: int, holdout_fraction: float = 0.25) -> list[float]:
     """Per batch: the gate's forgetting between joint models before and after it."""
     stream = class_incremental(seed)
-    setup = Setup(training=TrainingSettings(epochs=epochs, batch_size=32, lr=0.003, device="cpu", seed=seed))
+    training = TrainingSettings(epochs=epochs, batch_size=32, lr=0.003, device="cpu", seed=seed)
     train_x, train_y, audit_x, audit_y = [], [], [], []
     previous, steps = None, []
     for t, experience in enumerate(stream.experiences):
@@ -37,7 +37,8 @@ def joint_forgetting(seed: int, epochs: int, holdout_fraction: float = 0.25) -> 
         train_x.append(tx)
         train_y.append(ty)
         xs, ys = torch.cat(train_x), torch.cat(train_y)
-        model = train_initial(new_model(stream, int(ys.max()) + 1, setup, seed), xs, ys, setup.training)
+        torch.manual_seed(seed)  # the same initial weights as policy_regret.py's models
+        model = train_initial(mlp((stream.dim,), int(ys.max()) + 1, hidden=(128, 64)), xs, ys, training)
         if previous is not None:
             ax, ay = torch.cat(audit_x), torch.cat(audit_y)
             before = float((predict(previous, ax) == ay).double().mean())

@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from policy_regret import best_strategies as best
-from policy_regret import mean_scores
+from scoring import best_strategies as best
+from scoring import mean_scores
 from sklearn.tree import DecisionTreeClassifier, export_text
 
 from retain.strategies.kinds import SEVERITIES, STRATEGIES

@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -51,10 +49,10 @@ import torch
 from torch import nn
 
 from retain.strategies.adapt import train_candidate
-from retain.strategies.forgetting import GateConfig, GateMetrics, evaluate_gate
+from retain.strategies.forgetting import GateConfig, evaluate_gate
 from retain.strategies.measure import measure_batch
 from retain.strategies.meta import ReptileSettings
-from retain.strategies.models import mlp, predict
+from retain.strategies.models import mlp
 from retain.strategies.job import TrainingJob
 from retain.strategies.kinds import STRATEGIES
 from retain.strategies.policy import (
@@ -68,264 +66,18 @@ from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
 from retain.strategies.shift import ShiftReport, ShiftThresholds
 from retain.strategies.step import NewBatch, StepSettings, adapt_step
 from retain.strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
-
-
-@dataclass(frozen=True)
-class Experience:
-    name: str
-    train: Data  # what arrives in the inbox
-    test: Data  # never seen by anyone; scores every method
-
-
-@dataclass(frozen=True)
-class Stream:
-    name: str
-    dim: int
-    max_classes: int
-    experiences: list[Experience]  # the first is the init data
-
-
-# ----------------------------------------------------------------------------- streams
-
-
-def _digits(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    order = np.random.default_rng(seed).permutation(len(data.target))
-    return (data.data[order] / 16.0).astype(np.float32), data.target[order].astype(np.int64)
-
-
-def _experience(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float = 0.3) -> Experience:
-    cut = int(len(y) * (1 - test_fraction))
-    tx, ty = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
-    return Experience(name, (tx[:cut], ty[:cut]), (tx[cut:], ty[cut:]))
-
-
-def class_incremental(seed: int) -> Stream:
-    x, y = _digits(seed)
-    groups = [(0, 1, 2, 3), (4, 5), (6, 7), (8, 9)]
-    experiences = [_experience(f"classes {g}", x[np.isin(y, g)], y[np.isin(y, g)]) for g in groups]
-    return Stream("digits class-incremental", 64, 10, experiences)
-
-
-def rotating_domains(seed: int) -> Stream:
-    from scipy.ndimage import rotate
-
-    x, y = _digits(seed)
-    chunks = np.array_split(np.arange(len(y)), 6)
-    experiences = []
-    for step, index in enumerate(chunks):
-        angle = 15 * step
-        images = rotate(x[index].reshape(-1, 8, 8), angle, axes=(1, 2), reshape=False, order=1, mode="constant")
-        experiences.append(_experience(f"rotated {angle} deg", images.reshape(-1, 64), y[index]))
-    return Stream("digits rotating domains", 64, 10, experiences)
-
-
-def steady_with_small_noisy_batches(seed: int) -> Stream:
-    """What production mostly sees: batches like the init data, and now and then a small one
-    from a noisier sensor."""
-    x, y = _digits(seed)
-    rng = np.random.default_rng(seed + 7)
-    sizes = [500, 300, 120, 300, 120, 300]
-    bounds = np.cumsum([0, *sizes])
-    experiences = []
-    for step, n in enumerate(sizes):
-        part = slice(bounds[step], bounds[step + 1])
-        images = x[part]
-        if n < 200:
-            images = np.clip(images + rng.normal(0, 0.25, images.shape), 0, 1)
-        experiences.append(_experience(f"{'small noisy' if n < 200 else 'steady'} n={n}", images, y[part]))
-    return Stream("digits steady + small noisy", 64, 10, experiences)
-
-
-def noise_contrast(seed: int) -> Stream:
-    x, y = _digits(seed)
-    rng = np.random.default_rng(seed + 1)
-    chunks = np.array_split(np.arange(len(y)), 5)
-    experiences = []
-    for step, index in enumerate(chunks):
-        contrast, noise = 1.0 - 0.15 * step, 0.1 * step
-        drifted = np.clip(0.5 + contrast * (x[index] - 0.5) + rng.normal(0, noise, x[index].shape), 0, 1)
-        experiences.append(_experience(f"contrast {contrast:.2f} noise {noise:.1f}", drifted, y[index]))
-    return Stream("digits noise/contrast drift", 64, 10, experiences)
-
-
-# A generator has data to spare: each synthetic experience brings N_TRAIN samples to the
-# inbox and is scored on N_TEST fresh ones, so that strategies a point apart are told apart
-# by more than test-set noise (a 150-sample test set has a standard error of ~3 points).
-N_TRAIN, N_TEST = 500, 5000
-
-
-def _tensors(x: np.ndarray, y: np.ndarray) -> Data:
-    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
-
-
-def _generated(name: str, sample: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> Experience:
-    return Experience(name, _tensors(*sample(N_TRAIN)), _tensors(*sample(N_TEST)))
-
-
-def rotating_hyperplane(seed: int, dim: int = 10, steps: int = 5) -> Stream:
-    rng = np.random.default_rng(seed)
-    basis = np.linalg.qr(rng.normal(size=(dim, 2)))[0].T  # the plane the normal rotates in
-    experiences = []
-    for step in range(steps + 1):
-        angle = math.radians(25 * step)
-        normal = math.cos(angle) * basis[0] + math.sin(angle) * basis[1]
-
-        def sample(n: int, normal: np.ndarray = normal) -> tuple[np.ndarray, np.ndarray]:
-            x = rng.normal(size=(n, dim))
-            return x, (x @ normal > 0)
-
-        experiences.append(_generated(f"normal at {25 * step} deg", sample))
-    return Stream("synthetic rotating hyperplane", dim, 2, experiences)
-
-
-def concept_swaps(seed: int, dim: int = 8, classes: int = 4) -> Stream:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 2.5, size=(classes, dim))
-    swapped = np.array([1, 0, 3, 2])  # concept B: the same clusters, pairs of labels swapped
-    experiences = []
-    for concept in "AABABA":
-
-        def sample(n: int, concept: str = concept) -> tuple[np.ndarray, np.ndarray]:
-            cluster = rng.integers(0, classes, n)
-            x = centres[cluster] + rng.normal(size=(n, dim))
-            return x, (cluster if concept == "A" else swapped[cluster])
-
-        experiences.append(_generated(f"concept {concept}", sample))
-    return Stream("synthetic abrupt concept swaps", dim, classes, experiences)
-
-
-STREAMS: dict[str, Callable[[int], Stream]] = {
-    "class-incremental": class_incremental,
-    "rotating-domains": rotating_domains,
-    "noise-contrast": noise_contrast,
-    "steady-small-noisy": steady_with_small_noisy_batches,
-    "rotating-hyperplane": rotating_hyperplane,
-    "concept-swaps": concept_swaps,
-}
-
-
-# ------------------------------------------------------------------------- evaluation
-
-
-def test_hits(model: nn.Module, stream: Stream, upto: int) -> list[np.ndarray]:
-    """Per experience 0..upto: 1.0 where the model classifies a test sample right, else 0.0."""
-    return [(predict(model, e.test[0]) == e.test[1]).double().numpy() for e in stream.experiences[: upto + 1]]
-
-
-def score(hits: list[np.ndarray]) -> float:
-    """The hindsight score: the mean of the per-experience test accuracies."""
-    return float(np.mean([h.mean() for h in hits]))
-
-
-def held_out_score(gate: GateMetrics) -> float:
-    """The hindsight score as retain itself could estimate it before choosing: the same mean of
-    per-experience accuracies, over the audit samples of each earlier batch and this batch's
-    held-out slice instead of the test sets."""
-    return float(np.mean([group.candidate for group in gate.groups] + [gate.acc_new_candidate]))
-
-
-def test_accuracies(model: nn.Module, stream: Stream, upto: int) -> list[float]:
-    """Accuracy on the test set of every experience 0..upto."""
-    return [float(hits.mean()) for hits in test_hits(model, stream, upto)]
-
-
-def significantly_worse(other: list[np.ndarray], best: list[np.ndarray], z: float = 1.645) -> bool:
-    """Is ``other``'s score (mean of per-experience accuracies) below ``best``'s by more than
-    test-set noise? A one-sided paired z-test at 5 % on the per-sample differences, each
-    experience weighted as the score weights it. Both models saw the same test samples."""
-    differences = [b - o for b, o in zip(best, other, strict=True)]
-    gap = float(np.mean([d.mean() for d in differences]))
-    variance = sum(d.var(ddof=1) / len(d) for d in differences) / len(differences) ** 2
-    return gap > z * math.sqrt(variance) if variance > 0 else gap > 0
-
-
-@dataclass
-class Run:
-    """An accuracy matrix: row t = test accuracies after learning experience t."""
-
-    rows: list[list[float]] = field(default_factory=list)
-    final_hits: list[np.ndarray] = field(default_factory=list)  # the final model, per test sample
-
-    @property
-    def final_accuracy(self) -> float:
-        return float(np.mean(self.rows[-1]))
-
-    @property
-    def forgetting(self) -> float:
-        """Mean over earlier experiences of (accuracy right after learning it − final accuracy)."""
-        last = self.rows[-1]
-        drops = [self.rows[k][k] - last[k] for k in range(len(last) - 1)]
-        return float(np.mean(drops)) if drops else 0.0
-
-
-@dataclass
-class PolicyRecord:
-    batch: str
-    picked: str
-    rule: str
-    best: str
-    scores: dict[str, float]
-    tied: tuple[str, ...]  # strategies not significantly worse than the best (best included)
-    decision: str
-    forgetting: dict[str, float]
-    report: ShiftReport
-    earlier_significant: int  # earlier batches with a significant shift, as the policy saw them
-    # With --retrain-seeds K: per training seed (the first is the one above), every strategy's
-    # score when every candidate was trained again with that seed.
-    scores_by_seed: tuple[dict[str, float], ...] = ()
-    held_out_scores: dict[str, float] = field(default_factory=dict)  # held_out_score of every candidate
-
-    def is_best(self, strategy: str) -> bool:
-        return strategy in best_strategies(self.scores)
-
-    def regret(self, strategy: str) -> float:
-        """Points by which ``strategy``'s score falls short of the hindsight-best's."""
-        return 100 * (self.scores[self.best] - self.scores[strategy])
-
-    @property
-    def kept_by_held_out(self) -> str:
-        """The strategy retain would keep had it trained all three and kept the best by
-        ``held_out_score``; on a tie (small held-out sets often tie) the policy's pick stays."""
-        return max(STRATEGIES, key=lambda s: (self.held_out_scores[s], s == self.picked))
-
-    @property
-    def best_by_seed(self) -> tuple[frozenset[str], ...]:
-        return tuple(best_strategies(scores) for scores in self.scores_by_seed)
-
-    @property
-    def mean_scores(self) -> dict[str, float]:
-        return mean_scores(self.scores_by_seed)
-
-
-def mean_scores(scores_by_seed: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Each strategy's score averaged over the training seeds: its expected score, less the
-    luck of one training run."""
-    return {s: float(np.mean([scores[s] for scores in scores_by_seed])) for s in STRATEGIES}
-
-
-def best_strategies(scores: dict[str, float]) -> frozenset[str]:
-    """Every strategy with the top score (exact ties all count as best)."""
-    top = max(scores.values())
-    return frozenset(s for s, v in scores.items() if v >= top - 1e-9)
-
-
-def most_often_best_rate(best_by_seed: tuple[frozenset[str], ...], held_out: bool = False) -> float:
-    """How often the strategy most often best is best, over a batch's training seeds.
-
-    ``held_out``: for each seed the strategy is chosen from the other seeds' results (ties
-    split evenly), so luck on a seed cannot pick it."""
-    def rate(choices: list[frozenset[str]], judged: list[frozenset[str]]) -> float:
-        counts = {s: sum(s in best for best in choices) for s in STRATEGIES}
-        modes = [s for s in STRATEGIES if counts[s] == max(counts.values())]
-        return float(np.mean([np.mean([s in best for s in modes]) for best in judged]))
-
-    seeds = list(best_by_seed)
-    if not held_out:
-        return rate(seeds, seeds)
-    return float(np.mean([rate(seeds[:k] + seeds[k + 1:], [seeds[k]]) for k in range(len(seeds))]))
+from scoring import (
+    PolicyRecord,
+    Run,
+    best_strategies,
+    held_out_score,
+    most_often_best_rate,
+    score,
+    significantly_worse,
+    test_accuracies,
+    test_hits,
+)
+from streams import STREAMS, Stream
 
 
 # ------------------------------------------------------------------------------ retain

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
 from retain.strategies.adapt import train_candidate
+from retain.strategies.datasets import digits
 from retain.strategies.models import mlp, predict, small_cnn
 from retain.strategies.job import TrainingJob
 from retain.strategies.kinds import STRATEGIES
@@ -38,9 +38,7 @@ class Workload:
 
 
 def digits_mlp() -> Workload:
-    data = load_digits()
-    x = torch.tensor(data.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(data.target, dtype=torch.long)
+    x, y = (torch.from_numpy(array) for array in digits())
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     x, y = x[order], y[order]
     return Workload("digits MLP (64-128-64-10), 300-sample batch", lambda: mlp((64,), 10),

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from retain.daemon.config import Config, DataConfig
 from retain.daemon.loading import BatchRejected, open_regular_file
 from retain.daemon.logs import fields
+from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_alive
 from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
@@ -29,14 +27,12 @@ from retain.registry import (
     BatchState,
     Registry,
     as_utc,
-    atomic_write,
     stale_temp_files,
 )
 from retain.strategies.training import TrainingInterrupted, TrainingProgress
 
 log = logging.getLogger("retain.daemon")
 
-STATUS_FILE = "daemon.json"
 _STATUS_INTERVAL = 2.0
 _IDLE_WAIT = 0.5
 
@@ -55,40 +51,6 @@ def display_name(path: Path) -> str:
     """The file's name as text that any database and terminal takes: bytes that are not
     UTF-8 are shown as escapes."""
     return os.fsencode(path.name).decode("utf-8", "backslashreplace")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda handle: handle.write(json.dumps(payload).encode()))
-
-
-class DaemonState(StrEnum):
-    STARTING = "starting"
-    IDLE = "idle"
-    PROCESSING = "processing"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-@dataclass
-class DaemonStatus:
-    """What ``retain status`` reads back from ``<workdir>/daemon.json``."""
-
-    pid: int
-    host: str
-    started_at: float
-    heartbeat_at: float
-    state: DaemonState
-    batch: int | None = None
 
 
 def ensure_workdir(config: Config) -> None:
@@ -147,7 +109,7 @@ class Service:
         if state is None:  # periodic: pick up alias moves made from the CLI
             self.pipeline.refresh_metrics()
         self.status.heartbeat_at = now
-        write_json_atomic(self.config.workdir / STATUS_FILE, self.status.__dict__)
+        self.status.write(self.config.workdir)
         self._status_written = now
 
     def _on_progress(self, outer):

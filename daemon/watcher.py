@@ -21,6 +21,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from retain.registry import atomic_copy
+
 IGNORED_SUFFIXES = (".tmp", ".part")
 
 Signature = tuple[int, int]  # size, mtime in nanoseconds
@@ -157,3 +159,14 @@ class InboxWatcher(FileSystemEventHandler):
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+
+def ingest_file(source: Path, inbox: Path) -> Path:
+    """Copy ``source`` into ``inbox`` under a dot-name, fsync, then rename into place (the
+    watcher ignores dot-files, and sees the rename)."""
+    target = inbox / source.name
+    if target.exists():
+        stem = f"{source.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        target = inbox / f"{stem}{source.suffix}"
+    atomic_copy(source, target)
+    return target

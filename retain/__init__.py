@@ -1,8 +1,9 @@
 """retain: a continual-learning daemon with a model registry.
 
-``retain.daemon`` (config, watcher, pipeline, service, CLI), ``retain.registry`` (tables,
-registry, artifacts) and ``retain.strategies`` (shift, policy, training, gate) are its parts;
-the names a user needs are here. Importing ``retain`` does not import torch.
+``retain.daemon`` (the process: config, watcher, pipeline, service), ``retain.registry``
+(tables, registry, artifacts) and ``retain.strategies`` (the adaptation step: shift, policy,
+training, gate) are its parts, and ``retain.cli`` the command line over them. The names a user
+needs are here. Importing ``retain`` does not import torch.
 """
 
 from importlib.metadata import PackageNotFoundError, version

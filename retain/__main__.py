@@ -1,3 +1,3 @@
-from retain.daemon.cli import main
+from retain.cli import main
 
 main()

@@ -1,5 +1,5 @@
 """The root of every error retain raises for a user to read: the CLI turns any of them into
-one line, ``error: <message>``, in one place (``retain.daemon.cli.main``)."""
+one line, ``error: <message>``, in one place (``retain.cli.main``)."""
 
 
 class RetainError(Exception):

@@ -69,19 +69,16 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
     # A batch the model already predicts far better than its audit set holds nothing it lacks;
     # the probe, fitted on the batch and the memory together, is then low because their labels
     # conflict (a concept that returns after a swap), not because the features fail to transfer,
-    # and meta's multi-task start buys nothing at two to six times finetune's training time
-    # (benchmarks/training_device.py). benchmarks/policy_regret.py, concept swaps, seeds 0-7
-    # (no other stream has such a batch): hindsight-best picks 19 -> 23 of 40, mean of the
-    # per-seed regrets 0.035 -> 0.023 points.
+    # and meta's multi-task start buys nothing at several times finetune's training time
+    # (the README gives benchmarks/policy_regret.py's figures for this rule).
     if report.severity not in SIGNIFICANT and report.accuracy_drop <= -config.known_batch_margin:
         return (Strategy.FINETUNE, "known-batch",
                 (f"no significant shift and production predicts the batch better than its audit set "
                  f"(accuracy {report.accuracy_batch:.3f} against {report.accuracy_reference:.3f}, "
                  f"margin >= {config.known_batch_margin})"))
     # Before "little shift": features that separate even unshifted data poorly belong to a
-    # model with more to learn, which a gentle fine-tune leaves unlearnt. On the steady stream
-    # of benchmarks/policy_regret.py (seeds 0-3) the policy's mean regret was 1.97 points with
-    # this rule after "little shift", 0.66 with it here.
+    # model with more to learn, which a gentle fine-tune leaves unlearnt (the README gives the
+    # regret on policy_regret.py's steady stream with this rule after "little shift" and here).
     if probe is not None and probe < config.probe_transfers:
         return (Strategy.META, "features-do-not-transfer",
                 f"frozen features do not transfer (linear probe accuracy {probe_text} < {config.probe_transfers})")

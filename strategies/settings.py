@@ -100,7 +100,8 @@ class TrainingSettings:
     # "auto" is "cuda" where torch sees a GPU; training itself needs it resolved (resolved_device).
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     # One thread by default: a daemon shares its host with the model it serves, and on a
-    # busy machine more threads than free cores made small-model training ~150x slower.
+    # busy machine more threads than free cores slow small-model training by orders of
+    # magnitude (the README's "Threads").
     threads: int = Field(default=1, ge=1)
     seed: int = 0
 

@@ -19,7 +19,7 @@ RETAIN = [sys.executable, "-m", "retain"]
 
 
 def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from retain.daemon.demo import digits as bundled_digits
+    from retain.strategies.datasets import digits as bundled_digits
 
     return bundled_digits(shuffle_seed=seed)
 

@@ -124,7 +124,7 @@ def test_a_factory_named_before_the_retain_namespace_still_resolves():
 def test_every_error_meant_for_a_user_derives_from_retain_error():
     from retain import RetainError
     from retain.daemon.bootstrap import InitError
-    from retain.daemon.demo import DemoError
+    from retain.demo import DemoError
     from retain.daemon.loading import BatchRejected
     from retain.daemon.pipeline import NoProductionVersion
     from retain.registry import AliasConflict, ArtifactError, RegistryError, SchemaError, UnknownVersion

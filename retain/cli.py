@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -194,28 +193,17 @@ def ingest(
     for source in files:
         if not source.is_file():
             fail(f"{source}: no such file")
+    from retain.daemon.watcher import ingest_file
+
     for source in files:
         target = ingest_file(source, config.inbox)
         out.print(f"{source} -> {target}")
 
 
-def ingest_file(source: Path, inbox: Path) -> Path:
-    """Copy ``source`` into ``inbox`` under a dot-name, fsync, then rename into place (the
-    watcher ignores dot-files, and sees the rename)."""
-    target = inbox / source.name
-    if target.exists():
-        stem = f"{source.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        target = inbox / f"{stem}{source.suffix}"
-    from retain.registry import atomic_copy
-
-    atomic_copy(source, target)
-    return target
-
-
 @app.command()
 def versions(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List model versions."""
-    from retain.daemon.views import version_row, versions_table
+    from retain.views import version_row, versions_table
 
     registry = open_registry(ctx.obj.config())
     production = registry.alias()
@@ -241,7 +229,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """One version with metrics, lineage and rationale."""
-    from retain.daemon.views import version_detail
+    from retain.views import version_detail
 
     registry = open_registry(ctx.obj.config())
     stored = registry.version(version)
@@ -312,7 +300,7 @@ def rollback(
 @app.command()
 def history(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """The alias audit log."""
-    from retain.daemon.views import event_row, history_table
+    from retain.views import event_row, history_table
 
     registry = open_registry(ctx.obj.config())
     rows = [event_row(e) for e in registry.history()]
@@ -325,7 +313,7 @@ def history(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @app.command()
 def batches(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Batches with state, shift, strategy and outcome."""
-    from retain.daemon.views import batch_row, batches_table
+    from retain.views import batch_row, batches_table
 
     registry = open_registry(ctx.obj.config())
     by_number = {v.version: v for v in registry.versions()}
@@ -339,32 +327,11 @@ def batches(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @app.command()
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Daemon liveness, queue depth and production version."""
-    import socket
-
-    from retain.daemon.service import STATUS_FILE, pid_alive
+    from retain.daemon.status import liveness
 
     config = ctx.obj.config()
     registry = open_registry(config)
-    daemon: dict[str, Any] = {"running": False}
-    status_path = config.workdir / STATUS_FILE
-    if status_path.exists():
-        try:
-            recorded = json.loads(status_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            recorded = {}
-        if recorded:
-            same_host = recorded.get("host") == socket.gethostname()
-            running = recorded.get("state") not in ("stopped",) and (
-                pid_alive(int(recorded["pid"])) if same_host else time.time() - recorded["heartbeat_at"] < 30
-            )
-            daemon = {
-                "running": bool(running),
-                "pid": recorded.get("pid"),
-                "host": recorded.get("host"),
-                "state": recorded.get("state") if running else "stopped",
-                "batch": recorded.get("batch") if running else None,
-                "heartbeat_age_seconds": round(time.time() - recorded.get("heartbeat_at", 0), 1),
-            }
+    daemon = liveness(config.workdir)
     payload = {"daemon": daemon, "queue_depth": registry.queue_depth(), "production_version": registry.alias()}
     if as_json:
         emit_json(payload)
@@ -436,9 +403,9 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show the daemon's log lines.")] = False,
 ) -> None:
     """Build a workspace on scikit-learn's digits and stream batches through the daemon."""
-    from retain.daemon.demo import run_demo
+    from retain.demo import run_demo
 
     if not verbose:  # the progress display and the tables tell the story
         configure_logging("warning", ctx.obj.log_format)
 
-    run_demo(workdir, out, threads=threads)
+    run_demo(workdir, out, threads=threads, actor=actor())

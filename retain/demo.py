@@ -12,6 +12,7 @@ from rich.text import Text
 
 from retain.errors import RetainError
 from retain.daemon.config import dump_config, load_config
+from retain.strategies.datasets import digits
 
 DEMO_CONFIG = {
     "paths": {"workdir": ".", "inbox": "inbox"},
@@ -27,16 +28,6 @@ DEMO_CONFIG = {
 
 class DemoError(RetainError):
     pass
-
-
-def digits(shuffle_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled digits, scaled to [0, 1]; shuffled when given a seed."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    n = len(data.target)
-    order = np.arange(n) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(n)
-    return (data.data[order] / 16.0).astype(np.float32), data.target[order].astype(np.int64)
 
 
 def rotate(x: np.ndarray) -> np.ndarray:
@@ -77,15 +68,15 @@ def write_stream(data_dir: Path, seed: int = 0) -> tuple[Path, list[tuple[str, P
     return init, batches
 
 
-def run_demo(workdir: Path, console: Console, threads: int = 1) -> None:
+def run_demo(workdir: Path, console: Console, threads: int = 1, actor: str = "cli:demo") -> None:
     """Build the workspace, run every batch through the daemon, print the versions table."""
     import torch
 
     from retain.daemon.bootstrap import InitError, init_workspace
-    from retain.daemon.cli import actor, ingest_file
+    from retain.daemon.watcher import ingest_file
     from retain.daemon.metrics import ServiceMetrics
     from retain.daemon.service import Service
-    from retain.daemon.views import batch_row, batches_table, version_row, versions_table
+    from retain.views import batch_row, batches_table, version_row, versions_table
     from retain.registry import Registry
 
     workdir = workdir.resolve()
@@ -111,7 +102,7 @@ def run_demo(workdir: Path, console: Console, threads: int = 1) -> None:
                             description=f"version 1: epoch {p.epoch}/{p.epochs}")
 
         try:
-            init_workspace(config, init_file, train=True, actor=actor(), on_progress=init_progress)
+            init_workspace(config, init_file, train=True, actor=actor, on_progress=init_progress)
         except InitError as exc:
             raise DemoError(str(exc)) from None
 
