@@ -92,7 +92,10 @@ def workspace(root: Path, threads: int, **sections: dict) -> Path:
     config = root / "retain.toml"
     config.write_text(dump_config(base))
     np.savez(root / "init.npz", x=x[:400], y=y[:400])
-    retain(config, "init", "--data", str(root / "init.npz"), "--train")
+    from retain.daemon.bootstrap import init_workspace
+    from retain.daemon.config import load_config
+
+    init_workspace(load_config(config), root / "init.npz", train=True, actor="chaos")
     return config
 
 
@@ -112,6 +115,11 @@ class Daemon:
             return "unknown"
         return status.get("state", "unknown") if status.get("pid") == self.process.pid else "unknown"
 
+    def peak_rss(self) -> int:
+        """The process's peak resident set so far, in bytes (Linux's VmHWM)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) * 1024
+
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, int]:
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -122,7 +130,17 @@ class Daemon:
 
 
 def batch_rows(config: Path) -> list[dict]:
-    return json.loads(retain(config, "batches", "--json").stdout)
+    """What ``retain batches --json`` prints, read here: a CLI process per poll would compete
+    with the daemon for the cores."""
+    from retain.daemon.config import load_config
+    from retain.registry import Registry
+    from retain.views import batch_row
+
+    registry = Registry(load_config(config).registry_url)
+    try:
+        return [batch_row(batch, None) for batch in registry.batches()]
+    finally:
+        registry.close()
 
 
 def wait_until_settled(config: Path, expected: int, timeout: float) -> list[dict]:
@@ -391,13 +409,7 @@ def slow_writer(path: Path, data: bytes, seconds: float, chunks: int = 8) -> Non
 
 def part_hostile(root: Path, threads: int, short: bool, check: Check) -> tuple[dict, list[dict]]:
     limits = {"max_bytes_in_memory": MEMORY_LIMIT}
-    baseline_config = workspace(root / "baseline", threads, data=limits)
     x, y = digits()
-    (root / "baseline" / "inbox" / "plain.npz").write_bytes(npz_bytes(x[1000:1100], y[1000:1100]))
-    daemon = Daemon(baseline_config)
-    wait_until_settled(baseline_config, 1, timeout=300)
-    _, baseline_rss = daemon.stop()
-
     config = workspace(root / "hostile", threads, data=limits)
     inbox = root / "hostile" / "inbox"
     outside = root / "outside"
@@ -405,13 +417,18 @@ def part_hostile(root: Path, threads: int, short: bool, check: Check) -> tuple[d
     daemon = Daemon(config)
     while daemon.state(config) != "idle":
         time.sleep(0.2)
+    # The baseline: the daemon's peak after one plain batch, before any hostile file arrives.
+    (inbox / "plain.npz").write_bytes(npz_bytes(x[1000:1100], y[1000:1100]))
+    wait_until_settled(config, 1, timeout=300)
+    time.sleep(2)  # the batch's move and clean-up after its row is done
+    baseline_rss = daemon.peak_rss()
     expected = hostile_corpus(inbox, outside, short)
     slow = npz_bytes(x[1600:1700], y[1600:1700])
     writer = threading.Thread(target=slow_writer, args=(inbox / "slow-writer.npz", slow, 2.5))
     writer.start()
     expected.append(("slow-writer.npz", "done"))
     writer.join()
-    recorded = sum(outcome not in ("ignored", "duplicate") for _, outcome in expected)
+    recorded = 1 + sum(outcome not in ("ignored", "duplicate") for _, outcome in expected)
     rows = wait_until_settled(config, recorded, timeout=900)
     time.sleep(2)  # the duplicate's move and anything late
     code, peak_rss = daemon.stop()
@@ -486,6 +503,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.short:
         args.kills, args.batches, args.burst = 3, 4, 20
+    import torch
+
+    torch.set_num_threads(args.threads)  # the initial models are trained here
     root = Path(tempfile.mkdtemp(prefix="retain-chaos-"))
     check = Check()
     results: dict = {}

@@ -74,4 +74,9 @@ def configure_logging(level: str = "info", log_format: LogFormat = "text") -> No
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
         logger.propagate = False
+    # Other libraries' records (watchdog's, say) in the same format: without a handler, Python
+    # prints them bare, which breaks a JSON log stream.
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     logging.captureWarnings(True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.text import Text
 
@@ -20,7 +21,20 @@ from retain.daemon.config import Config, ConfigError, find_config, load_config
 from retain.daemon.logs import LogFormat, configure_logging
 from retain.errors import RetainError
 
+class _Commands(TyperGroup):
+    """Any ``RetainError`` a command raises becomes one line on stderr, ``error: <message>``,
+    and exit status 1: here, not in every command."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RetainError as exc:
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Continual-learning daemon with a model registry.",
     no_args_is_help=True,
     add_completion=False,
@@ -52,13 +66,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def main() -> None:
-    """The console script: any ``RetainError`` a command raises becomes one line on stderr,
-    ``error: <message>``, and exit status 1; here, not in every command."""
-    try:
-        app(prog_name="retain")
-    except RetainError as exc:
-        err.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
-        sys.exit(1)
+    """The console script."""
+    app(prog_name="retain")
 
 
 def emit_json(payload: Any) -> None:
@@ -159,7 +168,9 @@ def run(
     from retain.daemon.service import Service
 
     config = ctx.obj.config()
-    faulthandler.enable()  # a watchdog SIGABRT leaves a Python stack in the journal
+    # A watchdog SIGABRT leaves a Python stack in the journal. __stderr__: the process's own,
+    # also where sys.stderr has been replaced (the command run inside another program).
+    faulthandler.enable(file=sys.__stderr__)
     prepare_training(config)
     registry = open_registry(config)
     metrics = ServiceMetrics(config.metrics.recent_batches)
@@ -168,8 +179,7 @@ def run(
     def stop(signum: int, _frame: Any) -> None:
         service.request_stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         if config.metrics.enabled:
             try:
@@ -180,6 +190,8 @@ def run(
     finally:
         metrics.shutdown()
         registry.close()
+        for signum, handler in previous.items():  # the command may run inside a longer-lived process
+            signal.signal(signum, handler)
 
 
 @app.command()

@@ -51,15 +51,53 @@ def write_config(workdir: Path, **sections: dict) -> Path:
 
 
 def retain(
-    config: Path | None, *args: str, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None
+    config: Path | None,
+    *args: str,
+    check: bool = True,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    process: bool = False,
 ) -> subprocess.CompletedProcess:
-    command = [*RETAIN, *(["--config", str(config)] if config else []), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    env.pop("RETAIN_CONFIG", None)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    """Run a ``retain`` command: in this process through typer's runner (the same app, options
+    and error handling as the console script, without paying torch's and Avalanche's import
+    again), or, with ``process=True``, as a real ``python -m retain`` subprocess."""
+    argv = [*(["--config", str(config)] if config else []), *args]
+    if process:
+        command = [*RETAIN, *argv]
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env.pop("RETAIN_CONFIG", None)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
+    else:
+        result = _retain_in_process(argv, env or {})
     if check and result.returncode != 0:
-        raise AssertionError(f"{command} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(f"retain {argv} exited {result.returncode}\nstdout:\n{result.stdout}\n"
+                             f"stderr:\n{result.stderr}")
     return result
+
+
+def _retain_in_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    import logging
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+
+    loggers = [logging.getLogger(name) for name in ("retain", "py.warnings", "")]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        outcome = CliRunner(env={"RETAIN_CONFIG": None, **env}).invoke(app, argv, prog_name="retain")
+    finally:
+        os.chdir(cwd)
+        # The command pointed its log handler at the runner's captured stderr, gone now.
+        for logger, (handlers, level, propagate) in zip(loggers, saved):
+            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+    stderr = outcome.stderr
+    if outcome.exception is not None and not isinstance(outcome.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(outcome.exception))  # a crash, as the process would print
+    return subprocess.CompletedProcess(["retain", *argv], outcome.exit_code, outcome.stdout, stderr)
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, message: str = "condition"):

@@ -1,4 +1,5 @@
-"""A real ``retain run`` subprocess for integration tests."""
+"""The daemon for integration tests: a real ``retain run`` subprocess, or its service loop in a
+thread of the test process where the process itself is not what is tested."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from conftest import REPO, RETAIN, wait_for
@@ -58,6 +60,45 @@ class DaemonProcess:
             self.process.kill()
             self.process.wait()
             self.log.close()
+
+
+class DaemonThread:
+    """What ``retain run`` runs (the watcher, the pipeline, the registry, the status file),
+    in a thread: no interpreter start and no torch and Avalanche imports to pay. Signals,
+    systemd notify, the metrics port and log output need ``DaemonProcess``."""
+
+    def __init__(self, config: Path) -> None:
+        from retain.daemon.config import load_config
+        from retain.daemon.service import Service
+        from retain.registry import Registry
+
+        settings = load_config(config)
+        self.registry = Registry(settings.registry_url)
+        self.service = Service(settings, self.registry)
+        self.thread = threading.Thread(target=self.service.run, name="retain-service", daemon=True)
+
+    def start(self) -> "DaemonThread":
+        self.thread.start()
+        wait_for(lambda: self.service.status.state == "idle" or not self.thread.is_alive(), timeout=60,
+                 message="service idle")
+        assert self.thread.is_alive(), "the service loop ended early"
+        return self
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 60) -> None:
+        self.service.request_stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the service loop did not stop"
+        self.registry.close()
+
+    def __enter__(self) -> "DaemonThread":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self.thread.is_alive():
+            self.stop()
 
 
 def drop_atomically(source_bytes: bytes, inbox: Path, name: str) -> Path:

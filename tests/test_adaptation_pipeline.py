@@ -1,7 +1,6 @@
-"""Strategy selection and fallback through the real daemon: `retain run --once` on real files."""
+"""Strategy selection and fallback through the daemon's `retain run --once` on real files."""
 
 import json
-import os
 import textwrap
 
 import numpy as np
@@ -83,22 +82,22 @@ USER_MODEL = '''
 '''
 
 
-def test_a_users_model_names_its_head_in_config(tmp_path, digit_data):
+def test_a_users_model_names_its_head_in_config(tmp_path, digit_data, monkeypatch):
     x, y = digit_data
     (tmp_path / "mymodels.py").write_text(textwrap.dedent(USER_MODEL))
-    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    monkeypatch.syspath_prepend(str(tmp_path))  # where the user's module is found, as on PYTHONPATH
     save_npz(tmp_path / "init.npz", x[:400], y[:400])
     config = write_config(tmp_path, model={"factory": "mymodels:build", "kwargs": {}, "head": "classifier"})
-    result = retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train", check=False, env=env)
+    result = retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train", check=False)
     assert result.returncode != 0
     assert "model.head: model has no module named 'classifier' (top-level modules: body, fc)" in result.stderr
 
     config = write_config(tmp_path, model={"factory": "mymodels:build", "kwargs": {}, "head": "fc"},
                           policy={"small_batch": 1000}, gate={"max_forgetting": 1.0, "min_gain": -1.0})
-    retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train", env=env)
+    retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
     noisy = np.clip(x[400:600] + np.random.default_rng(0).normal(0, 0.3, (200, 64)), 0, 1).astype(np.float32)
     save_npz(tmp_path / "inbox" / "noisy.npz", noisy, y[400:600])
-    retain(config, "run", "--once", env=env)
+    retain(config, "run", "--once")
     assert versions(config)[1]["strategy"] in ("feature_extraction", "meta", "finetune")
     assert versions(config)[1]["artifact_sha256"]
 

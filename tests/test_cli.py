@@ -1,4 +1,5 @@
-"""CLI behaviour through the real `retain` entry point: outputs and one-line errors."""
+"""CLI behaviour: outputs and one-line errors, through the `retain` app in this process; the
+console script itself (`python -m retain`) where the process is what is tested."""
 
 import json
 import re
@@ -33,6 +34,12 @@ def test_versions_json_has_the_contract_fields(workspace):
 def test_unknown_version_is_one_line_error(workspace):
     one_error_line(retain(workspace, "show", "42", check=False), "version 42 does not exist")
     one_error_line(retain(workspace, "promote", "42", check=False), "version 42 does not exist")
+
+
+def test_the_console_script_turns_an_error_into_one_line_and_exit_status_1(workspace):
+    result = retain(workspace, "show", "42", check=False, process=True)
+    assert result.returncode == 1
+    one_error_line(result, "version 42 does not exist")
 
 
 def test_promoting_a_rejected_version_needs_force(workspace, digit_data):

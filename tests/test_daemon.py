@@ -1,4 +1,5 @@
-"""The real daemon as a subprocess: real files in its inbox, the registry, artifacts, CLI."""
+"""The daemon on real files in its inbox, with the registry, artifacts and CLI: as a subprocess
+where the process matters (start-up, logs, signals), else its service loop in a thread."""
 
 import hashlib
 import json
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from conftest import fresh_postgres_database, retain, save_npz, wait_for, write_config
-from daemon_process import DaemonProcess, drop_atomically, npz_bytes, wait_for_batches
+from daemon_process import DaemonProcess, DaemonThread, drop_atomically, npz_bytes, wait_for_batches
 
 
 def inbox(config: Path) -> Path:
@@ -79,7 +80,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_daemon_keeps_running(worksp
     good = npz_bytes(x[500:700], y[500:700])
     nan_x = x[700:760].copy()
     nan_x[3, 3] = np.nan
-    with DaemonProcess(workspace) as daemon:
+    with DaemonThread(workspace) as daemon:
         drop_atomically(good[:300], inbox(workspace), "truncated.npz")
         drop_atomically(npz_bytes(nan_x, y[700:760]), inbox(workspace), "nan.npz")
         drop_atomically(npz_bytes(x[700:760, :10], y[700:760]), inbox(workspace), "shape.npz")
@@ -90,7 +91,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_daemon_keeps_running(worksp
         drop_atomically(good, inbox(workspace), "good.npz")
         rows = wait_for_batches(workspace, 6)
         assert daemon.alive()
-        assert daemon.stop() == 0
+        daemon.stop()
 
     by_name = {Path(r["path"]).name.split("-", 1)[1]: r for r in rows}
     expected = {
@@ -174,7 +175,7 @@ def test_a_batch_left_by_a_killed_daemon_is_retried_on_restart(workspace, digit_
 def test_a_rollback_from_the_cli_is_used_for_the_next_batch(workspace, digit_data):
     x, y = digit_data
     always_accept(workspace)
-    with DaemonProcess(workspace) as daemon:
+    with DaemonThread(workspace) as daemon:
         drop_atomically(npz_bytes(x[500:650], y[500:650]), inbox(workspace), "one.npz")
         wait_for_batches(workspace, 1)
         assert json.loads(retain(workspace, "status", "--json").stdout)["production_version"] == 2

@@ -4,7 +4,7 @@ import json
 import logging
 
 from conftest import retain
-from retain.daemon.logs import JsonFormatter, TextFormatter, fields
+from retain.daemon.logs import JsonFormatter, TextFormatter, configure_logging, fields
 from daemon_process import DaemonProcess, drop_atomically, npz_bytes, wait_for_batches
 
 
@@ -25,6 +25,23 @@ def test_json_lines_carry_the_same_fields():
         "candidate registered", 2, 5, "info")
 
 
+def test_another_librarys_records_come_out_in_the_json_format_too(capsys):
+    names = ("retain", "py.warnings", "")
+    saved = [(logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
+             for n in names]
+    try:
+        configure_logging("info", "json")
+        logging.getLogger("watchdog.observers.inotify").error("InotifyEmitter.queue_events() called")
+    finally:
+        for name, (handlers, level, propagate) in zip(names, saved):
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+    [line] = capsys.readouterr().err.splitlines()
+    payload = json.loads(line)
+    assert (payload["event"], payload["level"], payload["logger"]) == (
+        "InotifyEmitter.queue_events() called", "error", "watchdog.observers.inotify")
+
+
 def test_daemon_json_logs_name_batch_version_strategy_and_decision(workspace, digit_data):
     x, y = digit_data
     with DaemonProcess(workspace, "--log-format", "json") as daemon:
@@ -38,5 +55,5 @@ def test_daemon_json_logs_name_batch_version_strategy_and_decision(workspace, di
 
 
 def test_cli_errors_have_no_colour_codes_off_a_terminal(workspace):
-    result = retain(workspace, "show", "99", check=False)
+    result = retain(workspace, "show", "99", check=False, process=True)
     assert result.returncode != 0 and "\x1b[" not in result.stderr
