@@ -146,7 +146,8 @@ def init_workspace(
         )
         log.info(
             "workspace initialised",
-            extra=fields(version=version.version, workdir=str(config.workdir), accuracy=round(gate.acc_new_candidate, 4)),
+            extra=fields(version=version.version, workdir=str(config.workdir),
+                         accuracy=round(gate.acc_new_candidate, 4)),
         )
         return version
     except RegistryError as exc:

@@ -240,17 +240,16 @@ class Pipeline:
         )
 
     def history(self) -> tuple[ShiftHistoryEntry, ...]:
-        """One entry per earlier batch (a batch with a fallback has two versions)."""
-        entries: dict[int, ShiftHistoryEntry] = {}
-        for version in self.registry.versions():
-            if version.batch_id is not None and version.severity is not None:
-                shift = version.version_details().shift
-                novel = shift.novel_classes if shift is not None else ()
-                entries[version.batch_id] = ShiftHistoryEntry(
-                    batch_id=version.batch_id, severity=version.severity, p_value=version.p_value or 1.0,
-                    novel_classes=novel,
-                )
-        return tuple(entries.values())
+        """The policy's window of earlier batches, one entry each; read from the last versions,
+        not the whole lineage."""
+        entries = []
+        for version in self.registry.recent_shifts(self.config.policy.history_window):
+            shift = version.version_details().shift
+            entries.append(ShiftHistoryEntry(
+                batch_id=version.batch_id, severity=version.severity, p_value=version.p_value or 1.0,
+                novel_classes=shift.novel_classes if shift is not None else (),
+            ))
+        return tuple(entries)
 
     def _hooks(self, batch: Batch) -> TrainingHooks:
         lease = self.config.daemon.lease_seconds

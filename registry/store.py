@@ -42,6 +42,7 @@ from retain.registry.tables import (
 PRODUCTION = "production"
 UNREAD_PREFIX = "unread-"  # Batch.sha256 of a file refused before its content was read
 _VERSION_LOCK_KEY = 0x72657461  # "reta": advisory lock id for version allocation
+_CLAIM_LOCK_KEY = 0x72657463  # "retc": advisory lock id for batch claims
 
 
 class NewVersion(VersionFields):
@@ -166,7 +167,13 @@ class Registry:
             return session.exec(select(Batch).where(Batch.path == path).order_by(Batch.id.desc())).first()
 
     def claim_batch(self, owner: str, lease_seconds: float, max_attempts: int | None = None) -> Batch | None:
-        """Take the oldest pending batch (or one whose lease ran out) for ``owner``.
+        """Take the oldest pending batch (or one whose lease ran out) for ``owner``, unless a
+        batch of the lineage is in flight: ``None`` then.
+
+        One batch at a time, in arrival order: a batch claimed beside another would be trained
+        from the production model that the other's candidate is about to replace (a sibling,
+        never promoted). On PostgreSQL a transaction-scoped advisory lock makes the check and
+        the claim one step across workers; SQLite's ``BEGIN IMMEDIATE`` already does.
 
         The attempt is counted here, durably, before any work: a batch whose worker dies
         while processing it has used its try. A batch whose lease ran out after its last
@@ -174,7 +181,10 @@ class Registry:
         """
         now = utcnow()
         expired = (Batch.state == BatchState.PROCESSING) & (Batch.lease_expires < now)
+        live = (Batch.state == BatchState.PROCESSING) & (Batch.lease_expires >= now)
         with self._transaction() as session:
+            if not self.is_sqlite:
+                session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_CLAIM_LOCK_KEY))
             if max_attempts is not None:
                 spent = select(Batch).where(expired, Batch.attempts >= max_attempts)
                 if not self.is_sqlite:
@@ -183,9 +193,9 @@ class Registry:
                     self._fail_dead(batch, max_attempts, now, "its lease expired")
                     session.add(batch)
                 session.flush()
+            if session.exec(select(Batch.id).where(live).limit(1)).first() is not None:
+                return None
             query = select(Batch).where(or_(Batch.state == BatchState.PENDING, expired)).order_by(Batch.id).limit(1)
-            if not self.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
             batch = session.exec(query).first()
             if batch is None:
                 return None
@@ -286,9 +296,12 @@ class Registry:
         with self._transaction() as session:
             return session.get(Batch, batch_id)
 
-    def batches(self) -> list[Batch]:
-        with self._transaction() as session:
-            return list(session.exec(select(Batch).order_by(Batch.id)))
+    def batches(self, limit: int | None = None) -> list[Batch]:
+        """Every batch in arrival order; with ``limit``, the last ``limit`` of them."""
+        return self._last(select(Batch), Batch.id, limit)
+
+    def count_batches(self) -> int:
+        return self._count(Batch)
 
     def queue_depth(self) -> int:
         with self._transaction() as session:
@@ -366,9 +379,60 @@ class Registry:
         with self._transaction() as session:
             return self._batch_versions(session, batch_id)
 
-    def versions(self) -> list[ModelVersion]:
+    def versions(self, limit: int | None = None) -> list[ModelVersion]:
+        """Every version in order; with ``limit``, the last ``limit`` of them."""
+        return self._last(select(ModelVersion), ModelVersion.version, limit)
+
+    def versions_numbered(self, numbers: set[int]) -> list[ModelVersion]:
+        """The versions with these numbers (those that exist)."""
+        if not numbers:
+            return []
         with self._transaction() as session:
-            return list(session.exec(select(ModelVersion).order_by(ModelVersion.version)))
+            return list(session.exec(select(ModelVersion).where(ModelVersion.version.in_(sorted(numbers)))))
+
+    def count_versions(self) -> int:
+        return self._count(ModelVersion)
+
+    def recent_shifts(self, window: int) -> list[ModelVersion]:
+        """The last version of each of the last ``window`` batches that had their shift
+        measured, oldest first: what the policy's history needs, read from an index however
+        long the lineage (a batch has at most two versions, its first pick and a fallback)."""
+        if window <= 0:
+            return []
+        query = (select(ModelVersion)
+                 .where(ModelVersion.batch_id.is_not(None), ModelVersion.severity.is_not(None))
+                 .order_by(ModelVersion.version.desc()).limit(2 * window))
+        with self._transaction() as session:
+            by_batch: dict[int, ModelVersion] = {}
+            for row in session.exec(query):
+                if row.batch_id not in by_batch and len(by_batch) < window:
+                    by_batch[row.batch_id] = row
+        return sorted(by_batch.values(), key=lambda row: row.version)
+
+    def lineage(self, number: int) -> list[int]:
+        """``number`` and its ancestors, newest first, in one recursive query."""
+        chain = text(
+            "WITH RECURSIVE chain(version, parent, depth) AS ("
+            " SELECT version, parent, 0 FROM model_version WHERE version = :number"
+            " UNION ALL"
+            " SELECT v.version, v.parent, c.depth + 1 FROM model_version v JOIN chain c ON v.version = c.parent"
+            ") SELECT version FROM chain ORDER BY depth"
+        ).bindparams(number=number)
+        with self._transaction() as session:
+            found = [row[0] for row in session.exec(chain)]
+        if not found:
+            raise UnknownVersion(number)
+        return found
+
+    def _last(self, query, order, limit: int | None) -> list:
+        with self._transaction() as session:
+            if limit is None:
+                return list(session.exec(query.order_by(order)))
+            return list(reversed(list(session.exec(query.order_by(order.desc()).limit(limit)))))
+
+    def _count(self, table) -> int:
+        with self._transaction() as session:
+            return session.exec(select(func.count()).select_from(table)).one()
 
     def alias(self, name: str = PRODUCTION) -> int | None:
         with self._transaction() as session:
@@ -390,12 +454,15 @@ class Registry:
         number = self.alias(PRODUCTION)
         return None if number is None else self.version(number)
 
-    def history(self, alias: str | None = None) -> list[AliasEvent]:
-        with self._transaction() as session:
-            query = select(AliasEvent).order_by(AliasEvent.id)
-            if alias is not None:
-                query = query.where(AliasEvent.alias == alias)
-            return list(session.exec(query))
+    def history(self, alias: str | None = None, limit: int | None = None) -> list[AliasEvent]:
+        """Alias moves in order; with ``limit``, the last ``limit`` of them."""
+        query = select(AliasEvent)
+        if alias is not None:
+            query = query.where(AliasEvent.alias == alias)
+        return self._last(query, AliasEvent.id, limit)
+
+    def count_events(self) -> int:
+        return self._count(AliasEvent)
 
     def promote(self, number: int, actor: str, reason: str = "", force: bool = False) -> AliasEvent:
         """Move ``production`` to ``number``; rejected versions need ``force``."""
@@ -419,47 +486,37 @@ class Registry:
         """Move ``production`` back to the version it held before the current one.
 
         The alias history is read as a stack: promotions push, rollbacks pop. Rolling back
-        twice goes two steps back, not back and forth. ``to`` pops down to that version.
+        twice goes two steps back, not back and forth. ``to`` pops down to that version. Each
+        move points at the one below it, so a rollback reads a frame per step it goes back,
+        not the whole history.
         """
         with self._transaction() as session:
             current = session.get(Alias, PRODUCTION)
             if current is None:
                 raise RegistryError("there is no production version to roll back")
-            stack = self._production_stack(session)
-            if to is None:
-                if len(stack) < 2:
-                    raise RegistryError(
-                        f"production (version {current.version}) has no earlier production version"
-                    )
-                target = stack[-2]
-            else:
+            if to is not None:
                 if session.exec(select(ModelVersion).where(ModelVersion.version == to)).first() is None:
                     raise UnknownVersion(to)
                 if to == current.version:
                     raise RegistryError(f"version {to} is already production")
-                if to not in stack:
-                    raise RegistryError(
-                        f"version {to} was never production before version {current.version}; "
-                        "use promote to move production to it"
-                    )
-                target = to
-            return self._move_alias(session, PRODUCTION, current.version, target, actor, AliasAction.ROLLBACK, reason)
+            frame = self._top_frame(session, PRODUCTION)
+            while True:
+                frame = session.get(AliasEvent, frame.below_event) if frame and frame.below_event else None
+                if frame is None:
+                    if to is None:
+                        raise RegistryError(f"production (version {current.version}) has no earlier production version")
+                    raise RegistryError(f"version {to} was never production before version {current.version}; "
+                                        "use promote to move production to it")
+                if to is None or frame.to_version == to:
+                    break
+            return self._move_alias(session, PRODUCTION, current.version, frame.to_version, actor,
+                                    AliasAction.ROLLBACK, reason, below=frame.below_event)
 
     @staticmethod
-    def _production_stack(session: Session) -> list[int]:
-        stack: list[int] = []
-        events = session.exec(
-            select(AliasEvent).where(AliasEvent.alias == PRODUCTION).order_by(AliasEvent.id)
-        )
-        for item in events:
-            if item.action == AliasAction.ROLLBACK:
-                while stack and stack[-1] != item.to_version:
-                    stack.pop()
-                if not stack:
-                    stack.append(item.to_version)
-            else:
-                stack.append(item.to_version)
-        return stack
+    def _top_frame(session: Session, name: str) -> AliasEvent | None:
+        """The move that put the alias where it is: the top of its stack."""
+        query = select(AliasEvent).where(AliasEvent.alias == name).order_by(AliasEvent.id.desc()).limit(1)
+        return session.exec(query).first()
 
     @staticmethod
     def _create_alias(session: Session, name: str, number: int, actor: str, reason: str) -> AliasEvent:
@@ -469,11 +526,16 @@ class Registry:
         session.flush()
         return record
 
-    @staticmethod
+    @classmethod
     def _move_alias(
-        session: Session, name: str, expected: int, number: int, actor: str, action: str, reason: str
+        cls, session: Session, name: str, expected: int, number: int, actor: str, action: str, reason: str,
+        below: int | None = None,
     ) -> AliasEvent:
-        """Compare-and-swap the alias and log the move, in the caller's transaction."""
+        """Compare-and-swap the alias and log the move, in the caller's transaction. A move
+        other than a rollback pushes: the frame below it is the current top."""
+        if action != AliasAction.ROLLBACK:
+            top = cls._top_frame(session, name)
+            below = top.id if top is not None else None
         result = session.exec(
             update(Alias)
             .where(Alias.name == name, Alias.version == expected)
@@ -482,7 +544,8 @@ class Registry:
         if result.rowcount != 1:
             raise AliasConflict(f"alias {name!r} moved away from version {expected} concurrently")
         record = AliasEvent(
-            alias=name, action=action, from_version=expected, to_version=number, actor=actor, reason=reason
+            alias=name, action=action, from_version=expected, to_version=number, actor=actor, reason=reason,
+            below_event=below,
         )
         session.add(record)
         session.flush()

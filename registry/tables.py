@@ -72,7 +72,7 @@ class VersionFields(SQLModel):
     ``NewVersion`` is these plus the JSON columns as Python values."""
 
     parent: int | None = None
-    batch_id: int | None = Field(default=None, foreign_key="batch.id")
+    batch_id: int | None = Field(default=None, foreign_key="batch.id", index=True)
     status: str  # a VersionStatus
     strategy: str
     severity: str | None = None
@@ -125,6 +125,9 @@ class AliasEvent(SQLModel, table=True):
     actor: str
     reason: str = ""
     at: datetime = Field(default_factory=utcnow)
+    # The move whose version lies under this one on the alias's stack (promotions push,
+    # rollbacks pop): where a rollback from here goes. None at the bottom.
+    below_event: int | None = None
 
 
 class SchemaVersion(SQLModel, table=True):

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
 from retain.daemon.config import Config, ConfigError, find_config, load_config
 from retain.daemon.logs import LogFormat, configure_logging
 from retain.errors import RetainError
+
 
 class _Commands(TyperGroup):
     """Any ``RetainError`` a command raises becomes one line on stderr, ``error: <message>``,
@@ -29,8 +30,7 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except RetainError as exc:
-            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            fail(str(exc))
 
 
 app = typer.Typer(
@@ -47,6 +47,19 @@ out = Console(width=None if sys.stdout.isatty() else 200, markup=False)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, markup=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SCREENFUL = 20
+LimitOption = Annotated[int, typer.Option("--limit", min=1, help=f"Show the last N (default {SCREENFUL}).")]
+AllOption = Annotated[bool, typer.Option("--all", help="Show every one.")]
+
+
+def page(limit: int, show_all: bool) -> int | None:
+    return None if show_all else limit
+
+
+def note_page(shown: int, total: int, what: str) -> None:
+    """Say on stderr (so JSON on stdout stays whole) when a listing left older rows out."""
+    if shown < total:
+        err.print(f"the last {shown} of {total} {what}; --limit N or --all for more", highlight=False)
 
 
 @dataclass
@@ -62,7 +75,7 @@ class CliState:
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line naming what is wrong and exit non-zero."""
     err.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    raise typer.Exit(code) from None
 
 
 def main() -> None:
@@ -213,25 +226,20 @@ def ingest(
 
 
 @app.command()
-def versions(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List model versions."""
+def versions(
+    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False
+) -> None:
+    """List model versions, the newest last."""
     from retain.views import version_row, versions_table
 
     registry = open_registry(ctx.obj.config())
     production = registry.alias()
-    rows = [version_row(v, production) for v in registry.versions()]
+    rows = [version_row(v, production) for v in registry.versions(limit=page(limit, show_all))]
     if as_json:
         emit_json(rows)
     else:
         out.print(versions_table(rows))
-
-
-def lineage(registry, number: int) -> list[int]:
-    chain, current = [], number
-    while current is not None:
-        chain.append(current)
-        current = registry.version(current).parent
-    return chain
+    note_page(len(rows), registry.count_versions(), "versions")
 
 
 @app.command()
@@ -245,7 +253,7 @@ def show(
 
     registry = open_registry(ctx.obj.config())
     stored = registry.version(version)
-    row = version_detail(stored, registry.alias(), lineage(registry, version))
+    row = version_detail(stored, registry.alias(), registry.lineage(version))
     details = stored.version_details()
     if as_json:
         emit_json(row)
@@ -310,30 +318,37 @@ def rollback(
 
 
 @app.command()
-def history(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """The alias audit log."""
+def history(
+    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False
+) -> None:
+    """The alias audit log, the newest last."""
     from retain.views import event_row, history_table
 
     registry = open_registry(ctx.obj.config())
-    rows = [event_row(e) for e in registry.history()]
+    rows = [event_row(e) for e in registry.history(limit=page(limit, show_all))]
     if as_json:
         emit_json(rows)
     else:
         out.print(history_table(rows))
+    note_page(len(rows), registry.count_events(), "alias moves")
 
 
 @app.command()
-def batches(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Batches with state, shift, strategy and outcome."""
+def batches(
+    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False
+) -> None:
+    """Batches with state, shift, strategy and outcome, the newest last."""
     from retain.views import batch_row, batches_table
 
     registry = open_registry(ctx.obj.config())
-    by_number = {v.version: v for v in registry.versions()}
-    rows = [batch_row(b, by_number.get(b.version)) for b in registry.batches()]
+    listed = registry.batches(limit=page(limit, show_all))
+    by_number = {v.version: v for v in registry.versions_numbered({b.version for b in listed if b.version})}
+    rows = [batch_row(b, by_number.get(b.version)) for b in listed]
     if as_json:
         emit_json(rows)
     else:
         out.print(batches_table(rows))
+    note_page(len(rows), registry.count_batches(), "batches")
 
 
 @app.command()

@@ -174,7 +174,9 @@ def linear_probe_accuracy(features: torch.Tensor, labels: torch.Tensor, seed: in
     return float(probe.score(scaler.transform(x_test), y_test))
 
 
-def measure_shift(evidence: ShiftEvidence, thresholds: ShiftThresholds = ShiftThresholds(), seed: int = 0) -> ShiftReport:
+def measure_shift(
+    evidence: ShiftEvidence, thresholds: ShiftThresholds = ShiftThresholds(), seed: int = 0
+) -> ShiftReport:
     """Measure how far a batch has moved from the reference, and how badly."""
     e = evidence
     mmd = mmd_permutation_test(

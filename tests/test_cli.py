@@ -143,3 +143,21 @@ def test_run_on_cuda_without_a_gpu_fails_at_start_naming_the_key_and_leaves_the_
     one_error_line(retain(workspace, "run", "--once", check=False), 'retain.toml: training.device is "cuda"')
     assert batch.exists()
     assert json.loads(retain(workspace, "batches", "--json").stdout) == []
+
+
+def test_listings_show_the_newest_page_and_say_on_stderr_what_they_left_out(workspace):
+    from retain.daemon.config import load_config
+    from retain.registry import NewVersion, Registry
+
+    registry = Registry(load_config(workspace).registry_url)
+    for _ in range(24):
+        registry.register_version(NewVersion(status="rejected", strategy="finetune", model_spec={"factory": "m:f"},
+                                             artifact_sha256="a" * 64, replay_sha256="b" * 64, parent=1))
+    registry.close()
+    page = retain(workspace, "versions", "--json")
+    assert [row["version"] for row in json.loads(page.stdout)] == list(range(6, 26))
+    assert "the last 20 of 25 versions" in page.stderr
+    assert [row["version"] for row in json.loads(retain(workspace, "versions", "--json", "--limit", "3").stdout)] == [
+        23, 24, 25]
+    every = retain(workspace, "versions", "--json", "--all")
+    assert len(json.loads(every.stdout)) == 25 and every.stderr == ""

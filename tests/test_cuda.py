@@ -53,7 +53,8 @@ def test_each_strategy_trains_on_the_gpu_and_returns_a_cpu_model_as_good_as_the_
     for settings in (CPU, GPU):
         torch.cuda.reset_peak_memory_stats()
         resident = torch.cuda.memory_allocated()
-        candidates[settings.device] = train_candidate(choice, TrainingJob.from_memory(production, batch, memory, settings))
+        job = TrainingJob.from_memory(production, batch, memory, settings)
+        candidates[settings.device] = train_candidate(choice, job)
         assert (torch.cuda.max_memory_allocated() > resident) == (settings.device == "cuda")
     gpu = candidates["cuda"]
     assert on_cpu(gpu) and not gpu.training

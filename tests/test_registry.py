@@ -2,6 +2,7 @@
 
 import sqlite3
 import threading
+import time
 
 import pytest
 from sqlalchemy import inspect, text
@@ -10,6 +11,7 @@ from conftest import fresh_postgres_database
 from retain.registry import (
     AliasConflict,
     BatchForgetting,
+    BatchState,
     ChoiceDetails,
     Migration,
     NewVersion,
@@ -51,13 +53,16 @@ def test_same_content_is_one_batch(registry):
     assert again.id == first.id and len(registry.batches()) == 1
 
 
-def test_claim_takes_oldest_pending_batch_once(registry):
+def test_a_lineage_has_one_batch_in_flight_and_the_next_waits_for_it(registry):
+    # A second batch claimed now would be trained from the production model that the first
+    # one's candidate is about to replace: a sibling, never promoted.
     a, _ = registry.add_batch("1" * 64, "/a", "a")
     b, _ = registry.add_batch("2" * 64, "/b", "b")
     assert registry.claim_batch("w1", 60).id == a.id
-    assert registry.claim_batch("w2", 60).id == b.id
-    assert registry.claim_batch("w3", 60) is None
+    assert registry.claim_batch("w2", 60) is None
     assert registry.queue_depth() == 2
+    registry.finish_batch(a.id, BatchState.DONE)
+    assert registry.claim_batch("w2", 60).id == b.id
 
 
 def test_expired_lease_can_be_claimed_by_another_worker(registry):
@@ -74,23 +79,35 @@ def test_released_batch_is_pending_again_without_counting_the_attempt(registry):
     assert registry.batch(a.id).state == "pending" and registry.batch(a.id).attempts == 0
 
 
-def test_concurrent_claims_never_hand_out_a_batch_twice(registry):
+def test_concurrent_workers_take_a_lineages_batches_one_at_a_time_in_arrival_order(registry):
     for i in range(20):
         registry.add_batch(f"{i:064d}", f"/{i}", str(i))
-    claimed: list[int] = []
+    order: list[int] = []
+    in_flight, most_in_flight = 0, 0
     lock = threading.Lock()
 
     def worker(name: str) -> None:
-        while (batch := registry.claim_batch(name, 60)) is not None:
+        nonlocal in_flight, most_in_flight
+        while len(order) < 20:
+            batch = registry.claim_batch(name, 60)
+            if batch is None:
+                time.sleep(0.001)
+                continue
             with lock:
-                claimed.append(batch.id)
+                order.append(batch.id)
+                in_flight += 1
+                most_in_flight = max(most_in_flight, in_flight)
+            with lock:
+                in_flight -= 1  # before the batch is finished: only then may the next be claimed
+            registry.finish_batch(batch.id, BatchState.DONE)
 
     threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(claimed) == list(range(1, 21))
+    assert order == list(range(1, 21))
+    assert most_in_flight == 1
 
 
 def test_concurrent_registrations_get_distinct_consecutive_numbers(registry):
@@ -163,6 +180,34 @@ def test_rollback_to_a_named_earlier_version(registry):
         registry.register_version(version(parent=1)) and registry.rollback("cli:ops", to=4)
 
 
+def production_moves_with_rollbacks_between(registry) -> None:
+    """Versions 1-4; production 1 -> 2 -> 3, back to 2, then 4: the stack is [1, 2, 4]."""
+    for parent in (None, 1, 2):
+        registry.register_version(version(parent=parent), promote=True)
+    registry.rollback("cli:ops")
+    registry.register_version(version(parent=2))
+    registry.promote(4, "cli:ops")
+
+
+def test_a_rollback_after_rollbacks_pops_the_stack_not_the_last_move(registry):
+    production_moves_with_rollbacks_between(registry)
+    assert [registry.rollback("cli:ops").to_version for _ in range(2)] == [2, 1]
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        registry.rollback("cli:ops")
+
+
+def test_a_registry_upgraded_from_schema_2_rolls_back_through_its_old_moves(registry):
+    production_moves_with_rollbacks_between(registry)
+    with registry.engine.begin() as connection:  # the moves as a schema-2 registry holds them
+        connection.execute(text("ALTER TABLE alias_event DROP COLUMN below_event"))
+        connection.execute(text("UPDATE retain_schema SET version = 2"))
+    upgraded = Registry(registry.url)
+    assert [upgraded.rollback("cli:ops").to_version for _ in range(2)] == [2, 1]
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        upgraded.rollback("cli:ops")
+    upgraded.close()
+
+
 def test_rollback_without_any_production_is_an_error(registry):
     with pytest.raises(RegistryError, match="no production version"):
         registry.rollback("cli:ops")
@@ -182,8 +227,10 @@ def test_alias_compare_and_swap_refuses_a_stale_expectation(registry):
 
 # ------------------------------------------------------------------ schema versions
 
-ADD_PRIORITY = Migration(2, "batch priority", ("ALTER TABLE batch ADD COLUMN priority INTEGER DEFAULT 0",))
-INDEX_PRIORITY = Migration(3, "index batch priority", ("CREATE INDEX ix_batch_priority ON batch (priority)",))
+LATEST = latest_version(MIGRATIONS)
+# Steps a later retain might add, after the real ones.
+ADD_PRIORITY = Migration(LATEST + 1, "batch priority", ("ALTER TABLE batch ADD COLUMN priority INTEGER DEFAULT 0",))
+INDEX_PRIORITY = Migration(LATEST + 2, "index batch priority", ("CREATE INDEX ix_batch_priority ON batch (priority)",))
 
 
 def stored_schema_version(registry) -> int:
@@ -202,29 +249,47 @@ def test_a_fresh_registry_is_at_the_latest_schema_version(registry):
 
 def test_pending_migrations_apply_in_order_and_keep_the_rows(registry):
     registry.add_batch("1" * 64, "/a", "a")
-    assert upgrade(registry.engine, (ADD_PRIORITY, INDEX_PRIORITY)) == 3
-    assert stored_schema_version(registry) == 3 and "priority" in batch_columns(registry)
+    assert upgrade(registry.engine, (*MIGRATIONS, ADD_PRIORITY, INDEX_PRIORITY)) == LATEST + 2
+    assert stored_schema_version(registry) == LATEST + 2 and "priority" in batch_columns(registry)
     assert [b.name for b in registry.batches()] == ["a"]
+
+
+def as_schema_1(registry) -> None:
+    """Undo the steps after version 1, as a registry written by the first release holds it."""
+    with registry.engine.begin() as connection:
+        connection.execute(text("DROP INDEX ix_model_version_batch_id"))
+        connection.execute(text("ALTER TABLE alias_event DROP COLUMN below_event"))
+        connection.execute(text("UPDATE retain_schema SET version = 1"))
 
 
 def test_a_registry_from_before_schema_versions_counts_as_version_1(registry):
     registry.add_batch("1" * 64, "/a", "a")
+    as_schema_1(registry)
     with registry.engine.begin() as connection:
         connection.execute(text("DROP TABLE retain_schema"))
-    assert upgrade(registry.engine, (ADD_PRIORITY,)) == 2
+    assert upgrade(registry.engine, (*MIGRATIONS, ADD_PRIORITY)) == LATEST + 1
     assert "priority" in batch_columns(registry) and [b.name for b in registry.batches()] == ["a"]
 
 
+def test_a_version_1_registry_gets_the_index_of_versions_by_batch(registry):
+    as_schema_1(registry)
+    reopened = Registry(registry.url)
+    with reopened.engine.connect() as connection:
+        indexes = {index["name"] for index in inspect(connection).get_indexes("model_version")}
+    assert "ix_model_version_batch_id" in indexes and reopened.schema_version == LATEST
+    reopened.close()
+
+
 def test_a_failing_migration_leaves_the_registry_at_the_last_good_version(registry):
-    broken = Migration(3, "broken", ("ALTER TABLE no_such_table ADD COLUMN x INTEGER",))
-    with pytest.raises(SchemaError, match="schema version 3 .*broken.* stays at version 2"):
-        upgrade(registry.engine, (ADD_PRIORITY, broken))
-    assert stored_schema_version(registry) == 2 and "priority" in batch_columns(registry)
+    broken = Migration(LATEST + 2, "broken", ("ALTER TABLE no_such_table ADD COLUMN x INTEGER",))
+    with pytest.raises(SchemaError, match=f"schema version {LATEST + 2} .*broken.* stays at version {LATEST + 1}"):
+        upgrade(registry.engine, (*MIGRATIONS, ADD_PRIORITY, broken))
+    assert stored_schema_version(registry) == LATEST + 1 and "priority" in batch_columns(registry)
 
 
 def test_a_registry_from_a_newer_retain_is_refused(registry):
-    upgrade(registry.engine, (ADD_PRIORITY,))
-    with pytest.raises(SchemaError, match="schema is at version 2, newer than this retain knows"):
+    upgrade(registry.engine, (*MIGRATIONS, ADD_PRIORITY))
+    with pytest.raises(SchemaError, match=f"schema is at version {LATEST + 1}, newer than this retain knows"):
         Registry(registry.url)
 
 
@@ -337,3 +402,44 @@ def test_details_leave_out_what_does_not_apply_and_read_old_rows():
     # A row written before the shift report had a probe: the field reads as absent.
     old = VersionDetails.from_dict({"shift": {"mmd2": 0.2, "p_value": 0.01, "novel_classes": [3]}})
     assert old.shift is not None and old.shift.novel_classes == (3,) and old.shift.probe_accuracy is None
+
+
+# ------------------------------------------------------------------ bounded reads
+
+
+def register_batches(registry, count: int, fallback_every: int = 0) -> None:
+    """Version 1, then ``count`` batches with a version each (two for every ``fallback_every``th)."""
+    registry.register_version(version(), promote=True)
+    for i in range(count):
+        batch, _ = registry.add_batch(f"{i:064d}", f"/{i}", str(i))
+        parent = registry.alias()
+        shifted = version(parent=parent, batch_id=batch.id).model_copy(update={"severity": "mild", "p_value": 0.01})
+        news = [shifted] * (2 if fallback_every and i % fallback_every == 0 else 1)
+        registry.register_versions(news, promote_index=len(news) - 1)
+
+
+def test_recent_shifts_are_the_last_batches_each_once_however_many_versions_they_have(registry):
+    register_batches(registry, 8, fallback_every=2)
+    recent = registry.recent_shifts(window=3)
+    assert [row.batch_id for row in recent] == [6, 7, 8]
+    assert registry.recent_shifts(window=0) == []
+
+
+def test_listings_give_the_last_page_in_order_and_count_what_they_leave_out(registry):
+    register_batches(registry, 6)
+    assert [v.version for v in registry.versions(limit=3)] == [5, 6, 7]
+    assert [v.version for v in registry.versions()] == list(range(1, 8))
+    assert [b.id for b in registry.batches(limit=2)] == [5, 6]
+    assert [e.to_version for e in registry.history(limit=2)] == [6, 7]
+    assert (registry.count_versions(), registry.count_batches(), registry.count_events()) == (7, 6, 7)
+
+
+def test_lineage_follows_parents_to_the_first_version_in_one_query(registry):
+    register_batches(registry, 4)
+    registry.rollback("op")
+    batch, _ = registry.add_batch("f" * 64, "/f", "f")
+    registry.register_version(version(parent=registry.alias(), batch_id=batch.id), promote=True)
+    assert registry.lineage(6) == [6, 4, 3, 2, 1]
+    assert registry.lineage(1) == [1]
+    with pytest.raises(UnknownVersion):
+        registry.lineage(99)

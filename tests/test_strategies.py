@@ -125,7 +125,8 @@ def test_distillation_keeps_replayed_outputs_closer_to_production():
     settings = replace(SETTINGS, epochs=5)
 
     def drift(weight: float) -> float:
-        candidate = finetune(TrainingJob(production, shifted, rehearsal, replace(settings, distillation=weight)), lr=0.02)
+        job = TrainingJob(production, shifted, rehearsal, replace(settings, distillation=weight))
+        candidate = finetune(job, lr=0.02)
         with torch.no_grad():
             return float(F.kl_div(F.log_softmax(candidate(rehearsal[0]), 1), F.softmax(production(rehearsal[0]), 1),
                                   reduction="batchmean"))
