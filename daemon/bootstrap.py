@@ -14,9 +14,8 @@ from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, load_batch, read_arrays
 from retain.daemon.logs import fields
 from retain.daemon.service import ensure_workdir
-from retain.daemon.versions import ModelSpec, save_memory, save_model
+from retain.daemon.versions import ModelSpec, open_artifacts, save_memory, save_model
 from retain.registry import (
-    ArtifactStore,
     ModelVersion,
     NewVersion,
     Registry,
@@ -128,7 +127,7 @@ def init_workspace(
         if not memory.audit.any():
             raise InitError(f"{data}: too few samples to hold any out for the forgetting audit")
         gate = evaluate_gate(model, model, memory.audit_groups(), holdout)
-        artifacts = ArtifactStore(config.artifacts_dir)
+        artifacts = open_artifacts(config)
         version, _ = registry.register_version(
             NewVersion(
                 status=VersionStatus.ACCEPTED,

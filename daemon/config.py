@@ -40,6 +40,14 @@ class RegistryConfig(_Section):
     auto_promote: bool = True
 
 
+class ArtifactsConfig(_Section):
+    # "" keeps artifacts in <workdir>/artifacts only; s3://bucket/prefix shares them between
+    # workers on several machines, the local folder then being each one's cache.
+    url: str = Field(default="", pattern=r"^(s3://[^/]+(/.*)?)?$")
+    endpoint_url: str = ""  # an S3-compatible server (SeaweedFS, MinIO, …); "" is AWS
+    region: str = ""
+
+
 class ModelConfig(_Section):
     factory: str = "retain.strategies.models:mlp"
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -118,6 +126,7 @@ class DaemonConfig(_Section):
 class Config(_Section):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     shift: ShiftThresholds = Field(default_factory=ShiftThresholds)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

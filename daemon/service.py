@@ -15,6 +15,7 @@ from retain.daemon.config import Config, DataConfig
 from retain.daemon.loading import BatchRejected, open_regular_file
 from retain.daemon.logs import fields
 from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_alive
+from retain.daemon.versions import open_artifacts
 from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
@@ -22,7 +23,6 @@ from retain.daemon.watcher import InboxWatcher, is_candidate, signature
 from retain.registry import (
     IN_FLIGHT,
     UNREAD_PREFIX,
-    ArtifactStore,
     Batch,
     BatchState,
     Registry,
@@ -76,7 +76,7 @@ class Service:
         self.owner = f"{self.host}:{os.getpid()}"
         self.stop_requested = threading.Event()
         self.watcher = InboxWatcher(config.inbox, config.daemon.settle_seconds, rejected=config.rejected_dir)
-        self.artifacts = ArtifactStore(config.artifacts_dir)
+        self.artifacts = open_artifacts(config)
         self.pipeline = Pipeline(
             config,
             registry,

@@ -1,7 +1,14 @@
 """The model registry: SQL tables for batches, versions and aliases (with schema migrations),
 and an artifact store."""
 
-from retain.registry.artifacts import ArtifactError, ArtifactStore, atomic_copy, atomic_write, stale_temp_files
+from retain.registry.artifacts import (
+    ArtifactError,
+    ArtifactStore,
+    S3Objects,
+    atomic_copy,
+    atomic_write,
+    stale_temp_files,
+)
 from retain.registry.details import BatchForgetting, ChoiceDetails, ShiftDetails, VersionDetails
 from retain.registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
 from retain.registry.migrations import Migration, upgrade
@@ -40,6 +47,7 @@ __all__ = [
     "NewVersion",
     "Registry",
     "RegistryError",
+    "S3Objects",
     "SchemaError",
     "ShiftDetails",
     "UnknownVersion",

@@ -1,11 +1,14 @@
-"""Content-addressed artifact files: ``<root>/sha256/ab/<digest>``.
+"""Content-addressed artifacts: files ``<root>/sha256/ab/<digest>``, and optionally the same
+keys in an S3-compatible bucket shared by every worker, with the local folder as its cache.
 
 Writes go to a temporary name in the same directory, are fsynced and renamed, so a crash
-never leaves a partial artifact under its final name. Reads verify the digest.
+never leaves a partial artifact under its final name; an S3 PUT is atomic (a reader sees the
+whole object or none) and carries its SHA-256 for the server to check. Reads verify the digest.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -68,9 +71,65 @@ class ArtifactError(RetainError):
     """An artifact is missing or does not match its digest."""
 
 
+class S3Objects:
+    """Artifacts in an S3-compatible bucket under ``s3://bucket/prefix``, through boto3.
+
+    boto3 rather than s3fs: a content-addressed store needs three calls (a conditional PUT with
+    a checksum, a GET, a HEAD), which boto3 makes directly and synchronously; s3fs adds fsspec,
+    aiobotocore and aiohttp for a file-system view retain does not use. Credentials come from
+    boto3's usual chain (``AWS_ACCESS_KEY_ID``…, ``~/.aws``, an instance role), never the config.
+    """
+
+    def __init__(self, url: str, endpoint_url: str = "", region: str = "") -> None:
+        if not url.startswith("s3://") or not url[5:].split("/", 1)[0]:
+            raise ArtifactError(f"artifacts.url {url!r} is not s3://bucket[/prefix]")
+        try:
+            import boto3
+            from botocore.config import Config as BotoConfig
+        except ImportError as exc:
+            raise ArtifactError("artifacts.url is an s3:// URL but boto3 is not installed: "
+                                "pip install 'retain[s3]'") from exc
+        self.bucket, _, prefix = url[5:].partition("/")
+        self.prefix = prefix.strip("/")
+        self.url = url
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url or None, region_name=region or None,
+            config=BotoConfig(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def key(self, digest: str) -> str:
+        return "/".join(part for part in (self.prefix, "sha256", digest[:2], digest) if part)
+
+    def put(self, digest: str, data: bytes) -> None:
+        """Upload unless the object exists (the same key is the same content)."""
+        from botocore.exceptions import ClientError
+
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data, ChecksumSHA256=checksum,
+                                   IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise ArtifactError(f"artifact {digest}: upload to {self.url} failed: {exc}") from exc
+
+    def get(self, digest: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(digest))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise ArtifactError(f"artifact {digest} is missing (s3://{self.bucket}/{self.key(digest)})") from exc
+            raise ArtifactError(f"artifact {digest}: download from {self.url} failed: {exc}") from exc
+
+
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
+    """Artifacts by SHA-256 in a local folder; with ``remote``, the folder is a read cache of
+    the bucket every worker shares, and each write goes to both."""
+
+    def __init__(self, root: Path, remote: S3Objects | None = None) -> None:
         self.root = Path(root)
+        self.remote = remote
 
     def path(self, digest: str) -> Path:
         return self.root / "sha256" / digest[:2] / digest
@@ -78,10 +137,11 @@ class ArtifactStore:
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
-        if target.exists():
-            return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda handle: handle.write(data))
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda handle: handle.write(data))
+        if self.remote is not None:
+            self.remote.put(digest, data)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -89,10 +149,21 @@ class ArtifactStore:
         try:
             data = target.read_bytes()
         except FileNotFoundError as exc:
-            raise ArtifactError(f"artifact {digest} is missing ({target})") from exc
+            if self.remote is None:
+                raise ArtifactError(f"artifact {digest} is missing ({target})") from exc
+            data = b""
+        if hashlib.sha256(data).hexdigest() == digest:
+            return data
+        if self.remote is None:
+            actual = hashlib.sha256(data).hexdigest()
+            raise ArtifactError(f"artifact {digest} is corrupt: its content hashes to {actual}")
+        # Not cached here (or the cached copy is damaged): the bucket's copy, verified, cached.
+        data = self.remote.get(digest)
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
-            raise ArtifactError(f"artifact {digest} is corrupt: its content hashes to {actual}")
+            raise ArtifactError(f"artifact {digest} is corrupt in {self.remote.url}: its content hashes to {actual}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda handle: handle.write(data))
         return data
 
     def put_tensors(self, tensors: dict[str, Any]) -> str:

@@ -382,8 +382,7 @@ def predict(
 ) -> None:
     """Predicted labels for a data file."""
     from retain.daemon.loading import BatchRejected, DataSpec, load_batch
-    from retain.daemon.versions import load_model, spec_of
-    from retain.registry import ArtifactStore
+    from retain.daemon.versions import load_model, open_artifacts, spec_of
     from retain.strategies.models import predict as model_predict
 
     config = ctx.obj.config()
@@ -393,7 +392,7 @@ def predict(
     if number is None:
         fail("no production version: run `retain init` first")
     row = registry.version(number)
-    model = load_model(row, ArtifactStore(config.artifacts_dir))
+    model = load_model(row, open_artifacts(config))
     spec = spec_of(row)
     if not file.is_file():
         fail(f"{file}: no such file")

@@ -1,0 +1,83 @@
+"""Artifacts in an S3-compatible bucket (a real SeaweedFS on loopback) shared by workers that
+each keep their own local folder as a cache."""
+
+import hashlib
+import json
+import uuid
+
+import pytest
+
+from conftest import retain, save_npz, write_config
+from retain.registry import ArtifactError, ArtifactStore, S3Objects
+
+
+@pytest.fixture
+def bucket_url(s3_server) -> str:
+    return f"s3://{s3_server.bucket}/{uuid.uuid4().hex[:8]}"  # a prefix of its own per test
+
+
+def worker_store(tmp_path, name: str, s3_server, bucket_url: str) -> ArtifactStore:
+    return ArtifactStore(tmp_path / name, S3Objects(bucket_url, s3_server.endpoint_url))
+
+
+def test_an_artifact_written_by_one_worker_is_read_by_another_and_cached_there(tmp_path, s3_server, bucket_url):
+    writer = worker_store(tmp_path, "a", s3_server, bucket_url)
+    reader = worker_store(tmp_path, "b", s3_server, bucket_url)
+    digest = writer.put(b"weights")
+    assert not reader.path(digest).exists()
+    assert reader.get(digest) == b"weights"
+    assert reader.path(digest).read_bytes() == b"weights"  # the next read is local
+    key = f"{bucket_url.split('/', 3)[3]}/sha256/{digest[:2]}/{digest}"
+    stored = s3_server.client().get_object(Bucket=s3_server.bucket, Key=key)["Body"].read()
+    assert stored == b"weights"
+
+
+def test_a_damaged_cached_copy_is_replaced_from_the_bucket(tmp_path, s3_server, bucket_url):
+    store = worker_store(tmp_path, "a", s3_server, bucket_url)
+    digest = store.put(b"replay memory")
+    store.path(digest).write_bytes(b"bit rot")
+    assert store.get(digest) == b"replay memory"
+    assert store.path(digest).read_bytes() == b"replay memory"
+
+
+def test_an_object_corrupted_in_the_bucket_is_refused_naming_it(tmp_path, s3_server, bucket_url):
+    writer = worker_store(tmp_path, "a", s3_server, bucket_url)
+    digest = writer.put(b"weights")
+    remote = writer.remote
+    remote.client.put_object(Bucket=remote.bucket, Key=remote.key(digest), Body=b"tampered")
+    with pytest.raises(ArtifactError, match=f"artifact {digest} is corrupt in {bucket_url}"):
+        worker_store(tmp_path, "b", s3_server, bucket_url).get(digest)
+
+
+def test_a_missing_object_is_an_artifact_error_not_a_client_error(tmp_path, s3_server, bucket_url):
+    with pytest.raises(ArtifactError, match="is missing"):
+        worker_store(tmp_path, "a", s3_server, bucket_url).get(hashlib.sha256(b"never").hexdigest())
+
+
+def test_a_worker_with_an_empty_artifact_folder_trains_from_the_bucket(tmp_path, digit_data, s3_server, bucket_url):
+    # Two machines: one initialises, the other has only the shared registry and bucket.
+    x, y = digit_data
+    shared = {"url": f"sqlite:///{tmp_path / 'shared-registry.db'}"}
+    artifacts = {"url": bucket_url, "endpoint_url": s3_server.endpoint_url}
+    first = write_config(tmp_path / "first", registry=shared, artifacts=artifacts)
+    save_npz(tmp_path / "init.npz", x[:400], y[:400])
+    retain(first, "init", "--data", str(tmp_path / "init.npz"), "--train")
+    second = write_config(tmp_path / "second", registry=shared, artifacts=artifacts)
+    (tmp_path / "second" / "inbox").mkdir()
+    save_npz(tmp_path / "second" / "inbox" / "batch.npz", x[400:600], y[400:600])
+    retain(second, "run", "--once")
+    [batch] = json.loads(retain(second, "batches", "--json").stdout)
+    assert batch["state"] == "done"
+    # The first machine reads the second's candidate from the bucket, then from its cache.
+    digest = json.loads(retain(first, "show", str(batch["version"]), "--json").stdout)["artifact_sha256"]
+    cached = tmp_path / "first" / "artifacts" / "sha256" / digest[:2] / digest
+    assert not cached.exists()
+    predicted = json.loads(retain(first, "predict", str(tmp_path / "init.npz"), "--version", str(batch["version"]),
+                                  "--json").stdout)
+    assert len(predicted["predictions"]) == 400 and cached.exists()
+
+
+def test_an_artifacts_url_that_is_not_s3_is_a_config_error(tmp_path):
+    config = write_config(tmp_path, artifacts={"url": "gs://bucket"})
+    result = retain(config, "versions", check=False)
+    assert result.returncode != 0 and "artifacts.url" in result.stderr
