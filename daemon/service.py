@@ -202,8 +202,8 @@ class Service:
         """Batches a dead process on this host was processing: its attempt counts (a file that
         kills its worker must not stall the queue), so the batch is retried or, after its
         last attempt, failed."""
-        for batch in self.registry.batches():
-            if batch.state != BatchState.PROCESSING or not batch.lease_owner:
+        for batch in self.registry.batches_in_state(BatchState.PROCESSING):
+            if not batch.lease_owner:
                 continue
             host, _, pid = batch.lease_owner.rpartition(":")
             if host == self.host and pid.isdigit() and not pid_alive(int(pid)):

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ConfigDict
 from sqlalchemy import event, func, or_, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine, select
 
@@ -134,15 +135,24 @@ class Registry:
     # ----------------------------------------------------------------- batches
 
     def add_batch(self, sha256: str, path: str, name: str) -> tuple[Batch, bool]:
-        """Record a file as a pending batch; ``(batch, False)`` if its content is known."""
+        """Record a file as a pending batch; ``(batch, False)`` if its content is known,
+        including when another worker recorded it a moment before (workers sharing an inbox)."""
+        try:
+            with self._transaction() as session:
+                existing = session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
+                if existing is not None:
+                    return existing, False
+                batch = Batch(sha256=sha256, path=path, name=name)
+                session.add(batch)
+                session.flush()
+                return batch, True
+        except IntegrityError:  # the unique sha256: the other worker's insert won
+            with self._transaction() as session:
+                return session.exec(select(Batch).where(Batch.sha256 == sha256)).one(), False
+
+    def batches_in_state(self, state: BatchState) -> list[Batch]:
         with self._transaction() as session:
-            existing = session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
-            if existing is not None:
-                return existing, False
-            batch = Batch(sha256=sha256, path=path, name=name)
-            session.add(batch)
-            session.flush()
-            return batch, True
+            return list(session.exec(select(Batch).where(Batch.state == state).order_by(Batch.id)))
 
     def add_refused_file(self, path: str, name: str, reason: str) -> Batch:
         """Record a file refused before it was read (too large, a link, a name that is not

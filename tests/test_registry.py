@@ -443,3 +443,27 @@ def test_lineage_follows_parents_to_the_first_version_in_one_query(registry):
     assert registry.lineage(1) == [1]
     with pytest.raises(UnknownVersion):
         registry.lineage(99)
+
+
+def test_workers_recording_the_same_file_at_once_get_one_batch_and_no_error(empty_database):
+    stores = [Registry(empty_database) for _ in range(4)]
+    results, errors = [], []
+    barrier = threading.Barrier(len(stores))
+
+    def record(store) -> None:
+        barrier.wait()
+        try:
+            results.append(store.add_batch("9" * 64, "/inbox/shared.npz", "shared.npz"))
+        except Exception as exc:  # noqa: BLE001 - what the test is about
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(store,)) for store in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert len({batch.id for batch, _ in results}) == 1
+    for store in stores:
+        store.close()
