@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# MLflow, for benchmarks/registry_scale.py's comparison only: its own environment, not a
+# dependency of retain.
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
 DEMO_DIR ?= retain-demo
 
 .PHONY: demo test bench install clean
@@ -14,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(MLFLOW_STAMP):
+	test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet "mlflow-skinny>=3,<4" "sqlalchemy>=2" alembic
+	touch $(MLFLOW_STAMP)
+
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/retain demo --workdir $(DEMO_DIR)
@@ -23,9 +32,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) $(MLFLOW_STAMP)
 	$(BIN)/python benchmarks/chaos.py
-	$(BIN)/python benchmarks/registry_scale.py
+	$(BIN)/python benchmarks/registry_scale.py --mlflow-python $(MLFLOW_VENV)/bin/python
 	$(BIN)/python benchmarks/shift_mmd.py
 	records=$$(mktemp) && trap 'rm -f "$$records"' EXIT && \
 	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3 --retrain-seeds 3 --records "$$records" && \
@@ -33,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/new_class_forgetting.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(MLFLOW_VENV) $(DEMO_DIR) .pytest_cache
