@@ -19,6 +19,7 @@ from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
 from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
+from retain.daemon.remote_inbox import fetch_batch, is_remote
 from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
 from retain.registry import (
     ArtifactStore,
@@ -183,6 +184,12 @@ class Pipeline:
         """Run one claimed batch to a final state. ``TrainingInterrupted`` propagates."""
         assert batch.id is not None
         path = Path(batch.path)
+        if is_remote(batch):  # ingested into the bucket from another host
+            try:
+                path = fetch_batch(batch, self.artifacts, self.config.workdir / "incoming",
+                                   self.config.data.max_file_bytes)
+            except BatchRejected as exc:
+                return self._reject(batch, None, exc.reason)
         registered = self.registry.batch_versions(batch.id)
         if registered:
             return self._finish_registered(batch, path, registered)
@@ -194,6 +201,9 @@ class Pipeline:
             return self._reject(batch, path, exc.reason)
         except FileNotFoundError:
             return self._reject(batch, path, "file disappeared from the inbox before it was read")
+        if loaded.sha256 != batch.sha256 and is_remote(batch):
+            return self._reject(batch, path, f"the object in the bucket does not match the sha256 recorded when it "
+                                             f"was ingested ({batch.sha256[:12]} recorded, {loaded.sha256[:12]} read)")
         if loaded.sha256 != batch.sha256:
             return self._changed_since_queued(batch, path, loaded.sha256)
         try:
@@ -221,13 +231,14 @@ class Pipeline:
         log.warning("batch rejected", extra=fields(batch=batch.id, file=str(path), reason=reason))
         return BatchOutcome(batch.id, BatchState.INVALID, reason=reason, requeue=path)
 
-    def _reject(self, batch: Batch, path: Path, reason: str) -> BatchOutcome:
+    def _reject(self, batch: Batch, path: Path | None, reason: str) -> BatchOutcome:
+        """``path`` None: nothing was fetched (a bucket object refused unread), it stays put."""
         reason = f"{batch.name}: {reason}"
-        target = move_file(path, self.config.rejected_dir, batch.id, batch.name)
-        self.registry.finish_batch(batch.id, BatchState.INVALID, path=str(target), reason=reason)
+        target = batch.path if path is None else str(move_file(path, self.config.rejected_dir, batch.id, batch.name))
+        self.registry.finish_batch(batch.id, BatchState.INVALID, path=target, reason=reason)
         self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
         self._finished(batch)
-        log.warning("batch rejected", extra=fields(batch=batch.id, file=str(path), reason=reason))
+        log.warning("batch rejected", extra=fields(batch=batch.id, file=target, reason=reason))
         return BatchOutcome(batch.id, BatchState.INVALID, reason=reason)
 
     def measure(

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from retain.daemon.config import Config, DataConfig
+from retain.daemon.config import Config, ConfigError, DataConfig
 from retain.daemon.loading import BatchRejected, open_regular_file
 from retain.daemon.logs import fields
 from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_alive
@@ -19,7 +19,7 @@ from retain.daemon.versions import open_artifacts
 from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
-from retain.daemon.watcher import InboxWatcher, is_candidate, signature
+from retain.daemon.watcher import InboxWatcher, NoInbox, is_candidate, signature
 from retain.registry import (
     IN_FLIGHT,
     UNREAD_PREFIX,
@@ -66,6 +66,7 @@ class Service:
         metrics: ServiceMetrics | None = None,
         on_progress: Callable[[Batch, TrainingProgress], None] | None = None,
         notifier: Notifier | None = None,
+        watch: bool = True,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -75,8 +76,16 @@ class Service:
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}"
         self.stop_requested = threading.Event()
-        self.watcher = InboxWatcher(config.inbox, config.daemon.settle_seconds, rejected=config.rejected_dir)
+        self.watcher: InboxWatcher | NoInbox = (
+            InboxWatcher(config.inbox, config.daemon.settle_seconds, rejected=config.rejected_dir) if watch
+            else NoInbox(self.stop_requested)
+        )
         self.artifacts = open_artifacts(config)
+        # Which batches this worker can read: a worker reads the bucket's; a watching daemon its
+        # inbox's, and the bucket's too when it has one.
+        if not watch and self.artifacts.remote is None:
+            raise ConfigError("a worker (retain run --worker) reads batches from the bucket: set artifacts.url")
+        self.reads: bool | None = True if not watch else (None if self.artifacts.remote is not None else False)
         self.pipeline = Pipeline(
             config,
             registry,
@@ -243,7 +252,7 @@ class Service:
 
     def process_one(self) -> BatchOutcome | None:
         batch = self.registry.claim_batch(
-            self.owner, self.config.daemon.lease_seconds, self.config.daemon.max_attempts
+            self.owner, self.config.daemon.lease_seconds, self.config.daemon.max_attempts, in_bucket=self.reads
         )
         if batch is None:
             return None
@@ -293,7 +302,8 @@ class Service:
             self.pipeline.production()  # fail fast without a production model
             self._initial_metrics()
             self._write_status(DaemonState.IDLE, force=True)
-            self.notifier.ready(f"watching {self.config.inbox}")
+            self.notifier.ready(f"watching {self.config.inbox}" if isinstance(self.watcher, InboxWatcher)
+                                else "a worker: batches from the registry")
             interval = watchdog_interval() if self.notifier.enabled else None
             if interval:
                 watchdog = Watchdog(

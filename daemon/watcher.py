@@ -161,6 +161,32 @@ class InboxWatcher(FileSystemEventHandler):
             self._observer = None
 
 
+class NoInbox:
+    """The watcher of a worker that watches no folder (``retain run --worker``): its batches
+    come from the registry, ingested into the bucket elsewhere."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def scan(self) -> None:
+        pass
+
+    def due(self) -> list[Path]:
+        return []
+
+    def pending(self) -> bool:
+        return False
+
+    def wait(self, timeout: float) -> None:
+        self._stop.wait(timeout)
+
+
 def ingest_file(source: Path, inbox: Path) -> Path:
     """Copy ``source`` into ``inbox`` under a dot-name, fsync, then rename into place (the
     watcher ignores dot-files, and sees the rename)."""

@@ -4,6 +4,7 @@ and an artifact store."""
 from retain.registry.artifacts import (
     ArtifactError,
     ArtifactStore,
+    ObjectTooLarge,
     S3Objects,
     atomic_copy,
     atomic_write,
@@ -43,6 +44,7 @@ __all__ = [
     "BatchState",
     "ChoiceDetails",
     "Migration",
+    "ObjectTooLarge",
     "ModelVersion",
     "NewVersion",
     "Registry",

@@ -71,6 +71,10 @@ class ArtifactError(RetainError):
     """An artifact is missing or does not match its digest."""
 
 
+class ObjectTooLarge(ArtifactError):
+    """An object in the bucket is larger than the reader's limit."""
+
+
 class S3Objects:
     """Artifacts in an S3-compatible bucket under ``s3://bucket/prefix``, through boto3.
 
@@ -99,6 +103,39 @@ class S3Objects:
 
     def key(self, digest: str) -> str:
         return "/".join(part for part in (self.prefix, "sha256", digest[:2], digest) if part)
+
+    def url_of(self, *parts: str) -> str:
+        """``s3://bucket/prefix/<parts>``: an object beside the artifacts."""
+        return f"s3://{self.bucket}/" + "/".join(part for part in (self.prefix, *parts) if part)
+
+    def _bucket_key(self, url: str) -> str:
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        if bucket != self.bucket:
+            raise ArtifactError(f"{url} is not in this store's bucket, {self.bucket}")
+        return key
+
+    def upload_file(self, url: str, path: Path, sha256: str) -> None:
+        """Upload a file (its digest computed by the caller, for the server to check)."""
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        with path.open("rb") as body:
+            self.client.put_object(Bucket=self.bucket, Key=self._bucket_key(url), Body=body,
+                                   ChecksumSHA256=checksum)
+
+    def download_file(self, url: str, target: Path, max_bytes: int) -> None:
+        """Download ``url`` to ``target`` (atomically). ``ArtifactError`` if it is over
+        ``max_bytes``, checked before a byte is read: the size is what the server stores."""
+        from botocore.exceptions import ClientError
+
+        key = self._bucket_key(url)
+        try:
+            size = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        except ClientError as exc:
+            raise ArtifactError(f"{url}: not in the bucket ({exc})") from exc
+        if size > max_bytes:
+            raise ObjectTooLarge(f"file is {size} bytes, over the limit of {max_bytes} (data.max_file_bytes)")
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda handle: shutil.copyfileobj(body, handle))
 
     def put(self, digest: str, data: bytes) -> None:
         """Upload unless the object exists (the same key is the same content)."""

@@ -41,6 +41,7 @@ from retain.registry.tables import (
 )
 
 PRODUCTION = "production"
+REMOTE_BATCH_PREFIX = "s3://"  # Batch.path of a file ingested into the bucket
 UNREAD_PREFIX = "unread-"  # Batch.sha256 of a file refused before its content was read
 _VERSION_LOCK_KEY = 0x72657461  # "reta": advisory lock id for version allocation
 _CLAIM_LOCK_KEY = 0x72657463  # "retc": advisory lock id for batch claims
@@ -176,7 +177,9 @@ class Registry:
         with self._transaction() as session:
             return session.exec(select(Batch).where(Batch.path == path).order_by(Batch.id.desc())).first()
 
-    def claim_batch(self, owner: str, lease_seconds: float, max_attempts: int | None = None) -> Batch | None:
+    def claim_batch(
+        self, owner: str, lease_seconds: float, max_attempts: int | None = None, in_bucket: bool | None = None
+    ) -> Batch | None:
         """Take the oldest pending batch (or one whose lease ran out) for ``owner``, unless a
         batch of the lineage is in flight: ``None`` then.
 
@@ -184,6 +187,9 @@ class Registry:
         from the production model that the other's candidate is about to replace (a sibling,
         never promoted). On PostgreSQL a transaction-scoped advisory lock makes the check and
         the claim one step across workers; SQLite's ``BEGIN IMMEDIATE`` already does.
+
+        ``in_bucket`` limits the claim to the batches the worker can read: ``True`` those
+        ingested into the bucket (``s3://`` paths), ``False`` those in a local inbox.
 
         The attempt is counted here, durably, before any work: a batch whose worker dies
         while processing it has used its try. A batch whose lease ran out after its last
@@ -205,8 +211,11 @@ class Registry:
                 session.flush()
             if session.exec(select(Batch.id).where(live).limit(1)).first() is not None:
                 return None
-            query = select(Batch).where(or_(Batch.state == BatchState.PENDING, expired)).order_by(Batch.id).limit(1)
-            batch = session.exec(query).first()
+            query = select(Batch).where(or_(Batch.state == BatchState.PENDING, expired))
+            if in_bucket is not None:
+                remote = Batch.path.startswith(REMOTE_BATCH_PREFIX)
+                query = query.where(remote if in_bucket else ~remote)
+            batch = session.exec(query.order_by(Batch.id).limit(1)).first()
             if batch is None:
                 return None
             batch.state = BatchState.PROCESSING
@@ -305,6 +314,10 @@ class Registry:
     def batch(self, batch_id: int) -> Batch | None:
         with self._transaction() as session:
             return session.get(Batch, batch_id)
+
+    def batch_by_sha256(self, sha256: str) -> Batch | None:
+        with self._transaction() as session:
+            return session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
 
     def batches(self, limit: int | None = None) -> list[Batch]:
         """Every batch in arrival order; with ``limit``, the last ``limit`` of them."""

@@ -174,6 +174,9 @@ def init(
 def run(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="Process what is pending, then exit.")] = False,
+    worker: Annotated[bool, typer.Option(
+        "--worker", help="Watch no folder: process the batches ingested into the bucket (retain ingest --remote).",
+    )] = False,
 ) -> None:
     """The daemon: watch the inbox and process batches one at a time."""
     from retain.daemon.metrics import ServiceMetrics
@@ -187,7 +190,7 @@ def run(
     prepare_training(config)
     registry = open_registry(config)
     metrics = ServiceMetrics(config.metrics.recent_batches)
-    service = Service(config, registry, metrics, notifier=Notifier())
+    service = Service(config, registry, metrics, notifier=Notifier(), watch=not worker)
 
     def stop(signum: int, _frame: Any) -> None:
         service.request_stop()
@@ -210,19 +213,34 @@ def run(
 @app.command()
 def ingest(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Argument(help="Batch files to copy into the inbox.")],
+    files: Annotated[list[Path], typer.Argument(help="Batch files to queue.")],
+    remote: Annotated[bool, typer.Option(
+        "--remote", help="Upload to the bucket (artifacts.url) and queue in the registry, for workers on other "
+                         "hosts; no inbox needed here.",
+    )] = False,
 ) -> None:
-    """Copy files atomically into the inbox (temporary name, then rename)."""
+    """Copy files atomically into the inbox (temporary name, then rename), or with --remote
+    into the bucket's inbox."""
     config = ctx.obj.config()
-    config.inbox.mkdir(parents=True, exist_ok=True)
     for source in files:
         if not source.is_file():
             fail(f"{source}: no such file")
+    if remote:
+        from retain.daemon.remote_inbox import upload_batch
+        from retain.daemon.versions import open_artifacts
+
+        registry, artifacts = open_registry(config), open_artifacts(config)
+        for source in files:
+            batch, created = upload_batch(config, registry, artifacts, source)
+            out.print(f"{source} -> batch {batch.id} ({batch.path})" + ("" if created else ", queued before"),
+                      soft_wrap=True)
+        return
     from retain.daemon.watcher import ingest_file
 
+    config.inbox.mkdir(parents=True, exist_ok=True)
     for source in files:
         target = ingest_file(source, config.inbox)
-        out.print(f"{source} -> {target}")
+        out.print(f"{source} -> {target}", soft_wrap=True)
 
 
 @app.command()

@@ -81,3 +81,73 @@ def test_an_artifacts_url_that_is_not_s3_is_a_config_error(tmp_path):
     config = write_config(tmp_path, artifacts={"url": "gs://bucket"})
     result = retain(config, "versions", check=False)
     assert result.returncode != 0 and "artifacts.url" in result.stderr
+
+
+# ------------------------------------------------------------------ the bucket's inbox
+
+
+def two_hosts(tmp_path, digit_data, s3_server, bucket_url, **sections):
+    """A host that only ingests (no inbox, no training) and a worker, sharing a registry and
+    a bucket; version 1 made on the worker."""
+    x, y = digit_data
+    shared = {"registry": {"url": f"sqlite:///{tmp_path / 'shared-registry.db'}"},
+              "artifacts": {"url": bucket_url, "endpoint_url": s3_server.endpoint_url}, **sections}
+    worker = write_config(tmp_path / "worker", **shared)
+    save_npz(tmp_path / "init.npz", x[:400], y[:400])
+    retain(worker, "init", "--data", str(tmp_path / "init.npz"), "--train")
+    return write_config(tmp_path / "laptop", **shared), worker
+
+
+def test_a_file_ingested_into_the_bucket_is_processed_by_a_worker_that_watches_no_folder(
+    tmp_path, digit_data, s3_server, bucket_url
+):
+    x, y = digit_data
+    laptop, worker = two_hosts(tmp_path, digit_data, s3_server, bucket_url)
+    save_npz(tmp_path / "batch.npz", x[400:600], y[400:600])
+    queued = retain(laptop, "ingest", "--remote", str(tmp_path / "batch.npz"))
+    assert f"{bucket_url}/inbox/" in queued.stdout and not (tmp_path / "laptop" / "inbox").exists()
+    again = retain(laptop, "ingest", "--remote", str(tmp_path / "batch.npz"))
+    assert "queued before" in again.stdout
+    retain(worker, "run", "--once", "--worker")
+    [batch] = json.loads(retain(laptop, "batches", "--json").stdout)
+    assert (batch["state"], batch["version"]) == ("done", 2)
+    processed = list((tmp_path / "worker" / "processed").iterdir())
+    assert [p.read_bytes() for p in processed] == [(tmp_path / "batch.npz").read_bytes()]
+
+
+def test_an_object_over_the_workers_size_limit_is_rejected_unread_naming_it(tmp_path, digit_data, s3_server,
+                                                                            bucket_url):
+    x, y = digit_data
+    laptop, worker = two_hosts(tmp_path, digit_data, s3_server, bucket_url)
+    save_npz(tmp_path / "big.npz", x[400:1400], y[400:1400])
+    retain(laptop, "ingest", "--remote", str(tmp_path / "big.npz"))
+    write_config(tmp_path / "worker", registry={"url": f"sqlite:///{tmp_path / 'shared-registry.db'}"},
+                 artifacts={"url": bucket_url, "endpoint_url": s3_server.endpoint_url},
+                 data={"max_file_bytes": 10_000})
+    retain(worker, "run", "--once", "--worker")
+    [batch] = json.loads(retain(laptop, "batches", "--json").stdout)
+    assert batch["state"] == "rejected" and batch["attempts"] == 1
+    assert "big.npz: file is" in batch["reason"] and "over the limit of 10000" in batch["reason"]
+    assert batch["path"].startswith(bucket_url) and not (tmp_path / "worker" / "incoming").exists()
+
+
+def test_an_object_changed_in_the_bucket_after_ingest_is_rejected(tmp_path, digit_data, s3_server, bucket_url):
+    x, y = digit_data
+    laptop, worker = two_hosts(tmp_path, digit_data, s3_server, bucket_url)
+    save_npz(tmp_path / "batch.npz", x[400:600], y[400:600])
+    retain(laptop, "ingest", "--remote", str(tmp_path / "batch.npz"))
+    [batch] = json.loads(retain(laptop, "batches", "--json").stdout)
+    save_npz(tmp_path / "other.npz", x[600:800], y[600:800])
+    bucket, _, key = batch["path"].removeprefix("s3://").partition("/")
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=(tmp_path / "other.npz").read_bytes())
+    retain(worker, "run", "--once", "--worker")
+    [batch] = json.loads(retain(laptop, "batches", "--json").stdout)
+    assert batch["state"] == "rejected" and "does not match the sha256 recorded when it was ingested" in batch["reason"]
+
+
+def test_ingesting_remotely_without_a_bucket_and_a_worker_without_one_are_one_line_errors(tmp_path, workspace):
+    (tmp_path / "f.npz").write_bytes(b"x")
+    result = retain(workspace, "ingest", "--remote", str(tmp_path / "f.npz"), check=False)
+    assert result.returncode == 1 and "--remote needs artifacts.url" in result.stderr
+    result = retain(workspace, "run", "--worker", check=False)
+    assert result.returncode == 1 and "set artifacts.url" in result.stderr

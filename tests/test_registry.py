@@ -467,3 +467,13 @@ def test_workers_recording_the_same_file_at_once_get_one_batch_and_no_error(empt
     assert len({batch.id for batch, _ in results}) == 1
     for store in stores:
         store.close()
+
+
+def test_a_worker_claims_only_the_batches_it_can_read_and_still_one_at_a_time(registry):
+    local, _ = registry.add_batch("1" * 64, "/inbox/a.npz", "a.npz")
+    remote, _ = registry.add_batch("2" * 64, "s3://bucket/inbox/" + "2" * 64 + "/b.npz", "b.npz")
+    assert registry.claim_batch("worker", 60, in_bucket=True).id == remote.id
+    assert registry.claim_batch("watcher", 60, in_bucket=False) is None  # the lineage has a batch in flight
+    registry.finish_batch(remote.id, BatchState.DONE)
+    assert registry.claim_batch("worker", 60, in_bucket=True) is None
+    assert registry.claim_batch("watcher", 60, in_bucket=False).id == local.id
