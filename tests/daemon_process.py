@@ -14,17 +14,20 @@ from conftest import REPO, RETAIN, wait_for
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, *args: str, env: dict[str, str] | None = None, run_args: tuple[str, ...] = ()
+    ) -> None:
         self.config = config
         self.log_path = config.parent / "daemon.log"
         self.args = args
+        self.run_args = run_args
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen | None = None
 
     def start(self, ready_timeout: float = 60) -> "DaemonProcess":
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*RETAIN, "--config", str(self.config), *self.args, "run"],
+            [*RETAIN, "--config", str(self.config), *self.args, "run", *self.run_args],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
         )
         wait_for(lambda: "daemon ready" in self.output() or self.process.poll() is not None,

@@ -1,12 +1,13 @@
-"""Several workers on one lineage: three daemon processes (separate workdirs, standing for
-machines) share one PostgreSQL registry, one bucket and one inbox; one is SIGKILLed while it
-trains. The lineage must come out as if one worker had processed the batches in order."""
+"""Several workers on one lineage: three ``retain run --worker`` processes (separate workdirs,
+standing for machines) share one PostgreSQL registry and one bucket, batches are ingested
+into the bucket from a fourth host, and one worker is SIGKILLed while it trains. The lineage
+must come out as if one worker had processed the batches in order."""
 
 import signal
 import uuid
 
 from conftest import fresh_postgres_database, retain, save_npz, wait_for, write_config
-from daemon_process import DaemonProcess, drop_atomically, npz_bytes
+from daemon_process import DaemonProcess
 from retain.daemon.config import load_config
 from retain.daemon.versions import load_memory
 from retain.registry import ArtifactStore, Registry, S3Objects
@@ -19,18 +20,18 @@ def test_three_workers_keep_one_lineage_in_order_through_a_kill(tmp_path, digit_
     shared = {
         "registry": {"url": fresh_postgres_database(postgres_url, "workers")},
         "artifacts": {"url": f"s3://{s3_server.bucket}/{uuid.uuid4().hex[:8]}", "endpoint_url": s3_server.endpoint_url},
-        "paths": {"workdir": ".", "inbox": str(tmp_path / "inbox")},
         "gate": {"max_forgetting": 1.0, "min_gain": -1.0},  # every candidate accepted: production moves each time
         "daemon": {"lease_seconds": 8, "settle_seconds": 0.2},
     }
     configs = [write_config(tmp_path / f"host{i}", **shared) for i in range(3)]
     save_npz(tmp_path / "init.npz", x[:400], y[:400])
     retain(configs[0], "init", "--data", str(tmp_path / "init.npz"), "--train")
-    workers = [DaemonProcess(config).start() for config in configs]
+    workers = [DaemonProcess(config, run_args=("--worker",)).start() for config in configs]
+    laptop = write_config(tmp_path / "laptop", **shared)
     try:
         for i in range(BATCHES):
-            drop_atomically(npz_bytes(x[400 + 150 * i: 550 + 150 * i], y[400 + 150 * i: 550 + 150 * i]),
-                            tmp_path / "inbox", f"batch-{i}.npz")
+            save_npz(tmp_path / f"batch-{i}.npz", x[400 + 150 * i: 550 + 150 * i], y[400 + 150 * i: 550 + 150 * i])
+            retain(laptop, "ingest", "--remote", str(tmp_path / f"batch-{i}.npz"))
         victim = wait_for(lambda: next((w for w in workers if w.status().get("state") == "processing"), None),
                           timeout=90, message="a worker training")
         victim.stop(signal.SIGKILL)
