@@ -161,6 +161,11 @@ class Config(_Section):
         return self.workdir / "rejected"
 
     @property
+    def incoming_dir(self) -> Path:
+        """Where a worker downloads the batches ingested into the bucket."""
+        return self.workdir / "incoming"
+
+    @property
     def artifacts_dir(self) -> Path:
         return self.workdir / "artifacts"
 

@@ -19,7 +19,7 @@ from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
 from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
-from retain.daemon.remote_inbox import fetch_batch, is_remote
+from retain.daemon.remote_inbox import fetch_batch, incoming_path, is_remote
 from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
 from retain.registry import (
     ArtifactStore,
@@ -184,15 +184,16 @@ class Pipeline:
         """Run one claimed batch to a final state. ``TrainingInterrupted`` propagates."""
         assert batch.id is not None
         path = Path(batch.path)
-        if is_remote(batch):  # ingested into the bucket from another host
-            try:
-                path = fetch_batch(batch, self.artifacts, self.config.workdir / "incoming",
-                                   self.config.data.max_file_bytes)
-            except BatchRejected as exc:
-                return self._reject(batch, None, exc.reason)
+        incoming = self.config.incoming_dir
         registered = self.registry.batch_versions(batch.id)
         if registered:
-            return self._finish_registered(batch, path, registered)
+            return self._finish_registered(batch, incoming_path(batch, incoming) if is_remote(batch) else path,
+                                           registered)
+        if is_remote(batch):  # ingested into the bucket from another host
+            try:
+                path = fetch_batch(batch, self.artifacts, incoming, self.config.data.max_file_bytes)
+            except BatchRejected as exc:
+                return self._reject(batch, None, exc.reason)
         production, model, memory = self.production()
         spec = spec_of(production)
         try:

@@ -43,12 +43,17 @@ def upload_batch(config: Config, registry: Registry, artifacts: ArtifactStore, p
     return registry.add_batch(digest, url, path.name)
 
 
+def incoming_path(batch: Batch, folder: Path) -> Path:
+    """Where a worker keeps its download of the batch's file."""
+    return folder / f"{batch.id:06d}-{Path(batch.path).name}"
+
+
 def fetch_batch(batch: Batch, artifacts: ArtifactStore, folder: Path, max_bytes: int) -> Path:
     """The batch's file, downloaded into ``folder`` (once: a retry finds it there).
     ``BatchRejected`` when the object is over ``max_bytes``."""
     if artifacts.remote is None:
         raise ArtifactError(f"batch {batch.id} is in a bucket ({batch.path}) but this worker has no artifacts.url")
-    target = folder / f"{batch.id:06d}-{Path(batch.path).name}"
+    target = incoming_path(batch, folder)
     if not target.exists():
         try:
             artifacts.remote.download_file(batch.path, target, max_bytes)

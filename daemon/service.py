@@ -231,7 +231,7 @@ class Service:
         daemon writes, and only those older than this start)."""
         before = self.status.started_at
         swept = stale_temp_files(self.config.workdir, before, target=STATUS_FILE)
-        for folder in (self.config.processed_dir, self.config.rejected_dir):
+        for folder in (self.config.processed_dir, self.config.rejected_dir, self.config.incoming_dir):
             swept += stale_temp_files(folder, before, target="[0-9][0-9][0-9][0-9][0-9][0-9]-*")
         for path in swept:
             path.unlink(missing_ok=True)
