@@ -263,6 +263,13 @@ class Pipeline:
             ))
         return tuple(entries)
 
+    def _renew_lease(self, batch: Batch) -> None:
+        """Between the phases that report no training progress (measuring, saving artifacts).
+        A lost lease means another worker may have the batch; registering stays safe (one
+        batch's versions are registered once), so the work goes on."""
+        if not self.registry.renew_lease(batch.id, self.owner, self.config.daemon.lease_seconds):
+            log.warning("lease lost; another worker may be processing this batch", extra=fields(batch=batch.id))
+
     def _hooks(self, batch: Batch) -> TrainingHooks:
         lease = self.config.daemon.lease_seconds
         last_renewal = time.monotonic()
@@ -306,6 +313,7 @@ class Pipeline:
         seed = batch_seed(batch.sha256)
         assert loaded.y is not None
         report = self.measure(job.model, spec, job.memory, loaded, seed)
+        self._renew_lease(batch)
         self.metrics.shift_score.set(report.mmd2)
         self.metrics.shift_pvalue.set(report.p_value)
         log.info(
@@ -336,6 +344,7 @@ class Pipeline:
 
         replay_sha256 = save_memory(step.memory, self.artifacts)
         news = [self._new_version(job, step, candidate, replay_sha256) for candidate in candidates]
+        self._renew_lease(batch)  # uploads to a bucket can take a while
         accepted = [i for i, c in enumerate(candidates) if c.verdict.accepted]
         promote_index = accepted[0] if accepted and self.config.registry.auto_promote else None
         rows, moved = self.registry.register_versions(news, promote_index=promote_index, actor=f"daemon:{self.owner}")
