@@ -29,6 +29,10 @@ def upload_batch(config: Config, registry: Registry, artifacts: ArtifactStore, p
     if artifacts.remote is None:
         raise RemoteInboxError("--remote needs artifacts.url (an s3:// bucket the workers share)")
     try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RemoteInboxError(f"{path}: file name is not valid UTF-8; rename it") from None
+    try:
         with open_regular_file(path, config.data) as handle:  # the daemon's own limits, checked here first
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
     except BatchRejected as exc:

@@ -165,6 +165,8 @@ class NoInbox:
     """The watcher of a worker that watches no folder (``retain run --worker``): its batches
     come from the registry, ingested into the bucket elsewhere."""
 
+    rejected: Path | None = None  # no rejected/ folder is watched either
+
     def __init__(self, stop: threading.Event) -> None:
         self._stop = stop
 
