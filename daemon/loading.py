@@ -108,6 +108,16 @@ def open_regular_file(path: Path, limits: DataConfig) -> BinaryIO:
     return handle
 
 
+def file_sha256(path: Path, limits: DataConfig) -> str:
+    """The sha256 of a regular file within the limits (``open_regular_file`` refuses the rest:
+    a 16 GiB sparse file is refused by its size, never hashed in full)."""
+    digest = hashlib.sha256()
+    with open_regular_file(path, limits) as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_file(path: Path, limits: DataConfig) -> bytes:
     """The whole file, through ``open_regular_file``."""
     with open_regular_file(path, limits) as handle:

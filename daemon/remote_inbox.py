@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from retain.daemon.config import Config
-from retain.daemon.loading import BatchRejected, open_regular_file
+from retain.daemon.loading import BatchRejected, file_sha256
 from retain.errors import RetainError
 from retain.registry import ArtifactError, ArtifactStore, Batch, ObjectTooLarge, Registry
 from retain.registry.store import REMOTE_BATCH_PREFIX
@@ -24,8 +24,6 @@ def is_remote(batch: Batch) -> bool:
 def upload_batch(config: Config, registry: Registry, artifacts: ArtifactStore, path: Path) -> tuple[Batch, bool]:
     """Upload ``path`` to the bucket's inbox and queue it; ``(batch, False)`` if its content
     was queued before (nothing is uploaded again)."""
-    import hashlib
-
     if artifacts.remote is None:
         raise RemoteInboxError("--remote needs artifacts.url (an s3:// bucket the workers share)")
     try:
@@ -33,8 +31,7 @@ def upload_batch(config: Config, registry: Registry, artifacts: ArtifactStore, p
     except UnicodeEncodeError:
         raise RemoteInboxError(f"{path}: file name is not valid UTF-8; rename it") from None
     try:
-        with open_regular_file(path, config.data) as handle:  # the daemon's own limits, checked here first
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        digest = file_sha256(path, config.data)  # the daemon's own limits, checked here first
     except BatchRejected as exc:
         raise RemoteInboxError(f"{path}: {exc.reason}") from None
     except FileNotFoundError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -11,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from retain.daemon.config import Config, ConfigError, DataConfig
-from retain.daemon.loading import BatchRejected, open_regular_file
+from retain.daemon.config import Config, ConfigError
+from retain.daemon.loading import BatchRejected, file_sha256
 from retain.daemon.logs import fields
 from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_alive
 from retain.daemon.versions import open_artifacts
@@ -35,16 +34,6 @@ log = logging.getLogger("retain.daemon")
 
 _STATUS_INTERVAL = 2.0
 _IDLE_WAIT = 0.5
-
-
-def file_sha256(path: Path, limits: DataConfig) -> str:
-    """The sha256 of a regular file within the limits (``open_regular_file`` refuses the rest:
-    a 16 GiB sparse file is refused by its size, never hashed in full)."""
-    digest = hashlib.sha256()
-    with open_regular_file(path, limits) as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def display_name(path: Path) -> str:
