@@ -75,6 +75,18 @@ class ObjectTooLarge(ArtifactError):
     """An object in the bucket is larger than the reader's limit."""
 
 
+def _split_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as ``(bucket, key)``."""
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _checksum(digest: str) -> str:
+    """The ``ChecksumSHA256`` of content whose hex SHA-256 is ``digest``: the server refuses
+    a body that does not match it."""
+    return base64.b64encode(bytes.fromhex(digest)).decode()
+
+
 class S3Objects:
     """Artifacts in an S3-compatible bucket under ``s3://bucket/prefix``, through boto3.
 
@@ -85,7 +97,8 @@ class S3Objects:
     """
 
     def __init__(self, url: str, endpoint_url: str = "", region: str = "") -> None:
-        if not url.startswith("s3://") or not url[5:].split("/", 1)[0]:
+        bucket, prefix = _split_s3_url(url)
+        if not url.startswith("s3://") or not bucket:
             raise ArtifactError(f"artifacts.url {url!r} is not s3://bucket[/prefix]")
         try:
             import boto3
@@ -93,33 +106,34 @@ class S3Objects:
         except ImportError as exc:
             raise ArtifactError("artifacts.url is an s3:// URL but boto3 is not installed: "
                                 "pip install 'retain[s3]'") from exc
-        self.bucket, _, prefix = url[5:].partition("/")
-        self.prefix = prefix.strip("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = url
         self.client = boto3.client(
             "s3", endpoint_url=endpoint_url or None, region_name=region or None,
             config=BotoConfig(retries={"max_attempts": 5, "mode": "standard"}),
         )
 
+    def _key(self, *parts: str) -> str:
+        return "/".join(part for part in (self.prefix, *parts) if part)
+
     def key(self, digest: str) -> str:
-        return "/".join(part for part in (self.prefix, "sha256", digest[:2], digest) if part)
+        return self._key("sha256", digest[:2], digest)
 
     def url_of(self, *parts: str) -> str:
         """``s3://bucket/prefix/<parts>``: an object beside the artifacts."""
-        return f"s3://{self.bucket}/" + "/".join(part for part in (self.prefix, *parts) if part)
+        return f"s3://{self.bucket}/{self._key(*parts)}"
 
     def _bucket_key(self, url: str) -> str:
-        bucket, _, key = url.removeprefix("s3://").partition("/")
+        bucket, key = _split_s3_url(url)
         if bucket != self.bucket:
             raise ArtifactError(f"{url} is not in this store's bucket, {self.bucket}")
         return key
 
     def upload_file(self, url: str, path: Path, sha256: str) -> None:
         """Upload a file (its digest computed by the caller, for the server to check)."""
-        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         with path.open("rb") as body:
             self.client.put_object(Bucket=self.bucket, Key=self._bucket_key(url), Body=body,
-                                   ChecksumSHA256=checksum)
+                                   ChecksumSHA256=_checksum(sha256))
 
     def download_file(self, url: str, target: Path, max_bytes: int) -> None:
         """Download ``url`` to ``target`` (atomically). ``ArtifactError`` if it is over
@@ -141,10 +155,9 @@ class S3Objects:
         """Upload unless the object exists (the same key is the same content)."""
         from botocore.exceptions import ClientError
 
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data, ChecksumSHA256=checksum,
-                                   IfNoneMatch="*")
+            self.client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data,
+                                   ChecksumSHA256=_checksum(digest), IfNoneMatch="*")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise ArtifactError(f"artifact {digest}: upload to {self.url} failed: {exc}") from exc
@@ -171,12 +184,15 @@ class ArtifactStore:
     def path(self, digest: str) -> Path:
         return self.root / "sha256" / digest[:2] / digest
 
+    def _write_local(self, target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda handle: handle.write(data))
+
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, lambda handle: handle.write(data))
+            self._write_local(target, data)
         if self.remote is not None:
             self.remote.put(digest, data)
         return digest
@@ -189,18 +205,17 @@ class ArtifactStore:
             if self.remote is None:
                 raise ArtifactError(f"artifact {digest} is missing ({target})") from exc
             data = b""
-        if hashlib.sha256(data).hexdigest() == digest:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual == digest:
             return data
         if self.remote is None:
-            actual = hashlib.sha256(data).hexdigest()
             raise ArtifactError(f"artifact {digest} is corrupt: its content hashes to {actual}")
         # Not cached here (or the cached copy is damaged): the bucket's copy, verified, cached.
         data = self.remote.get(digest)
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise ArtifactError(f"artifact {digest} is corrupt in {self.remote.url}: its content hashes to {actual}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda handle: handle.write(data))
+        self._write_local(target, data)
         return data
 
     def put_tensors(self, tensors: dict[str, Any]) -> str:
