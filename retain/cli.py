@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -56,10 +57,16 @@ def page(limit: int, show_all: bool) -> int | None:
     return None if show_all else limit
 
 
-def note_page(shown: int, total: int, what: str) -> None:
-    """Say on stderr (so JSON on stdout stays whole) when a listing left older rows out."""
-    if shown < total:
-        err.print(f"the last {shown} of {total} {what}; --limit N or --all for more", highlight=False)
+def print_listing(rows: list[dict[str, Any]], as_json: bool, table: Callable[[list], Any], total: int,
+                  what: str) -> None:
+    """A page of rows as JSON or a table; what the page left out is said on stderr, so JSON
+    on stdout stays whole."""
+    if as_json:
+        emit_json(rows)
+    else:
+        out.print(table(rows))
+    if len(rows) < total:
+        err.print(f"the last {len(rows)} of {total} {what}; --limit N or --all for more", highlight=False)
 
 
 @dataclass
@@ -253,11 +260,7 @@ def versions(
     registry = open_registry(ctx.obj.config())
     production = registry.alias()
     rows = [version_row(v, production) for v in registry.versions(limit=page(limit, show_all))]
-    if as_json:
-        emit_json(rows)
-    else:
-        out.print(versions_table(rows))
-    note_page(len(rows), registry.count_versions(), "versions")
+    print_listing(rows, as_json, versions_table, registry.count_versions(), "versions")
 
 
 @app.command()
@@ -344,11 +347,7 @@ def history(
 
     registry = open_registry(ctx.obj.config())
     rows = [event_row(e) for e in registry.history(limit=page(limit, show_all))]
-    if as_json:
-        emit_json(rows)
-    else:
-        out.print(history_table(rows))
-    note_page(len(rows), registry.count_events(), "alias moves")
+    print_listing(rows, as_json, history_table, registry.count_events(), "alias moves")
 
 
 @app.command()
@@ -362,11 +361,7 @@ def batches(
     listed = registry.batches(limit=page(limit, show_all))
     by_number = {v.version: v for v in registry.versions_numbered({b.version for b in listed if b.version})}
     rows = [batch_row(b, by_number.get(b.version)) for b in listed]
-    if as_json:
-        emit_json(rows)
-    else:
-        out.print(batches_table(rows))
-    note_page(len(rows), registry.count_batches(), "batches")
+    print_listing(rows, as_json, batches_table, registry.count_batches(), "batches")
 
 
 @app.command()
