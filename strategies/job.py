@@ -39,10 +39,9 @@ class TrainingJob:
         reptile: ReptileSettings | None = None,
     ) -> TrainingJob:
         """A job that rehearses ``memory``'s rehearsal partition."""
-        keep = ~memory.audit
         return cls(
-            production, train, (memory.x[keep], memory.y[keep]), settings, head=head,
-            hooks=hooks or TrainingHooks(), rehearsal_source=memory.source[keep],
+            production, train, memory.rehearsal(), settings, head=head,
+            hooks=hooks or TrainingHooks(), rehearsal_source=memory.source[~memory.audit],
             reptile=reptile or ReptileSettings(),
         )
 
