@@ -6,6 +6,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,25 +77,35 @@ def retain(
     return result
 
 
-def _retain_in_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Undo what ``configure_logging`` does to the loggers it configures (a command run in this
+    process points its handler at a stream that is gone afterwards)."""
     import logging
+
+    loggers = [logging.getLogger(name) for name in ("retain", "py.warnings", "")]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, (handlers, level, propagate) in zip(loggers, saved):
+            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+def _retain_in_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     import traceback
 
     from typer.testing import CliRunner
 
     from retain.cli import app
 
-    loggers = [logging.getLogger(name) for name in ("retain", "py.warnings", "")]
-    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        outcome = CliRunner(env={"RETAIN_CONFIG": None, **env}).invoke(app, argv, prog_name="retain")
+        with logging_restored():
+            outcome = CliRunner(env={"RETAIN_CONFIG": None, **env}).invoke(app, argv, prog_name="retain")
     finally:
         os.chdir(cwd)
-        # The command pointed its log handler at the runner's captured stderr, gone now.
-        for logger, (handlers, level, propagate) in zip(loggers, saved):
-            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
     stderr = outcome.stderr
     if outcome.exception is not None and not isinstance(outcome.exception, SystemExit):
         stderr += "".join(traceback.format_exception(outcome.exception))  # a crash, as the process would print

@@ -3,7 +3,7 @@
 import json
 import logging
 
-from conftest import retain
+from conftest import logging_restored, retain
 from retain.daemon.logs import JsonFormatter, TextFormatter, configure_logging, fields
 from daemon_process import DaemonProcess, drop_atomically, npz_bytes, wait_for_batches
 
@@ -26,16 +26,9 @@ def test_json_lines_carry_the_same_fields():
 
 
 def test_another_librarys_records_come_out_in_the_json_format_too(capsys):
-    names = ("retain", "py.warnings", "")
-    saved = [(logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
-             for n in names]
-    try:
+    with logging_restored():
         configure_logging("info", "json")
         logging.getLogger("watchdog.observers.inotify").error("InotifyEmitter.queue_events() called")
-    finally:
-        for name, (handlers, level, propagate) in zip(names, saved):
-            logger = logging.getLogger(name)
-            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
     [line] = capsys.readouterr().err.splitlines()
     payload = json.loads(line)
     assert (payload["event"], payload["level"], payload["logger"]) == (
