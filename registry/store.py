@@ -140,7 +140,7 @@ class Registry:
         including when another worker recorded it a moment before (workers sharing an inbox)."""
         try:
             with self._transaction() as session:
-                existing = session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
+                existing = self._with_sha256(session, sha256)
                 if existing is not None:
                     return existing, False
                 batch = Batch(sha256=sha256, path=path, name=name)
@@ -148,8 +148,12 @@ class Registry:
                 session.flush()
                 return batch, True
         except IntegrityError:  # the unique sha256: the other worker's insert won
-            with self._transaction() as session:
+            with self._transaction() as session:  # it exists now: .one() says so
                 return session.exec(select(Batch).where(Batch.sha256 == sha256)).one(), False
+
+    @staticmethod
+    def _with_sha256(session: Session, sha256: str) -> Batch | None:
+        return session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
 
     def batches_in_state(self, state: BatchState) -> list[Batch]:
         with self._transaction() as session:
@@ -317,7 +321,7 @@ class Registry:
 
     def batch_by_sha256(self, sha256: str) -> Batch | None:
         with self._transaction() as session:
-            return session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
+            return self._with_sha256(session, sha256)
 
     def batches(self, limit: int | None = None) -> list[Batch]:
         """Every batch in arrival order; with ``limit``, the last ``limit`` of them."""
