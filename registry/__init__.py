@@ -15,7 +15,9 @@ from retain.registry.errors import AliasConflict, RegistryError, SchemaError, Un
 from retain.registry.migrations import Migration, upgrade
 from retain.registry.store import PRODUCTION, UNREAD_PREFIX, NewVersion, Registry
 from retain.registry.tables import (
+    DEFAULT_MODEL,
     FINISHED,
+    MODEL_NAME_PATTERN,
     IN_FLIGHT,
     Alias,
     AliasAction,
@@ -29,8 +31,10 @@ from retain.registry.tables import (
 )
 
 __all__ = [
+    "DEFAULT_MODEL",
     "FINISHED",
     "IN_FLIGHT",
+    "MODEL_NAME_PATTERN",
     "PRODUCTION",
     "UNREAD_PREFIX",
     "Alias",

@@ -10,9 +10,10 @@ class RegistryError(RetainError):
 
 
 class UnknownVersion(RegistryError):
-    def __init__(self, version: int) -> None:
-        super().__init__(f"version {version} does not exist")
+    def __init__(self, version: int, model: str) -> None:
+        super().__init__(f"version {version} of model {model!r} does not exist")
         self.version = version
+        self.model = model
 
 
 class AliasConflict(RegistryError):

@@ -55,6 +55,23 @@ def _stack_frames(connection: Connection) -> None:
                                {"below": frame, "id": event})
 
 
+def _alias_key_per_model(connection: Connection) -> None:
+    """``alias``'s primary key becomes (model, name). SQLite cannot change a primary key in
+    place: the table is rebuilt (it holds a row per alias, so this is instant)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("ALTER TABLE alias ADD COLUMN model VARCHAR NOT NULL DEFAULT 'default'"))
+        connection.execute(text("ALTER TABLE alias DROP CONSTRAINT alias_pkey"))
+        connection.execute(text("ALTER TABLE alias ADD PRIMARY KEY (model, name)"))
+        return
+    connection.execute(text(
+        "CREATE TABLE alias_by_model (model VARCHAR DEFAULT 'default' NOT NULL, name VARCHAR NOT NULL, "
+        "version INTEGER NOT NULL, updated_at DATETIME NOT NULL, PRIMARY KEY (model, name))"))
+    connection.execute(text("INSERT INTO alias_by_model (model, name, version, updated_at) "
+                            "SELECT 'default', name, version, updated_at FROM alias"))
+    connection.execute(text("DROP TABLE alias"))
+    connection.execute(text("ALTER TABLE alias_by_model RENAME TO alias"))
+
+
 # Version 1 is the schema of registry.tables as first released (before the schema was
 # versioned). A change to the tables appends its step here.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -66,6 +83,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     # each move now points at the frame below it.
     Migration(3, "alias moves point at the frame below", ("ALTER TABLE alias_event ADD COLUMN below_event INTEGER",),
               backfill=_stack_frames),
+    # Named models: every batch, version and alias belongs to a lineage; what was there is
+    # the lineage "default". Versions are numbered per model, a file is one batch per model.
+    Migration(4, "named models", (
+        "ALTER TABLE batch ADD COLUMN model VARCHAR",
+        "UPDATE batch SET model = 'default'",
+        "DROP INDEX ix_batch_sha256",
+        "CREATE UNIQUE INDEX ix_batch_model_sha256 ON batch (model, sha256)",
+        "ALTER TABLE model_version ADD COLUMN model VARCHAR NOT NULL DEFAULT 'default'",
+        "DROP INDEX ix_model_version_version",
+        "CREATE UNIQUE INDEX ix_model_version_model_version ON model_version (model, version)",
+        "ALTER TABLE alias_event ADD COLUMN model VARCHAR NOT NULL DEFAULT 'default'",
+        "DROP INDEX ix_alias_event_alias",
+        "CREATE INDEX ix_alias_event_model_alias ON alias_event (model, alias)",
+    ), backfill=_alias_key_per_model),
 )
 
 

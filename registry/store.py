@@ -8,11 +8,12 @@ version allocation takes a transaction-scoped advisory lock and batch claims use
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from retain.registry.details import VersionDetails
 from retain.registry.errors import AliasConflict, RegistryError, UnknownVersion
 from retain.registry.migrations import upgrade
 from retain.registry.tables import (
+    DEFAULT_MODEL,
     FINISHED,
     IN_FLIGHT,
     Alias,
@@ -57,8 +59,9 @@ class NewVersion(VersionFields):
     decision_reasons: tuple[str, ...] = ()
     details: VersionDetails = VersionDetails()
 
-    def row(self, version: int) -> ModelVersion:
+    def row(self, model: str, version: int) -> ModelVersion:
         return ModelVersion(
+            model=model,
             version=version,
             **self.model_dump(include=set(VersionFields.model_fields)),
             decision_reasons=json.dumps(list(self.decision_reasons)),
@@ -108,10 +111,17 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Registry:
-    """Batches, model versions and aliases. Safe to share between processes."""
+    """Batches, model versions and aliases of one model's lineage (``model``; ``for_model``
+    gives another's over the same connections). Safe to share between processes.
 
-    def __init__(self, url: str) -> None:
+    Batch ids are global: the queue's methods that take a batch id (leases, finishing,
+    requeueing) work whatever model the batch belongs to, and ``claim_batch`` chooses among
+    several models.
+    """
+
+    def __init__(self, url: str, model: str = DEFAULT_MODEL) -> None:
         self.url = url
+        self.model = model
         self.is_sqlite = url.startswith("sqlite")
         # The driver's timeout is SQLite's busy timeout: how long a connection waits for a lock.
         connect_args = {"timeout": _SQLITE_BUSY_TIMEOUT_S} if self.is_sqlite else {}
@@ -125,7 +135,21 @@ class Registry:
             raise
 
     def close(self) -> None:
+        """Close the connections (those of every ``for_model`` view: they share them)."""
         self.engine.dispose()
+
+    def for_model(self, model: str) -> Registry:
+        """The lineage of ``model`` in the same database, over the same connections."""
+        view = copy.copy(self)
+        view.model = model
+        return view
+
+    def models(self) -> list[str]:
+        """Every model with a version or a batch in the registry, by name."""
+        with self._transaction() as session:
+            named = set(session.exec(select(ModelVersion.model).distinct()))
+            named |= set(session.exec(select(Batch.model).where(Batch.model.is_not(None)).distinct()))
+        return sorted(named)
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
@@ -143,35 +167,39 @@ class Registry:
                 existing = self._with_sha256(session, sha256)
                 if existing is not None:
                     return existing, False
-                batch = Batch(sha256=sha256, path=path, name=name)
+                batch = Batch(model=self.model, sha256=sha256, path=path, name=name)
                 session.add(batch)
                 session.flush()
                 return batch, True
-        except IntegrityError:  # the unique sha256: the other worker's insert won
-            with self._transaction() as session:  # it exists now: .one() says so
-                return session.exec(select(Batch).where(Batch.sha256 == sha256)).one(), False
+        except IntegrityError:  # the unique (model, sha256): the other worker's insert won
+            with self._transaction() as session:
+                found = self._with_sha256(session, sha256)
+                if found is None:
+                    raise
+                return found, False
 
-    @staticmethod
-    def _with_sha256(session: Session, sha256: str) -> Batch | None:
-        return session.exec(select(Batch).where(Batch.sha256 == sha256)).first()
+    def _with_sha256(self, session: Session, sha256: str) -> Batch | None:
+        return session.exec(select(Batch).where(Batch.model == self.model, Batch.sha256 == sha256)).first()
 
     def batches_in_state(self, state: BatchState) -> list[Batch]:
+        """The batches of every model in ``state``."""
         with self._transaction() as session:
             return list(session.exec(select(Batch).where(Batch.state == state).order_by(Batch.id)))
 
-    def add_refused_file(self, path: str, name: str, reason: str) -> Batch:
+    def add_refused_file(self, path: str, name: str, reason: str, of_model: bool = True) -> Batch:
         """Record a file refused before it was read (too large, a link, a name that is not
         UTF-8) as a rejected batch. Its ``sha256`` is an ``unread-`` placeholder: the content
         was never hashed. A row already recorded for ``path`` this way is returned instead,
-        so a retry after a failed move does not record the file twice."""
+        so a retry after a failed move does not record the file twice. ``of_model=False``: a
+        file that belongs to no model (left directly in an inbox shared by several)."""
         with self._transaction() as session:
             existing = session.exec(
                 select(Batch).where(Batch.path == path, Batch.sha256.startswith(UNREAD_PREFIX))
             ).first()
             if existing is not None:
                 return existing
-            batch = Batch(sha256=UNREAD_PREFIX + uuid.uuid4().hex, path=path, name=name, state=BatchState.INVALID,
-                          reason=reason)
+            batch = Batch(model=self.model if of_model else None, sha256=UNREAD_PREFIX + uuid.uuid4().hex,
+                          path=path, name=name, state=BatchState.INVALID, reason=reason)
             session.add(batch)
             session.flush()
             return batch
@@ -182,15 +210,23 @@ class Registry:
             return session.exec(select(Batch).where(Batch.path == path).order_by(Batch.id.desc())).first()
 
     def claim_batch(
-        self, owner: str, lease_seconds: float, max_attempts: int | None = None, in_bucket: bool | None = None
+        self,
+        owner: str,
+        lease_seconds: float,
+        max_attempts: int | None = None,
+        in_bucket: bool | None = None,
+        models: Collection[str] | None = None,
     ) -> Batch | None:
-        """Take the oldest pending batch (or one whose lease ran out) for ``owner``, unless a
-        batch of the lineage is in flight: ``None`` then.
+        """Take, for ``owner``, the oldest pending batch (or one whose lease ran out) of a model
+        among ``models`` (default: this one) that has no batch in flight; ``None`` if there is
+        none.
 
-        One batch at a time, in arrival order: a batch claimed beside another would be trained
-        from the production model that the other's candidate is about to replace (a sibling,
-        never promoted). On PostgreSQL a transaction-scoped advisory lock makes the check and
-        the claim one step across workers; SQLite's ``BEGIN IMMEDIATE`` already does.
+        One batch per model at a time, each model's in arrival order, models in parallel: a
+        batch claimed beside another of its model would be trained from the production model
+        that the other's candidate is about to replace (a sibling, never promoted). On
+        PostgreSQL each model's check-and-claim holds that model's advisory lock (taken with
+        ``pg_try_advisory_xact_lock``: a model another worker is claiming at this moment is
+        skipped, not waited for); SQLite's ``BEGIN IMMEDIATE`` already makes claims one at a time.
 
         ``in_bucket`` limits the claim to the batches the worker can read: ``True`` those
         ingested into the bucket (``s3://`` paths), ``False`` those in a local inbox.
@@ -199,36 +235,46 @@ class Registry:
         while processing it has used its try. A batch whose lease ran out after its last
         allowed try is marked ``failed`` instead of being claimed again.
         """
+        models = sorted(set(models) if models is not None else {self.model})
         now = utcnow()
         expired = (Batch.state == BatchState.PROCESSING) & (Batch.lease_expires < now)
         live = (Batch.state == BatchState.PROCESSING) & (Batch.lease_expires >= now)
+        claimable = or_(Batch.state == BatchState.PENDING, expired)
+        readable = Batch.model.in_(models)
+        if in_bucket is not None:
+            remote = Batch.path.startswith(REMOTE_BATCH_PREFIX)
+            readable = readable & (remote if in_bucket else ~remote)
         with self._transaction() as session:
-            if not self.is_sqlite:
-                session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_CLAIM_LOCK_KEY))
             if max_attempts is not None:
-                spent = select(Batch).where(expired, Batch.attempts >= max_attempts)
+                spent = select(Batch).where(expired, Batch.attempts >= max_attempts, Batch.model.in_(models))
                 if not self.is_sqlite:
                     spent = spent.with_for_update(skip_locked=True)
                 for batch in session.exec(spent):
                     self._fail_dead(batch, max_attempts, now, "its lease expired")
                     session.add(batch)
                 session.flush()
-            if session.exec(select(Batch.id).where(live).limit(1)).first() is not None:
-                return None
-            query = select(Batch).where(or_(Batch.state == BatchState.PENDING, expired))
-            if in_bucket is not None:
-                remote = Batch.path.startswith(REMOTE_BATCH_PREFIX)
-                query = query.where(remote if in_bucket else ~remote)
-            batch = session.exec(query.order_by(Batch.id).limit(1)).first()
-            if batch is None:
-                return None
-            batch.state = BatchState.PROCESSING
-            batch.attempts += 1
-            batch.lease_owner = owner
-            batch.lease_expires = now + timedelta(seconds=lease_seconds)
-            batch.updated_at = now
-            session.add(batch)
-            return batch
+            waiting = (select(Batch.model).where(claimable, readable)
+                       .group_by(Batch.model).order_by(func.min(Batch.id)))
+            for model in list(session.exec(waiting)):
+                if not self.is_sqlite and not session.exec(
+                    text("SELECT pg_try_advisory_xact_lock(:key, hashtext(:model))")
+                    .bindparams(key=_CLAIM_LOCK_KEY, model=model)
+                ).one()[0]:
+                    continue
+                if session.exec(select(Batch.id).where(live, Batch.model == model).limit(1)).first() is not None:
+                    continue
+                query = select(Batch).where(claimable, readable, Batch.model == model).order_by(Batch.id).limit(1)
+                batch = session.exec(query).first()
+                if batch is None:
+                    continue
+                batch.state = BatchState.PROCESSING
+                batch.attempts += 1
+                batch.lease_owner = owner
+                batch.lease_expires = now + timedelta(seconds=lease_seconds)
+                batch.updated_at = now
+                session.add(batch)
+                return batch
+            return None
 
     @staticmethod
     def _fail_dead(batch: Batch, max_attempts: int, now: datetime, how: str) -> None:
@@ -323,18 +369,23 @@ class Registry:
         with self._transaction() as session:
             return self._with_sha256(session, sha256)
 
-    def batches(self, limit: int | None = None) -> list[Batch]:
-        """Every batch in arrival order; with ``limit``, the last ``limit`` of them."""
-        return self._last(select(Batch), Batch.id, limit)
+    def batches(self, limit: int | None = None, every_model: bool = False) -> list[Batch]:
+        """The model's batches in arrival order (``every_model``: all batches, those that
+        belong to no model too); with ``limit``, the last ``limit`` of them."""
+        query = select(Batch) if every_model else select(Batch).where(Batch.model == self.model)
+        return self._last(query, Batch.id, limit)
 
-    def count_batches(self) -> int:
-        return self._count(Batch)
+    def count_batches(self, every_model: bool = False) -> int:
+        return self._count(Batch, None if every_model else Batch.model == self.model)
 
     def queue_depth(self) -> int:
+        return self.queue_depths().get(self.model, 0)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Batches pending or in progress, per model that has any."""
+        query = select(Batch.model, func.count()).where(Batch.state.in_(IN_FLIGHT)).group_by(Batch.model)
         with self._transaction() as session:
-            return session.exec(
-                select(func.count()).select_from(Batch).where(Batch.state.in_(IN_FLIGHT))
-            ).one()
+            return {model: n for model, n in session.exec(query) if model is not None}
 
     # ---------------------------------------------------------------- versions
 
@@ -359,14 +410,15 @@ class Registry:
         """
         with self._transaction() as session:
             if not self.is_sqlite:
-                session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_VERSION_LOCK_KEY))
+                session.exec(text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))")
+                             .bindparams(key=_VERSION_LOCK_KEY, model=self.model))
             batch_id = news[0].batch_id if news else None
             if batch_id is not None:
                 existing = self._batch_versions(session, batch_id)
                 if existing:
                     return existing, False
-            latest = session.exec(select(func.max(ModelVersion.version))).one() or 0
-            rows = [new.row(latest + offset) for offset, new in enumerate(news, start=1)]
+            latest = session.exec(select(func.max(ModelVersion.version)).where(self._mine(ModelVersion))).one() or 0
+            rows = [new.row(self.model, latest + offset) for offset, new in enumerate(news, start=1)]
             session.add_all(rows)
             session.flush()
             final = rows[promote_index] if promote_index is not None else rows[-1]
@@ -379,7 +431,7 @@ class Registry:
                 session.add(batch)
             moved = False
             if promote_index is not None:
-                current = session.get(Alias, PRODUCTION)
+                current = self._alias_row(session, PRODUCTION)
                 if current is None:
                     self._create_alias(session, PRODUCTION, final.version, actor, "initial version")
                     moved = True
@@ -389,11 +441,21 @@ class Registry:
                     moved = True
             return rows, moved
 
+    def _mine(self, table):
+        """The rows of this model's lineage."""
+        return table.model == self.model
+
+    def _version_row(self, session: Session, number: int) -> ModelVersion | None:
+        return session.exec(select(ModelVersion).where(self._mine(ModelVersion), ModelVersion.version == number)).first()
+
+    def _alias_row(self, session: Session, name: str) -> Alias | None:
+        return session.get(Alias, (self.model, name))
+
     def version(self, number: int) -> ModelVersion:
         with self._transaction() as session:
-            row = session.exec(select(ModelVersion).where(ModelVersion.version == number)).first()
+            row = self._version_row(session, number)
             if row is None:
-                raise UnknownVersion(number)
+                raise UnknownVersion(number, self.model)
             return row
 
     @staticmethod
@@ -408,17 +470,18 @@ class Registry:
 
     def versions(self, limit: int | None = None) -> list[ModelVersion]:
         """Every version in order; with ``limit``, the last ``limit`` of them."""
-        return self._last(select(ModelVersion), ModelVersion.version, limit)
+        return self._last(select(ModelVersion).where(self._mine(ModelVersion)), ModelVersion.version, limit)
 
     def versions_numbered(self, numbers: set[int]) -> list[ModelVersion]:
         """The versions with these numbers (those that exist)."""
         if not numbers:
             return []
         with self._transaction() as session:
-            return list(session.exec(select(ModelVersion).where(ModelVersion.version.in_(sorted(numbers)))))
+            return list(session.exec(select(ModelVersion).where(
+                self._mine(ModelVersion), ModelVersion.version.in_(sorted(numbers)))))
 
     def count_versions(self) -> int:
-        return self._count(ModelVersion)
+        return self._count(ModelVersion, self._mine(ModelVersion))
 
     def recent_shifts(self, window: int) -> list[ModelVersion]:
         """The last version of each of the last ``window`` batches that had their shift
@@ -427,7 +490,8 @@ class Registry:
         if window <= 0:
             return []
         query = (select(ModelVersion)
-                 .where(ModelVersion.batch_id.is_not(None), ModelVersion.severity.is_not(None))
+                 .where(self._mine(ModelVersion), ModelVersion.batch_id.is_not(None),
+                        ModelVersion.severity.is_not(None))
                  .order_by(ModelVersion.version.desc()).limit(2 * window))
         with self._transaction() as session:
             by_batch: dict[int, ModelVersion] = {}
@@ -440,15 +504,16 @@ class Registry:
         """``number`` and its ancestors, newest first, in one recursive query."""
         chain = text(
             "WITH RECURSIVE chain(version, parent, depth) AS ("
-            " SELECT version, parent, 0 FROM model_version WHERE version = :number"
+            " SELECT version, parent, 0 FROM model_version WHERE model = :model AND version = :number"
             " UNION ALL"
-            " SELECT v.version, v.parent, c.depth + 1 FROM model_version v JOIN chain c ON v.version = c.parent"
+            " SELECT v.version, v.parent, c.depth + 1 FROM model_version v JOIN chain c"
+            " ON v.model = :model AND v.version = c.parent"
             ") SELECT version FROM chain ORDER BY depth"
-        ).bindparams(number=number)
+        ).bindparams(number=number, model=self.model)
         with self._transaction() as session:
             found = [row[0] for row in session.exec(chain)]
         if not found:
-            raise UnknownVersion(number)
+            raise UnknownVersion(number, self.model)
         return found
 
     def _last(self, query, order, limit: int | None) -> list:
@@ -457,24 +522,25 @@ class Registry:
                 return list(session.exec(query.order_by(order)))
             return list(reversed(list(session.exec(query.order_by(order.desc()).limit(limit)))))
 
-    def _count(self, table) -> int:
+    def _count(self, table, where=None) -> int:
+        query = select(func.count()).select_from(table)
         with self._transaction() as session:
-            return session.exec(select(func.count()).select_from(table)).one()
+            return session.exec(query if where is None else query.where(where)).one()
 
     def alias(self, name: str = PRODUCTION) -> int | None:
         with self._transaction() as session:
-            row = session.get(Alias, name)
+            row = self._alias_row(session, name)
             return row.version if row else None
 
     def aliases(self) -> dict[str, int]:
         with self._transaction() as session:
-            return {row.name: row.version for row in session.exec(select(Alias))}
+            return {row.name: row.version for row in session.exec(select(Alias).where(self._mine(Alias)))}
 
     def last_finished_at(self) -> datetime | None:
-        """When the most recent batch reached a final state."""
+        """When the model's most recent batch reached a final state."""
         with self._transaction() as session:
             return session.exec(
-                select(func.max(Batch.updated_at)).where(Batch.state.in_(FINISHED))
+                select(func.max(Batch.updated_at)).where(self._mine(Batch), Batch.state.in_(FINISHED))
             ).one()
 
     def production(self) -> ModelVersion | None:
@@ -483,30 +549,30 @@ class Registry:
 
     def history(self, alias: str | None = None, limit: int | None = None) -> list[AliasEvent]:
         """Alias moves in order; with ``limit``, the last ``limit`` of them."""
-        query = select(AliasEvent)
+        query = select(AliasEvent).where(self._mine(AliasEvent))
         if alias is not None:
             query = query.where(AliasEvent.alias == alias)
         return self._last(query, AliasEvent.id, limit)
 
     def count_events(self) -> int:
-        return self._count(AliasEvent)
+        return self._count(AliasEvent, self._mine(AliasEvent))
 
     def promote(self, number: int, actor: str, reason: str = "", force: bool = False) -> AliasEvent:
         """Move ``production`` to ``number``; rejected versions need ``force``."""
         with self._transaction() as session:
-            target = session.exec(select(ModelVersion).where(ModelVersion.version == number)).first()
+            target = self._version_row(session, number)
             if target is None:
-                raise UnknownVersion(number)
+                raise UnknownVersion(number, self.model)
             if target.status != VersionStatus.ACCEPTED and not force:
                 raise RegistryError(
-                    f"version {number} was {target.status} by the forgetting gate; "
+                    f"version {number} of model {self.model!r} was {target.status} by the forgetting gate; "
                     "use --force to promote it anyway"
                 )
-            current = session.get(Alias, PRODUCTION)
+            current = self._alias_row(session, PRODUCTION)
             if current is None:
                 return self._create_alias(session, PRODUCTION, number, actor, reason)
             if current.version == number:
-                raise RegistryError(f"version {number} is already production")
+                raise RegistryError(f"version {number} is already {self.model!r}'s production")
             return self._move_alias(session, PRODUCTION, current.version, number, actor, AliasAction.PROMOTE, reason)
 
     def rollback(self, actor: str, reason: str = "", to: int | None = None) -> AliasEvent:
@@ -518,20 +584,21 @@ class Registry:
         not the whole history.
         """
         with self._transaction() as session:
-            current = session.get(Alias, PRODUCTION)
+            current = self._alias_row(session, PRODUCTION)
             if current is None:
-                raise RegistryError("there is no production version to roll back")
+                raise RegistryError(f"model {self.model!r} has no production version to roll back")
             if to is not None:
-                if session.exec(select(ModelVersion).where(ModelVersion.version == to)).first() is None:
-                    raise UnknownVersion(to)
+                if self._version_row(session, to) is None:
+                    raise UnknownVersion(to, self.model)
                 if to == current.version:
-                    raise RegistryError(f"version {to} is already production")
+                    raise RegistryError(f"version {to} is already {self.model!r}'s production")
             frame = self._top_frame(session, PRODUCTION)
             while True:
                 frame = session.get(AliasEvent, frame.below_event) if frame and frame.below_event else None
                 if frame is None:
                     if to is None:
-                        raise RegistryError(f"production (version {current.version}) has no earlier production version")
+                        raise RegistryError(f"{self.model!r}'s production (version {current.version}) has no earlier "
+                                            "production version")
                     raise RegistryError(f"version {to} was never production before version {current.version}; "
                                         "use promote to move production to it")
                 if to is None or frame.to_version == to:
@@ -539,39 +606,38 @@ class Registry:
             return self._move_alias(session, PRODUCTION, current.version, frame.to_version, actor,
                                     AliasAction.ROLLBACK, reason, below=frame.below_event)
 
-    @staticmethod
-    def _top_frame(session: Session, name: str) -> AliasEvent | None:
+    def _top_frame(self, session: Session, name: str) -> AliasEvent | None:
         """The move that put the alias where it is: the top of its stack."""
-        query = select(AliasEvent).where(AliasEvent.alias == name).order_by(AliasEvent.id.desc()).limit(1)
+        query = (select(AliasEvent).where(self._mine(AliasEvent), AliasEvent.alias == name)
+                 .order_by(AliasEvent.id.desc()).limit(1))
         return session.exec(query).first()
 
-    @staticmethod
-    def _create_alias(session: Session, name: str, number: int, actor: str, reason: str) -> AliasEvent:
-        session.add(Alias(name=name, version=number))
-        record = AliasEvent(alias=name, action=AliasAction.CREATE, to_version=number, actor=actor, reason=reason)
+    def _create_alias(self, session: Session, name: str, number: int, actor: str, reason: str) -> AliasEvent:
+        session.add(Alias(model=self.model, name=name, version=number))
+        record = AliasEvent(model=self.model, alias=name, action=AliasAction.CREATE, to_version=number, actor=actor,
+                            reason=reason)
         session.add(record)
         session.flush()
         return record
 
-    @classmethod
     def _move_alias(
-        cls, session: Session, name: str, expected: int, number: int, actor: str, action: str, reason: str,
+        self, session: Session, name: str, expected: int, number: int, actor: str, action: str, reason: str,
         below: int | None = None,
     ) -> AliasEvent:
         """Compare-and-swap the alias and log the move, in the caller's transaction. A move
         other than a rollback pushes: the frame below it is the current top."""
         if action != AliasAction.ROLLBACK:
-            top = cls._top_frame(session, name)
+            top = self._top_frame(session, name)
             below = top.id if top is not None else None
         result = session.exec(
             update(Alias)
-            .where(Alias.name == name, Alias.version == expected)
+            .where(self._mine(Alias), Alias.name == name, Alias.version == expected)
             .values(version=number, updated_at=utcnow())
         )
         if result.rowcount != 1:
-            raise AliasConflict(f"alias {name!r} moved away from version {expected} concurrently")
+            raise AliasConflict(f"alias {self.model}@{name} moved away from version {expected} concurrently")
         record = AliasEvent(
-            alias=name, action=action, from_version=expected, to_version=number, actor=actor, reason=reason,
+            model=self.model, alias=name, action=action, from_version=expected, to_version=number, actor=actor, reason=reason,
             below_event=below,
         )
         session.add(record)

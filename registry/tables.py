@@ -6,9 +6,14 @@ import json
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
 from retain.registry.details import VersionDetails
+
+DEFAULT_MODEL = "default"  # the one model of a config with a lone [model] table, and of older registries
+# A model's name appears in paths (inbox/NAME/), in NAME@VERSION and in metric labels.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 def utcnow() -> datetime:
@@ -49,11 +54,20 @@ class AliasAction(StrEnum):
     ROLLBACK = "rollback"
 
 
+def _model_column(**kwargs):
+    """The lineage a row belongs to; rows written before there were several are ``default``'s."""
+    return Field(default=DEFAULT_MODEL, sa_column_kwargs={"server_default": text(f"'{DEFAULT_MODEL}'")}, **kwargs)
+
+
 class Batch(SQLModel, table=True):
     __tablename__ = "batch"
+    # A file's content is one batch per model: the same file sent to two models is two batches.
+    __table_args__ = (Index("ix_batch_model_sha256", "model", "sha256", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
-    sha256: str = Field(unique=True, index=True, max_length=64)  # or unread-<uuid>: refused unread
+    # None: a file refused before it could be given to a model (directly in an inbox of several).
+    model: str | None = Field(default=DEFAULT_MODEL)
+    sha256: str = Field(max_length=64)  # or unread-<uuid>: refused unread
     path: str  # where the file is now: inbox, processed/ or rejected/
     name: str  # file name as it arrived
     state: str = Field(default=BatchState.PENDING, index=True)  # a BatchState
@@ -90,9 +104,11 @@ class VersionFields(SQLModel):
 
 class ModelVersion(VersionFields, table=True):
     __tablename__ = "model_version"
+    __table_args__ = (Index("ix_model_version_model_version", "model", "version", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
-    version: int = Field(unique=True, index=True)
+    model: str = _model_column()
+    version: int  # numbered per model, from 1
     decision_reasons: str = "[]"  # JSON list of the gate's reasons
     details: str = "{}"  # JSON of a VersionDetails: shift report, per-batch forgetting, hyperparameters
     model_spec: str  # JSON: factory, kwargs, input_shape, num_classes, head
@@ -109,6 +125,7 @@ class ModelVersion(VersionFields, table=True):
 class Alias(SQLModel, table=True):
     __tablename__ = "alias"
 
+    model: str = _model_column(primary_key=True)
     name: str = Field(primary_key=True)
     version: int
     updated_at: datetime = Field(default_factory=utcnow)
@@ -116,9 +133,11 @@ class Alias(SQLModel, table=True):
 
 class AliasEvent(SQLModel, table=True):
     __tablename__ = "alias_event"
+    __table_args__ = (Index("ix_alias_event_model_alias", "model", "alias"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    alias: str = Field(index=True)
+    model: str = _model_column()
+    alias: str
     action: str  # an AliasAction
     from_version: int | None = None
     to_version: int

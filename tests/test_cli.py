@@ -32,14 +32,14 @@ def test_versions_json_has_the_contract_fields(workspace):
 
 
 def test_unknown_version_is_one_line_error(workspace):
-    one_error_line(retain(workspace, "show", "42", check=False), "version 42 does not exist")
-    one_error_line(retain(workspace, "promote", "42", check=False), "version 42 does not exist")
+    one_error_line(retain(workspace, "show", "42", check=False), "version 42 of model 'default' does not exist")
+    one_error_line(retain(workspace, "promote", "42", check=False), "version 42 of model 'default' does not exist")
 
 
 def test_the_console_script_turns_an_error_into_one_line_and_exit_status_1(workspace):
     result = retain(workspace, "show", "42", check=False, process=True)
     assert result.returncode == 1
-    one_error_line(result, "version 42 does not exist")
+    one_error_line(result, "version 42 of model 'default' does not exist")
 
 
 def test_promoting_a_rejected_version_needs_force(workspace, digit_data):

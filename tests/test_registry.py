@@ -3,12 +3,15 @@
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
 
 from conftest import fresh_postgres_database
 from retain.registry import (
+    DEFAULT_MODEL,
     AliasConflict,
     BatchForgetting,
     BatchState,
@@ -110,6 +113,74 @@ def test_concurrent_workers_take_a_lineages_batches_one_at_a_time_in_arrival_ord
     assert most_in_flight == 1
 
 
+MODELS = ("cameras", "shelves", "tills")
+
+
+def test_models_are_claimed_side_by_side_but_each_one_batch_at_a_time(registry):
+    first = {m: registry.for_model(m).add_batch("1" * 64, f"/{m}/1", "1")[0] for m in MODELS[:2]}
+    second = registry.for_model("cameras").add_batch("2" * 64, "/cameras/2", "2")[0]
+    assert first["cameras"].id != first["shelves"].id  # one content, two models: two batches
+    claimed = [registry.claim_batch(f"w{i}", 60, models=MODELS) for i in range(3)]
+    assert [b.id for b in claimed[:2]] == [first["cameras"].id, first["shelves"].id] and claimed[2] is None
+    registry.finish_batch(first["cameras"].id, BatchState.DONE)
+    assert registry.claim_batch("w2", 60, models=MODELS).id == second.id
+
+
+def test_a_worker_claims_only_the_models_it_serves(registry):
+    registry.for_model("cameras").add_batch("1" * 64, "/c", "c")
+    assert registry.claim_batch("w1", 60, models=["tills"]) is None
+    assert registry.claim_batch("w1", 60) is None  # the view's own model, "default", has none
+    assert registry.claim_batch("w1", 60, models=["cameras"]).model == "cameras"
+
+
+def test_concurrent_workers_over_several_models_keep_each_models_order(registry):
+    expected: dict[str, list[int]] = {m: [] for m in MODELS}
+    for i in range(8):
+        for m in MODELS:
+            expected[m].append(registry.for_model(m).add_batch(f"{i:064d}", f"/{m}/{i}", str(i))[0].id)
+    order: dict[str, list[int]] = {m: [] for m in MODELS}
+    in_flight = {m: 0 for m in MODELS}
+    overlapped: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while sum(map(len, order.values())) < 8 * len(MODELS):
+            batch = registry.claim_batch(name, 60, models=MODELS)
+            if batch is None:
+                time.sleep(0.001)
+                continue
+            with lock:
+                order[batch.model].append(batch.id)
+                in_flight[batch.model] += 1
+                if in_flight[batch.model] > 1:
+                    overlapped.append(batch.model)
+            time.sleep(0.002)
+            with lock:
+                in_flight[batch.model] -= 1  # before the batch is finished: only then may the next be claimed
+            registry.finish_batch(batch.id, BatchState.DONE)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert order == expected and overlapped == []
+
+
+def test_versions_aliases_and_history_are_per_model(registry):
+    cameras, tills = registry.for_model("cameras"), registry.for_model("tills")
+    for lineage in (cameras, tills, cameras):
+        lineage.register_version(version(parent=lineage.alias()), promote=True)
+    assert [v.version for v in cameras.versions()] == [1, 2] and [v.version for v in tills.versions()] == [1]
+    assert cameras.lineage(2) == [2, 1] and tills.aliases() == {"production": 1}
+    tills.register_version(version(parent=1), promote=True)
+    cameras.rollback("cli:ops")
+    assert (cameras.alias(), tills.alias()) == (1, 2) and len(tills.history()) == 2
+    tills.register_version(version(parent=2))
+    with pytest.raises(UnknownVersion, match="version 3 of model 'cameras' does not exist"):
+        cameras.version(3)  # tills has a version 3, cameras does not
+
+
 def test_concurrent_registrations_get_distinct_consecutive_numbers(registry):
     numbers: list[int] = []
     lock = threading.Lock()
@@ -150,14 +221,14 @@ def test_auto_promotion_is_skipped_when_production_moved_meanwhile(registry):
 def test_promoting_a_rejected_version_needs_force(registry):
     registry.register_version(version(), promote=True)
     registry.register_version(version(status="rejected", parent=1))
-    with pytest.raises(RegistryError, match="version 2 was rejected .* --force"):
+    with pytest.raises(RegistryError, match="version 2 of model .default. was rejected .* --force"):
         registry.promote(2, "cli:ops")
     event = registry.promote(2, "cli:ops", reason="hotfix", force=True)
     assert (event.from_version, event.to_version, event.actor, event.reason) == (1, 2, "cli:ops", "hotfix")
 
 
 def test_unknown_version_is_reported(registry):
-    with pytest.raises(UnknownVersion, match="version 9 does not exist"):
+    with pytest.raises(UnknownVersion, match="version 9 of model .default. does not exist"):
         registry.promote(9, "cli:ops")
     with pytest.raises(UnknownVersion):
         registry.version(9)
@@ -194,18 +265,6 @@ def test_a_rollback_after_rollbacks_pops_the_stack_not_the_last_move(registry):
     assert [registry.rollback("cli:ops").to_version for _ in range(2)] == [2, 1]
     with pytest.raises(RegistryError, match="no earlier production version"):
         registry.rollback("cli:ops")
-
-
-def test_a_registry_upgraded_from_schema_2_rolls_back_through_its_old_moves(registry):
-    production_moves_with_rollbacks_between(registry)
-    with registry.engine.begin() as connection:  # the moves as a schema-2 registry holds them
-        connection.execute(text("ALTER TABLE alias_event DROP COLUMN below_event"))
-        connection.execute(text("UPDATE retain_schema SET version = 2"))
-    upgraded = Registry(registry.url)
-    assert [upgraded.rollback("cli:ops").to_version for _ in range(2)] == [2, 1]
-    with pytest.raises(RegistryError, match="no earlier production version"):
-        upgraded.rollback("cli:ops")
-    upgraded.close()
 
 
 def test_rollback_without_any_production_is_an_error(registry):
@@ -254,26 +313,133 @@ def test_pending_migrations_apply_in_order_and_keep_the_rows(registry):
     assert [b.name for b in registry.batches()] == ["a"]
 
 
-def as_schema_1(registry) -> None:
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def write_schema_3_registry(url: str) -> None:
+    """A registry as a retain from before named models left it: the tables it created (kept
+    in fixtures/), three versions, two batches, and production moves with a rollback between."""
+    engine = create_engine(url)
+    ddl = "\n".join(line for line in (FIXTURES / f"registry_schema3_{engine.dialect.name}.sql").read_text().splitlines()
+                    if not line.startswith("--"))
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    with engine.begin() as connection:
+        for statement in ddl.split(";"):
+            if statement.strip():
+                connection.execute(text(statement))
+        connection.execute(text("INSERT INTO retain_schema (id, version) VALUES (1, 3)"))
+        for n in (1, 2):
+            connection.execute(text(
+                "INSERT INTO batch (sha256, path, name, state, attempts, version, created_at, updated_at) "
+                "VALUES (:sha, :path, :name, 'done', 1, :version, :at, :at)"),
+                {"sha": str(n) * 64, "path": f"/processed/{n}", "name": f"b{n}.npz", "version": n + 1, "at": at})
+        for number, parent, batch in ((1, None, None), (2, 1, 1), (3, 2, 2)):
+            connection.execute(text(
+                "INSERT INTO model_version (version, parent, batch_id, status, strategy, rationale, artifact_sha256, "
+                "replay_sha256, decision_reasons, details, model_spec, created_at) VALUES (:v, :parent, :batch, "
+                "'accepted', 'finetune', '', :a, :b, '[]', '{}', '{\"factory\": \"m:f\"}', :at)"),
+                {"v": number, "parent": parent, "batch": batch, "a": "a" * 64, "b": "b" * 64, "at": at})
+        connection.execute(text("INSERT INTO alias (name, version, updated_at) VALUES ('production', 3, :at)"),
+                           {"at": at})
+        moves = (("create", None, 1, None), ("auto_promote", 1, 2, 1), ("auto_promote", 2, 3, 2),
+                 ("rollback", 3, 2, 1), ("promote", 2, 3, 4))
+        for action, source, target, below in moves:
+            connection.execute(text(
+                "INSERT INTO alias_event (alias, action, from_version, to_version, actor, reason, at, below_event) "
+                "VALUES ('production', :action, :source, :target, 'cli:ops', '', :at, :below)"),
+                {"action": action, "source": source, "target": target, "at": at, "below": below})
+    engine.dispose()
+
+
+@pytest.fixture
+def schema_3_database(empty_database) -> str:
+    write_schema_3_registry(empty_database)
+    return empty_database
+
+
+def as_schema_1(url: str) -> None:
     """Undo the steps after version 1, as a registry written by the first release holds it."""
-    with registry.engine.begin() as connection:
+    engine = create_engine(url)
+    with engine.begin() as connection:
         connection.execute(text("DROP INDEX ix_model_version_batch_id"))
         connection.execute(text("ALTER TABLE alias_event DROP COLUMN below_event"))
         connection.execute(text("UPDATE retain_schema SET version = 1"))
+    engine.dispose()
 
 
-def test_a_registry_from_before_schema_versions_counts_as_version_1(registry):
-    registry.add_batch("1" * 64, "/a", "a")
-    as_schema_1(registry)
-    with registry.engine.begin() as connection:
+def test_a_single_model_registry_migrates_in_place_as_the_model_default(schema_3_database):
+    registry = Registry(schema_3_database)
+    assert registry.schema_version == LATEST and registry.models() == [DEFAULT_MODEL]
+    assert [v.version for v in registry.versions()] == [1, 2, 3] and registry.alias() == 3
+    assert [b.name for b in registry.batches()] == ["b1.npz", "b2.npz"] and registry.count_events() == 5
+    assert registry.register_version(version(parent=3), promote=True)[0].version == 4
+    assert [registry.rollback("cli:ops").to_version for _ in range(3)] == [3, 2, 1]
+    registry.close()
+
+
+def test_another_model_beside_a_migrated_one_starts_its_own_numbering(schema_3_database):
+    cameras = Registry(schema_3_database, model="cameras")
+    assert cameras.versions() == [] and cameras.alias() is None
+    assert cameras.register_version(version(), promote=True)[0].version == 1
+    assert cameras.alias() == 1 and cameras.for_model(DEFAULT_MODEL).alias() == 3
+    assert cameras.models() == ["cameras", DEFAULT_MODEL]
+    cameras.close()
+
+
+def schema_of(url: str) -> dict[str, tuple]:
+    """Each table's columns (name, nullability), primary key and indexes, as the database holds them."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        found = inspect(connection)
+        tables = {
+            table: (
+                sorted((c["name"], c["nullable"]) for c in found.get_columns(table)),
+                sorted(found.get_pk_constraint(table)["constrained_columns"]),
+                sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in found.get_indexes(table)),
+            )
+            for table in found.get_table_names()
+        }
+    engine.dispose()
+    return tables
+
+
+def test_a_migrated_registry_has_the_tables_of_a_fresh_one(schema_3_database, request, tmp_path):
+    Registry(schema_3_database).close()
+    fresh = (f"sqlite:///{tmp_path}/fresh.db" if schema_3_database.startswith("sqlite")
+             else fresh_postgres_database(request.getfixturevalue("postgres_url"), "fresh"))
+    Registry(fresh).close()
+    assert schema_of(schema_3_database) == schema_of(fresh)
+
+
+def test_a_schema_2_registry_rolls_back_through_its_old_moves(schema_3_database):
+    engine = create_engine(schema_3_database)
+    with engine.begin() as connection:  # the moves as a schema-2 registry holds them
+        connection.execute(text("ALTER TABLE alias_event DROP COLUMN below_event"))
+        connection.execute(text("UPDATE retain_schema SET version = 2"))
+    engine.dispose()
+    upgraded = Registry(schema_3_database)
+    assert [upgraded.rollback("cli:ops").to_version for _ in range(2)] == [2, 1]
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        upgraded.rollback("cli:ops")
+    upgraded.close()
+
+
+def test_a_registry_from_before_schema_versions_counts_as_version_1(schema_3_database):
+    as_schema_1(schema_3_database)
+    engine = create_engine(schema_3_database)
+    with engine.begin() as connection:
         connection.execute(text("DROP TABLE retain_schema"))
-    assert upgrade(registry.engine, (*MIGRATIONS, ADD_PRIORITY)) == LATEST + 1
-    assert "priority" in batch_columns(registry) and [b.name for b in registry.batches()] == ["a"]
+    assert upgrade(engine, (*MIGRATIONS, ADD_PRIORITY)) == LATEST + 1
+    engine.dispose()
+    with create_engine(schema_3_database).connect() as connection:
+        columns = {column["name"] for column in inspect(connection).get_columns("batch")}
+        names = [row[0] for row in connection.execute(text("SELECT name FROM batch ORDER BY id"))]
+    assert "priority" in columns and names == ["b1.npz", "b2.npz"]
 
 
-def test_a_version_1_registry_gets_the_index_of_versions_by_batch(registry):
-    as_schema_1(registry)
-    reopened = Registry(registry.url)
+def test_a_version_1_registry_gets_the_index_of_versions_by_batch(schema_3_database):
+    as_schema_1(schema_3_database)
+    reopened = Registry(schema_3_database)
     with reopened.engine.connect() as connection:
         indexes = {index["name"] for index in inspect(connection).get_indexes("model_version")}
     assert "ix_model_version_batch_id" in indexes and reopened.schema_version == LATEST
