@@ -73,14 +73,13 @@ def init_workspace(
     """Register version 1 as production, with a replay memory seeded from ``data``."""
     ensure_workdir(config)
     try:
-        registry = Registry(config.registry_url)
+        registry = Registry(config.registry_url, model=config.model_name)
     except SchemaError as exc:
         raise InitError(f"{config.registry_url}: {exc}") from exc
     try:
         if registry.alias() is not None:
-            raise InitError(
-                f"{config.workdir} is already initialised: production is version {registry.alias()}"
-            )
+            what = config.workdir if len(config.model_names) == 1 else f"model {config.model_name!r}"
+            raise InitError(f"{what} is already initialised: production is version {registry.alias()}")
         spec = infer_model_spec(config, data)
         torch.manual_seed(config.training.seed)  # the initial weights are reproducible too
         try:
@@ -145,7 +144,7 @@ def init_workspace(
         )
         log.info(
             "workspace initialised",
-            extra=fields(version=version.version, workdir=str(config.workdir),
+            extra=fields(model=config.model_name, version=version.version, workdir=str(config.workdir),
                          accuracy=round(gate.acc_new_candidate, 4)),
         )
         return version

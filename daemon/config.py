@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from dataclasses import asdict
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from retain.errors import RetainError
+from retain.registry.tables import DEFAULT_MODEL, MODEL_NAME_PATTERN
 from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
 
 CONFIG_ENV = "RETAIN_CONFIG"
@@ -57,6 +59,14 @@ class ModelConfig(_Section):
     weights: Path | None = None  # initial state_dict for `retain init` without --train
     # Labels up to max_classes - 1 are accepted; classes beyond the head's width widen it.
     max_classes: int | None = Field(default=None, ge=2)
+    # Where this model's files arrive, relative to workdir: by default inbox/NAME/ when the
+    # config has several models, the inbox itself when it has one.
+    inbox: Path | None = None
+    # This model's own values for keys of the top-level sections; the rest come from those.
+    policy: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    replay: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("input_shape")
     @classmethod
@@ -123,11 +133,18 @@ class DaemonConfig(_Section):
     stall_alert_seconds: float = Field(default=3600, gt=0)  # exported for the queue-stalled alert
 
 
+OVERRIDABLE = ("policy", "training", "gate", "replay")  # sections a [models.NAME] table may override
+
+
 class Config(_Section):
+    """The whole file. With several models, ``for_model(name)`` is the config one model's
+    pipeline reads: its ``[models.NAME]`` table as ``model``, its overrides merged in."""
+
     paths: PathsConfig = Field(default_factory=PathsConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)  # a lone model: the model "default"
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
     shift: ShiftThresholds = Field(default_factory=ShiftThresholds)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     meta: ReptileSettings = Field(default_factory=ReptileSettings)
@@ -139,6 +156,53 @@ class Config(_Section):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 
     source: Path | None = Field(default=None, exclude=True)
+    selected: str | None = Field(default=None, exclude=True)  # the model for_model() chose
+
+    @model_validator(mode="after")
+    def _check_models(self) -> "Config":
+        if self.models and "model" in self.model_fields_set:
+            raise ValueError("[model] and [models.NAME] tables: use [model] for one model, [models.NAME] for several")
+        for name in self.models:
+            if not re.match(MODEL_NAME_PATTERN, name):
+                raise ValueError(f"models.{name}: a model's name is letters, digits, '_', '.' and '-' "
+                                 "(up to 64, starting with a letter or digit)")
+        for name in self.model_names:
+            self.for_model(name)  # its overrides must make valid sections
+        return self
+
+    @property
+    def model_names(self) -> list[str]:
+        """The models this config serves, in the file's order."""
+        return list(self.models) or [DEFAULT_MODEL]
+
+    @property
+    def model_name(self) -> str:
+        """The model this config is for: the one chosen, or the only one."""
+        if self.selected is not None:
+            return self.selected
+        if len(self.model_names) > 1:
+            raise ConfigError(f"{self.source or 'config'} has several models ({', '.join(self.model_names)}): "
+                              "choose one with --model NAME")
+        return self.model_names[0]
+
+    def for_model(self, name: str | None) -> "Config":
+        """The config of model ``name`` (``None``: the only one, an error if there are several)."""
+        if name is None:
+            name = self.model_name
+        if name not in self.model_names:
+            raise ConfigError(f"{self.source or 'config'} has no model {name!r}; its models: "
+                              f"{', '.join(self.model_names)}")
+        model = self.models.get(name, self.model)
+        merged: dict[str, Any] = {"model": model, "selected": name}
+        for section in OVERRIDABLE:
+            if getattr(model, section):
+                current = getattr(self, section)
+                values = asdict(current) if hasattr(current, "__dataclass_fields__") else current.model_dump()
+                try:
+                    merged[section] = type(current)(**{**values, **getattr(model, section)})
+                except ValidationError as exc:
+                    raise ValueError(f"models.{name}.{section}: {_describe(exc)}") from None
+        return self.model_copy(update=merged)
 
     @property
     def base_dir(self) -> Path:
@@ -149,8 +213,21 @@ class Config(_Section):
         return (self.base_dir / self.paths.workdir).resolve()
 
     @property
-    def inbox(self) -> Path:
+    def inbox_root(self) -> Path:
+        """``paths.inbox``: the inbox, or with several models the folder of their inboxes."""
         return self.workdir / self.paths.inbox
+
+    @property
+    def inbox(self) -> Path:
+        """Where this config's model takes its files (the root inbox for a config of several
+        models before ``for_model``)."""
+        if self.selected is None and len(self.model_names) > 1:
+            return self.inbox_root
+        name = self.model_name
+        own = self.models.get(name, self.model).inbox
+        if own is not None:
+            return self.workdir / own
+        return self.inbox_root / name if len(self.model_names) > 1 else self.inbox_root
 
     @property
     def processed_dir(self) -> Path:
@@ -191,7 +268,10 @@ def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"] and item["type"] == "value_error":
+            parts.append(message)
+            continue
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             message = "unknown key"
         parts.append(f"{key}: {message}")

@@ -19,17 +19,18 @@ from retain.strategies.kinds import STRATEGIES, GateDecision
 
 
 class _ModelInfoCollector:
-    """``retain_model_info{version,alias} 1`` for each live alias, read at scrape time."""
+    """``retain_model_info{model,version,alias} 1`` for each live alias, read at scrape time."""
 
     def __init__(self) -> None:
-        self.aliases: dict[str, int] = {}
+        self.aliases: dict[str, dict[str, int]] = {}  # model -> alias -> version
 
     def collect(self):
         family = GaugeMetricFamily(
-            "retain_model_info", "Model version held by each alias", labels=["version", "alias"]
+            "retain_model_info", "Model version held by each alias", labels=["model", "version", "alias"]
         )
-        for alias, version in sorted(self.aliases.items()):
-            family.add_metric([str(version), alias], 1.0)
+        for model, aliases in sorted(self.aliases.items()):
+            for alias, version in sorted(aliases.items()):
+                family.add_metric([model, str(version), alias], 1.0)
         yield family
 
 
@@ -42,44 +43,66 @@ class BatchOutcomeLabel(StrEnum):
     FAILED = "failed"  # out of attempts
 
 
+class _ForModel:
+    """A labelled family seen from one model: ``labels(**rest)`` fills in ``model``."""
+
+    def __init__(self, family, model: str) -> None:
+        self._family, self._model = family, model
+
+    def labels(self, **labels: str):
+        return self._family.labels(model=self._model, **labels)
+
+    def remove(self, *values: str) -> None:
+        self._family.remove(self._model, *values)
+
+
 class ServiceMetrics:
+    """Every metric of the process. Those of one lineage carry the label ``model``; a
+    pipeline writes them through ``for_model(name)``, which names them as before."""
+
     def __init__(self, recent_batches: int = 10) -> None:
         self.recent_batches = recent_batches
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
-        self.batches = Counter("retain_batches", "Batches finished, by outcome", ["outcome"], registry=r)
+        m = ["model"]
+        self.batches = Counter("retain_batches", "Batches finished, by outcome", [*m, "outcome"], registry=r)
         self.candidates = Counter(
-            "retain_candidates", "Candidates trained, by strategy and gate decision", ["strategy", "decision"], registry=r
+            "retain_candidates", "Candidates trained, by strategy and gate decision", [*m, "strategy", "decision"],
+            registry=r,
         )
-        self.shift_score = Gauge("retain_shift_score", "MMD² of the last batch against the replay reference", registry=r)
-        self.shift_pvalue = Gauge("retain_shift_pvalue", "Permutation p-value of the last shift test", registry=r)
+        self.shift_score = Gauge("retain_shift_score", "MMD² of the last batch against the replay reference", m,
+                                 registry=r)
+        self.shift_pvalue = Gauge("retain_shift_pvalue", "Permutation p-value of the last shift test", m, registry=r)
         self.forgetting = Gauge(
-            "retain_forgetting_ratio", "Audit accuracy lost by the last candidate versus production", registry=r
+            "retain_forgetting_ratio", "Audit accuracy lost by the last candidate versus production", m, registry=r
         )
         self.batch_forgetting = Gauge(
             "retain_batch_forgetting_ratio",
             "Audit accuracy the last candidate lost on each recent source batch (0 = init data)",
-            ["batch"],
+            [*m, "batch"],
             registry=r,
         )
         self.production_forgetting = Gauge(
             "retain_production_forgetting_ratio",
             "Forgetting measured when the production version was a candidate",
+            m,
             registry=r,
         )
         self.production_forgetting_limit = Gauge(
             "retain_production_forgetting_limit_ratio",
             "The gate's forgetting limit when the production version was a candidate",
+            m,
             registry=r,
         )
         self.gate_max_forgetting = Gauge(
-            "retain_gate_max_forgetting_ratio", "The forgetting gate's limit (gate.max_forgetting)", registry=r
+            "retain_gate_max_forgetting_ratio", "The forgetting gate's limit (gate.max_forgetting)", m, registry=r
         )
         self.gate_max_forgetting_new_classes = Gauge(
             "retain_gate_max_forgetting_new_classes_ratio",
             "The forgetting gate's limit for batches with new classes (gate.max_forgetting_new_classes)",
+            m,
             registry=r,
         )
         self.stall_threshold = Gauge(
@@ -87,39 +110,79 @@ class ServiceMetrics:
             "Alert when the queue is non-empty and no batch finished for this long (daemon.stall_alert_seconds)",
             registry=r,
         )
+        # role: the candidate's accuracy or production's on the same data.
         self.old_accuracy = Gauge(
-            "retain_old_accuracy_ratio", "Accuracy on the replay audit set", ["model"], registry=r
+            "retain_old_accuracy_ratio", "Accuracy on the replay audit set", [*m, "role"], registry=r
         )
         self.new_accuracy = Gauge(
-            "retain_new_accuracy_ratio", "Accuracy on the new batch's held-out slice", ["model"], registry=r
+            "retain_new_accuracy_ratio", "Accuracy on the new batch's held-out slice", [*m, "role"], registry=r
         )
         self.training_duration = Histogram(
             "retain_training_duration_seconds",
             "Time to train one candidate",
+            m,
             buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r,
         )
         self.batch_latency = Histogram(
             "retain_batch_latency_seconds",
             "Time from a file's arrival to its batch finishing",
+            m,
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
             registry=r,
         )
-        self.queue_depth = Gauge("retain_queue_depth", "Batches pending or in progress", registry=r)
-        self.production_version = Gauge("retain_production_version", "Version held by the production alias", registry=r)
-        self.replay_samples = Gauge("retain_replay_buffer_samples", "Samples in the production replay memory", registry=r)
+        self.queue_depth = Gauge("retain_queue_depth", "Batches pending or in progress", m, registry=r)
+        self.production_version = Gauge("retain_production_version", "Version held by the production alias", m,
+                                        registry=r)
+        self.replay_samples = Gauge("retain_replay_buffer_samples", "Samples in the production replay memory", m,
+                                    registry=r)
         self.last_batch = Gauge(
-            "retain_last_batch_timestamp_seconds", "Unix time the last batch finished", registry=r
+            "retain_last_batch_timestamp_seconds", "Unix time the last batch finished", m, registry=r
         )
         self._model_info = _ModelInfoCollector()
         r.register(self._model_info)
+        self._server = None
+
+    def for_model(self, model: str) -> "ModelMetrics":
+        """The metrics of one model's lineage, every label set present from the first scrape."""
+        return ModelMetrics(self, model)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the scrape endpoint; returns the bound port (useful with port 0)."""
+        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return self._server.server_address[1]
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class ModelMetrics:
+    """One model's metrics, named as ``ServiceMetrics`` names them, the ``model`` label filled in."""
+
+    def __init__(self, service: ServiceMetrics, model: str) -> None:
+        self.model = model
+        self.recent_batches = service.recent_batches
+        for name in ("shift_score", "shift_pvalue", "forgetting", "production_forgetting",
+                     "production_forgetting_limit", "gate_max_forgetting", "gate_max_forgetting_new_classes",
+                     "training_duration", "batch_latency", "queue_depth", "production_version", "replay_samples",
+                     "last_batch"):
+            setattr(self, name, getattr(service, name).labels(model=model))
+        self.batches = _ForModel(service.batches, model)
+        self.candidates = _ForModel(service.candidates, model)
+        self.batch_forgetting = _ForModel(service.batch_forgetting, model)
+        self.old_accuracy = _ForModel(service.old_accuracy, model)
+        self.new_accuracy = _ForModel(service.new_accuracy, model)
+        self.stall_threshold = service.stall_threshold
+        self._model_info = service._model_info
         for outcome in BatchOutcomeLabel:
             self.batches.labels(outcome=outcome)
-        for strategy in STRATEGIES:  # every label set exists from the first scrape
+        for strategy in STRATEGIES:
             for decision in GateDecision:
                 self.candidates.labels(strategy=strategy, decision=decision)
         self._forgetting_batches: list[str] = []
-        self._server = None
 
     def set_batch_forgetting(self, per_batch: dict[int, float]) -> None:
         """Per-source-batch forgetting for the most recent ``recent_batches`` batches only,
@@ -133,17 +196,6 @@ class ServiceMetrics:
         self._forgetting_batches = labels
 
     def set_aliases(self, aliases: dict[str, int]) -> None:
-        self._model_info.aliases = dict(aliases)
+        self._model_info.aliases[self.model] = dict(aliases)
         if "production" in aliases:
             self.production_version.set(aliases["production"])
-
-    def serve(self, host: str, port: int) -> int:
-        """Start the scrape endpoint; returns the bound port (useful with port 0)."""
-        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return self._server.server_address[1]
-
-    def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

@@ -18,7 +18,7 @@ from retain.errors import RetainError
 from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
 from retain.daemon.logs import fields
-from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
+from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics
 from retain.daemon.remote_inbox import fetch_batch, incoming_path, is_remote
 from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
 from retain.registry import (
@@ -74,6 +74,13 @@ class BatchJob:
     spec: ModelSpec
 
 
+def no_production(config: Config) -> str:
+    """What to do about a model without a production version."""
+    if len(config.model_names) > 1:
+        return f"model {config.model_name!r} has no production version: run `retain init --model {config.model_name}`"
+    return "no production version: run `retain init` first"
+
+
 def batch_seed(sha256: str) -> int:
     """A per-batch seed: reprocessing the same file makes the same choices."""
     return int(sha256[:8], 16)
@@ -123,15 +130,16 @@ def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
 
 
 class Pipeline:
-    """Processes claimed batches. Holds the production model between batches and reloads it
-    whenever the ``production`` alias has moved (including from the CLI)."""
+    """Processes one model's claimed batches (``config``, ``registry`` and ``metrics`` are
+    that model's). Holds the production model between batches and reloads it whenever the
+    ``production`` alias has moved (including from the CLI)."""
 
     def __init__(
         self,
         config: Config,
         registry: Registry,
         artifacts: ArtifactStore,
-        metrics: ServiceMetrics,
+        metrics: ModelMetrics,
         owner: str,
         should_stop: Callable[[], bool] = lambda: False,
         on_progress: Callable[[Batch, TrainingProgress], None] | None = None,
@@ -145,19 +153,28 @@ class Pipeline:
         self.on_progress = on_progress
         self._loaded: tuple[int, nn.Module, ReplayMemory] | None = None
 
+    def _fields(self, **values):
+        """A log line's fields, the model's name first."""
+        return fields(model=self.config.model_name, **values)
+
     def production(self) -> tuple[ModelVersion, nn.Module, ReplayMemory]:
         version = self.registry.production()
         if version is None:
-            raise NoProductionVersion("no production version: run `retain init` first")
+            raise NoProductionVersion(no_production(self.config))
         if self._loaded is None or self._loaded[0] != version.version:
             self._loaded = (version.version, load_model(version, self.artifacts), load_memory(version, self.artifacts))
-            log.info("production model loaded", extra=fields(version=version.version))
+            log.info("production model loaded", extra=self._fields(version=version.version))
             self.metrics.replay_samples.set(len(self._loaded[2]))
         self.refresh_metrics(version)
         return version, self._loaded[1], self._loaded[2]
 
     def refresh_metrics(self, production: ModelVersion | None = None) -> None:
-        """Alias gauges from the registry: catches promotions and rollbacks made from the CLI."""
+        """Gauges from the registry: catches promotions and rollbacks made from the CLI, and
+        what other workers did (queue depth, the last batch finished)."""
+        self.metrics.queue_depth.set(self.registry.queue_depth())
+        last = self.registry.last_finished_at()
+        if last is not None:
+            self.metrics.last_batch.set(as_utc(last).timestamp())
         aliases = self.registry.aliases()
         self.metrics.set_aliases(aliases)
         if production is None and "production" in aliases:
@@ -219,7 +236,8 @@ class Pipeline:
         target = move_file(path, self.config.processed_dir, batch.id, batch.name)
         self.registry.finish_batch(batch.id, BatchState.DONE, path=str(target), version=final.version)
         self._finished(batch)
-        log.info("registered batch finished", extra=fields(batch=batch.id, version=final.version, file=str(target)))
+        log.info("registered batch finished",
+                 extra=self._fields(batch=batch.id, version=final.version, file=str(target)))
         return BatchOutcome(batch.id, BatchState.DONE, version=final.version, decision=final.status)
 
     def _changed_since_queued(self, batch: Batch, path: Path, digest: str) -> BatchOutcome:
@@ -229,7 +247,7 @@ class Pipeline:
                   f"{digest[:12]} read); its new content is queued as a new batch")
         self.registry.finish_batch(batch.id, BatchState.INVALID, reason=reason)
         self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
-        log.warning("batch rejected", extra=fields(batch=batch.id, file=str(path), reason=reason))
+        log.warning("batch rejected", extra=self._fields(batch=batch.id, file=str(path), reason=reason))
         return BatchOutcome(batch.id, BatchState.INVALID, reason=reason, requeue=path)
 
     def _reject(self, batch: Batch, path: Path | None, reason: str) -> BatchOutcome:
@@ -239,7 +257,7 @@ class Pipeline:
         self.registry.finish_batch(batch.id, BatchState.INVALID, path=target, reason=reason)
         self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
         self._finished(batch)
-        log.warning("batch rejected", extra=fields(batch=batch.id, file=target, reason=reason))
+        log.warning("batch rejected", extra=self._fields(batch=batch.id, file=target, reason=reason))
         return BatchOutcome(batch.id, BatchState.INVALID, reason=reason)
 
     def measure(
@@ -268,7 +286,7 @@ class Pipeline:
         A lost lease means another worker may have the batch; registering stays safe (one
         batch's versions are registered once), so the work goes on."""
         if not self.registry.renew_lease(batch.id, self.owner, self.config.daemon.lease_seconds):
-            log.warning("lease lost; another worker may be processing this batch", extra=fields(batch=batch.id))
+            log.warning("lease lost; another worker may be processing this batch", extra=self._fields(batch=batch.id))
 
     def _hooks(self, batch: Batch) -> TrainingHooks:
         lease = self.config.daemon.lease_seconds
@@ -282,13 +300,14 @@ class Pipeline:
             if self.on_progress is not None:
                 self.on_progress(batch, progress)
             if progress.iteration == progress.iterations:
-                log.debug("epoch done", extra=fields(batch=batch.id, epoch=progress.epoch, epochs=progress.epochs))
+                log.debug("epoch done",
+                          extra=self._fields(batch=batch.id, epoch=progress.epoch, epochs=progress.epochs))
 
         return TrainingHooks(on_progress=on_progress, should_stop=self.should_stop)
 
     def _log_choice(self, batch: Batch) -> Callable[[Choice], None]:
         def report(choice: Choice) -> None:
-            log.info("strategy chosen", extra=fields(batch=batch.id, strategy=choice.strategy, rule=choice.rule))
+            log.info("strategy chosen", extra=self._fields(batch=batch.id, strategy=choice.strategy, rule=choice.rule))
 
         return report
 
@@ -299,11 +318,12 @@ class Pipeline:
             self.metrics.candidates.labels(strategy=candidate.choice.strategy, decision=outcome.decision).inc()
             log.info(
                 "candidate gated",
-                extra=fields(batch=batch.id, strategy=candidate.choice.strategy, decision=outcome.decision,
-                             forgetting=round(gate.forgetting, 4), forgetting_stderr=round(gate.forgetting_stderr, 4),
-                             acc_new_candidate=round(gate.acc_new_candidate, 4),
-                             acc_new_production=round(gate.acc_new_production, 4),
-                             training_seconds=round(candidate.duration, 2)),
+                extra=self._fields(batch=batch.id, strategy=candidate.choice.strategy, decision=outcome.decision,
+                                   forgetting=round(gate.forgetting, 4),
+                                   forgetting_stderr=round(gate.forgetting_stderr, 4),
+                                   acc_new_candidate=round(gate.acc_new_candidate, 4),
+                                   acc_new_production=round(gate.acc_new_production, 4),
+                                   training_seconds=round(candidate.duration, 2)),
             )
 
         return report
@@ -318,7 +338,7 @@ class Pipeline:
         self.metrics.shift_pvalue.set(report.p_value)
         log.info(
             "shift measured",
-            extra=fields(
+            extra=self._fields(
                 batch=batch.id,
                 severity=report.severity,
                 mmd2=round(report.mmd2, 5),
@@ -360,15 +380,15 @@ class Pipeline:
             ("production", gate.acc_old_production, gate.acc_new_production),
             ("candidate", gate.acc_old_candidate, gate.acc_new_candidate),
         ):
-            self.metrics.old_accuracy.labels(model=name).set(old)
-            self.metrics.new_accuracy.labels(model=name).set(new_acc)
+            self.metrics.old_accuracy.labels(role=name).set(old)
+            self.metrics.new_accuracy.labels(role=name).set(new_acc)
         self.metrics.set_batch_forgetting({g.source: g.forgetting for g in gate.groups})
         self._finished(batch)
         if moved:
             self.refresh_metrics(final_row)
         log.info(
             "candidate registered",
-            extra=fields(
+            extra=self._fields(
                 batch=batch.id,
                 version=final_row.version,
                 parent=production.version,
@@ -382,7 +402,7 @@ class Pipeline:
         if promote_index is not None and not moved:
             log.warning(
                 "production moved during training; candidate not promoted",
-                extra=fields(batch=batch.id, version=final_row.version),
+                extra=self._fields(batch=batch.id, version=final_row.version),
             )
         return BatchOutcome(batch.id, BatchState.DONE, version=final_row.version, decision=final.verdict.decision)
 

@@ -7,7 +7,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from retain.daemon.config import Config, ConfigError
@@ -15,7 +16,7 @@ from retain.daemon.loading import BatchRejected, file_sha256
 from retain.daemon.logs import fields
 from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_alive
 from retain.daemon.versions import open_artifacts
-from retain.daemon.metrics import BatchOutcomeLabel, ServiceMetrics
+from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
 from retain.daemon.watcher import InboxWatcher, NoInbox, is_candidate, signature
@@ -25,7 +26,6 @@ from retain.registry import (
     Batch,
     BatchState,
     Registry,
-    as_utc,
     stale_temp_files,
 )
 from retain.strategies.training import TrainingInterrupted, TrainingProgress
@@ -43,11 +43,28 @@ def display_name(path: Path) -> str:
 
 
 def ensure_workdir(config: Config) -> None:
-    for directory in (config.workdir, config.inbox, config.processed_dir, config.rejected_dir, config.artifacts_dir):
+    models = [config.for_model(name).inbox for name in config.model_names]
+    for directory in (config.workdir, config.inbox_root, *models, config.processed_dir, config.rejected_dir,
+                      config.artifacts_dir):
         directory.mkdir(parents=True, exist_ok=True)
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """One model as the service serves it: its config, registry view, metrics and pipeline."""
+
+    name: str
+    config: Config
+    registry: Registry
+    metrics: ModelMetrics
+    pipeline: Pipeline
+
+
 class Service:
+    """The daemon's loop over the models it serves (``models``, default every model in the
+    config): files from their inboxes become batches, and each claimed batch goes to its
+    model's pipeline."""
+
     def __init__(
         self,
         config: Config,
@@ -56,6 +73,7 @@ class Service:
         on_progress: Callable[[Batch, TrainingProgress], None] | None = None,
         notifier: Notifier | None = None,
         watch: bool = True,
+        models: Sequence[str] | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -65,30 +83,34 @@ class Service:
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}"
         self.stop_requested = threading.Event()
-        self.watcher: InboxWatcher | NoInbox = (
-            InboxWatcher(config.inbox, config.daemon.settle_seconds, rejected=config.rejected_dir) if watch
-            else NoInbox(self.stop_requested)
-        )
         self.artifacts = open_artifacts(config)
         # Which batches this worker can read: a worker reads the bucket's; a watching daemon its
         # inbox's, and the bucket's too when it has one.
         if not watch and self.artifacts.remote is None:
             raise ConfigError("a worker (retain run --worker) reads batches from the bucket: set artifacts.url")
         self.reads: bool | None = True if not watch else (None if self.artifacts.remote is not None else False)
-        self.pipeline = Pipeline(
-            config,
-            registry,
-            self.artifacts,
-            self.metrics,
-            owner=self.owner,
-            should_stop=self.stop_requested.is_set,
-            on_progress=self._on_progress(on_progress),
+        self.lineages = {name: self._lineage(config.for_model(name), on_progress)
+                         for name in (models or config.model_names)}
+        self._by_folder = {lineage.config.inbox.resolve(): lineage for lineage in self.lineages.values()}
+        # Files left directly in an inbox shared by several models belong to none: watched, to
+        # be refused with the folders they belong in (by the daemon that serves them all).
+        self.shared_inbox = config.inbox_root.resolve() if models is None and len(config.model_names) > 1 else None
+        folders = [*self._by_folder, *([self.shared_inbox] if self.shared_inbox else [])]
+        self.watcher: InboxWatcher | NoInbox = (
+            InboxWatcher(folders, config.daemon.settle_seconds, rejected=config.rejected_dir) if watch
+            else NoInbox(self.stop_requested)
         )
         self.status = DaemonStatus(
             pid=os.getpid(), host=self.host, started_at=time.time(), heartbeat_at=time.time(),
             state=DaemonState.STARTING,
         )
         self._status_written = 0.0
+
+    def _lineage(self, config: Config, on_progress) -> Lineage:
+        registry, metrics = self.registry.for_model(config.model_name), self.metrics.for_model(config.model_name)
+        pipeline = Pipeline(config, registry, self.artifacts, metrics, owner=self.owner,
+                            should_stop=self.stop_requested.is_set, on_progress=self._on_progress(on_progress))
+        return Lineage(config.model_name, config, registry, metrics, pipeline)
 
     def request_stop(self) -> None:
         """Safe to call from a signal handler: only sets a flag that the loop polls."""
@@ -105,7 +127,8 @@ class Service:
         if not force and state is None and now - self._status_written < _STATUS_INTERVAL:
             return
         if state is None:  # periodic: pick up alias moves made from the CLI
-            self.pipeline.refresh_metrics()
+            for lineage in self.lineages.values():
+                lineage.pipeline.refresh_metrics()
         self.status.heartbeat_at = now
         self.status.write(self.config.workdir)
         self._status_written = now
@@ -128,25 +151,34 @@ class Service:
         if path.parent == self.watcher.rejected:
             self._register_rewritten_reject(path)
             return
+        lineage = self._by_folder.get(path.parent.resolve())
+        if lineage is None:
+            if path.parent.resolve() == self.shared_inbox:
+                folders = ", ".join(f"{self._shown(lin.config.inbox)}/" for lin in self.lineages.values())
+                self._refuse_unread(path, f"this inbox is shared by {len(self.lineages)} models: put the file in "
+                                          f"its model's folder ({folders})", None)
+            return
         try:
             path.name.encode("utf-8")
         except UnicodeEncodeError:
-            self._refuse_unread(path, f"file name is not valid UTF-8 ({os.fsencode(path.name)!r}); rename it")
+            self._refuse_unread(path, f"file name is not valid UTF-8 ({os.fsencode(path.name)!r}); rename it",
+                                lineage)
             return
         try:
             digest = file_sha256(path, self.config.data)
         except FileNotFoundError:
             return
         except BatchRejected as exc:  # a link, not a regular file, too large: refused unread
-            self._refuse_unread(path, exc.reason)
+            self._refuse_unread(path, exc.reason, lineage)
             return
         except PermissionError:
-            self._refuse_unread(path, "cannot be read: permission denied")
+            self._refuse_unread(path, "cannot be read: permission denied", lineage)
             return
-        batch, created = self.registry.add_batch(digest, str(path), path.name)
+        batch, created = lineage.registry.add_batch(digest, str(path), path.name)
         if created:
-            log.info("batch queued", extra=fields(batch=batch.id, file=str(path), sha256=digest[:12]))
-            self.metrics.queue_depth.set(self.registry.queue_depth())
+            log.info("batch queued",
+                     extra=fields(model=lineage.name, batch=batch.id, file=str(path), sha256=digest[:12]))
+            lineage.metrics.queue_depth.set(lineage.registry.queue_depth())
             return
         if Path(batch.path) == path and batch.state in (*IN_FLIGHT, BatchState.FAILED):
             return  # already known, still ours to process (or kept for inspection)
@@ -163,16 +195,27 @@ class Service:
             extra=fields(batch=batch.id, file=str(path), moved_to=str(target), state=batch.state),
         )
 
-    def _refuse_unread(self, path: Path, reason: str) -> None:
-        """Reject a file without reading it; recorded once even if the move must be retried."""
+    def _shown(self, folder: Path) -> str:
+        """A folder as an operator knows it: relative to the workdir where it is inside."""
+        try:
+            return str(folder.relative_to(self.config.workdir))
+        except ValueError:
+            return str(folder)
+
+    def _refuse_unread(self, path: Path, reason: str, lineage: Lineage | None) -> None:
+        """Reject a file without reading it; recorded once even if the move must be retried.
+        ``lineage`` None: the file belongs to no model."""
         name = display_name(path)
         shown = str(path.parent / name)
         reason = f"{name}: {reason}"
-        batch = self.registry.add_refused_file(shown, name, reason)
+        registry = lineage.registry if lineage is not None else self.registry
+        batch = registry.add_refused_file(shown, name, reason, of_model=lineage is not None)
         target = move_file(path, self.config.rejected_dir, batch.id, name)
         self.registry.move_batch(batch.id, str(target))
-        self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
-        log.warning("batch rejected", extra=fields(batch=batch.id, file=shown, reason=reason))
+        if lineage is not None:
+            lineage.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
+        log.warning("batch rejected", extra=fields(model=lineage.name if lineage else None, batch=batch.id, file=shown,
+                                                   reason=reason))
 
     def _register_rewritten_reject(self, path: Path) -> None:
         """A rejected file that someone went on writing to: its new content is a new batch,
@@ -180,21 +223,25 @@ class Service:
         old = self.registry.batch_at(str(path))
         if old is None or old.state != BatchState.INVALID or old.sha256.startswith(UNREAD_PREFIX):
             return
+        lineage = self.lineages.get(old.model or "")
+        if lineage is None:
+            return  # another daemon's model
         try:
             digest = file_sha256(path, self.config.data)
         except (FileNotFoundError, BatchRejected):
             return
         if digest == old.sha256:
             return
-        batch, created = self.registry.add_batch(digest, str(path), old.name)
+        batch, created = lineage.registry.add_batch(digest, str(path), old.name)
         if created:
             self.registry.finish_batch(
                 old.id, BatchState.INVALID,
                 reason=f"{old.reason}; the file changed afterwards and is now batch {batch.id}",
             )
             log.info("rejected file rewritten; queued again",
-                     extra=fields(batch=batch.id, rejected_batch=old.id, file=str(path), sha256=digest[:12]))
-            self.metrics.queue_depth.set(self.registry.queue_depth())
+                     extra=fields(model=lineage.name, batch=batch.id, rejected_batch=old.id, file=str(path),
+                                  sha256=digest[:12]))
+            lineage.metrics.queue_depth.set(lineage.registry.queue_depth())
 
     def _recover_own_leases(self) -> None:
         """Batches a dead process on this host was processing: its attempt counts (a file that
@@ -209,7 +256,8 @@ class Service:
                 if after is None:
                     continue
                 if after.state == BatchState.FAILED:
-                    self.metrics.batches.labels(outcome=BatchOutcomeLabel.FAILED).inc()
+                    if batch.model in self.lineages:
+                        self.lineages[batch.model].metrics.batches.labels(outcome=BatchOutcomeLabel.FAILED).inc()
                     log.error("batch failed", extra=fields(batch=batch.id, state=after.state, reason=after.reason))
                 else:
                     log.warning("batch requeued after its worker died",
@@ -231,25 +279,30 @@ class Service:
     # -------------------------------------------------------------------- loop
 
     def _initial_metrics(self) -> None:
-        self.metrics.queue_depth.set(self.registry.queue_depth())
-        self.metrics.gate_max_forgetting.set(self.config.gate.max_forgetting)
-        self.metrics.gate_max_forgetting_new_classes.set(self.config.gate.max_forgetting_new_classes)
         self.metrics.stall_threshold.set(self.config.daemon.stall_alert_seconds)
-        # "No batch finished since": the last one in the registry, or this start.
-        last = self.registry.last_finished_at()
-        self.metrics.last_batch.set(as_utc(last).timestamp() if last else time.time())
+        for lineage in self.lineages.values():
+            metrics, gate = lineage.metrics, lineage.config.gate
+            metrics.gate_max_forgetting.set(gate.max_forgetting)
+            metrics.gate_max_forgetting_new_classes.set(gate.max_forgetting_new_classes)
+            # "No batch finished since": the model's last one in the registry, or this start.
+            metrics.last_batch.set(time.time())
+            lineage.pipeline.refresh_metrics()
 
     def process_one(self) -> BatchOutcome | None:
         batch = self.registry.claim_batch(
-            self.owner, self.config.daemon.lease_seconds, self.config.daemon.max_attempts, in_bucket=self.reads
+            self.owner, self.config.daemon.lease_seconds, self.config.daemon.max_attempts, in_bucket=self.reads,
+            models=list(self.lineages),
         )
         if batch is None:
             return None
+        lineage = self.lineages[batch.model]
         self._write_status(DaemonState.PROCESSING, batch.id, force=True)
-        self.notifier.status(f"processing batch {batch.id} ({batch.name})")
-        log.info("batch started", extra=fields(batch=batch.id, file=batch.path, attempt=batch.attempts))
+        of_model = f" of {lineage.name}" if len(self.config.model_names) > 1 else ""
+        self.notifier.status(f"processing batch {batch.id}{of_model} ({batch.name})")
+        log.info("batch started",
+                 extra=fields(model=lineage.name, batch=batch.id, file=batch.path, attempt=batch.attempts))
         try:
-            outcome = self.pipeline.process(batch)
+            outcome = lineage.pipeline.process(batch)
             if outcome.requeue is not None:
                 self.register_file(outcome.requeue)
             return outcome
@@ -263,15 +316,16 @@ class Service:
             reason = f"{type(exc).__name__}: {exc}"
             self.registry.finish_batch(batch.id, state, reason=reason)
             if final:
-                self.metrics.batches.labels(outcome=BatchOutcomeLabel.FAILED).inc()
+                lineage.metrics.batches.labels(outcome=BatchOutcomeLabel.FAILED).inc()
             log.exception(
                 "batch failed",
-                extra=fields(batch=batch.id, attempt=batch.attempts, state=state, reason=reason),
+                extra=fields(model=lineage.name, batch=batch.id, attempt=batch.attempts, state=state, reason=reason),
             )
             return BatchOutcome(batch.id, state, reason=reason)
         finally:
-            depth = self.registry.queue_depth()
-            self.metrics.queue_depth.set(depth)
+            lineage.metrics.queue_depth.set(lineage.registry.queue_depth())
+            depths = self.registry.queue_depths()
+            depth = sum(depths.get(name, 0) for name in self.lineages)
             self._write_status(DaemonState.IDLE, None, force=True)
             self.notifier.status(f"idle, {depth} queued" if depth else "idle")
             self.last_progress = time.monotonic()
@@ -288,10 +342,12 @@ class Service:
         watchdog: Watchdog | None = None
         try:
             self.watcher.scan()
-            self.pipeline.production()  # fail fast without a production model
+            for lineage in self.lineages.values():
+                lineage.pipeline.production()  # fail fast without a production model
             self._initial_metrics()
             self._write_status(DaemonState.IDLE, force=True)
-            self.notifier.ready(f"watching {self.config.inbox}" if isinstance(self.watcher, InboxWatcher)
+            folders = ", ".join(str(folder) for folder in self._by_folder)
+            self.notifier.ready(f"watching {folders}" if isinstance(self.watcher, InboxWatcher)
                                 else "a worker: batches from the registry")
             interval = watchdog_interval() if self.notifier.enabled else None
             if interval:
@@ -301,8 +357,8 @@ class Service:
                 watchdog.start()
             log.info(
                 "daemon ready",
-                extra=fields(inbox=str(self.config.inbox), once=once, pid=os.getpid(), watchdog_interval=interval,
-                             device=self.config.training.resolved_device()),
+                extra=fields(models=list(self.lineages), inbox=str(self.config.inbox), once=once, pid=os.getpid(),
+                             watchdog_interval=interval, device=self.config.training.resolved_device()),
             )
             next_scan = time.monotonic() + self.config.daemon.rescan_seconds
             while not self.stop_requested.is_set():

@@ -16,6 +16,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -50,9 +51,12 @@ def _as_path(raw: str | bytes) -> Path:
 
 
 class InboxWatcher(FileSystemEventHandler):
-    def __init__(self, inbox: Path, settle_seconds: float = 1.0, rejected: Path | None = None) -> None:
+    """Watches the inbox folders (one per model, and with several models the folder that holds
+    theirs) and, optionally, the rejected folder."""
+
+    def __init__(self, inboxes: Sequence[Path], settle_seconds: float = 1.0, rejected: Path | None = None) -> None:
         super().__init__()
-        self.inbox = inbox.resolve()
+        self.inboxes = tuple(dict.fromkeys(inbox.resolve() for inbox in inboxes))
         self.rejected = rejected.resolve() if rejected is not None else None
         self.settle_seconds = settle_seconds
         # path -> (when it may be due, its signature then; None: complete, no check)
@@ -63,12 +67,12 @@ class InboxWatcher(FileSystemEventHandler):
     # ------------------------------------------------------------ observer side
 
     def _watched(self, path: Path) -> bool:
-        return path.parent in (self.inbox, self.rejected) and is_candidate(path)
+        return (path.parent in self.inboxes or path.parent == self.rejected) and is_candidate(path)
 
     def _note(self, path: Path, complete: bool) -> None:
         if not self._watched(path):
             return
-        if complete and path.parent == self.inbox:
+        if complete and path.parent in self.inboxes:
             note = (time.monotonic(), None)
         else:
             note = (time.monotonic() + self.settle_seconds, signature(path))
@@ -82,12 +86,12 @@ class InboxWatcher(FileSystemEventHandler):
 
     def on_moved(self, event: FileSystemEvent) -> None:
         path = _as_path(event.dest_path)
-        if not event.is_directory and path.parent == self.inbox:
+        if not event.is_directory and path.parent in self.inboxes:
             self._note(path, complete=True)
 
     def on_created(self, event: FileSystemEvent) -> None:
         path = _as_path(event.src_path)
-        if not event.is_directory and path.parent == self.inbox:
+        if not event.is_directory and path.parent in self.inboxes:
             self._note(path, complete=False)
 
     def on_modified(self, event: FileSystemEvent) -> None:
@@ -103,9 +107,9 @@ class InboxWatcher(FileSystemEventHandler):
     # ------------------------------------------------------------- service side
 
     def scan(self) -> None:
-        """Note every file in the inbox: those that arrived while no one watched, and any
+        """Note every file in the inboxes: those that arrived while no one watched, and any
         whose events inotify dropped. Each waits until it has settled."""
-        for path in sorted(self.inbox.iterdir()):
+        for path in sorted(path for inbox in self.inboxes for path in inbox.iterdir()):
             found = signature(path) if is_candidate(path) else None
             if found is None:
                 continue
@@ -148,7 +152,8 @@ class InboxWatcher(FileSystemEventHandler):
 
     def start(self) -> None:
         self._observer = Observer()
-        self._observer.schedule(self, str(self.inbox), recursive=False)
+        for inbox in self.inboxes:
+            self._observer.schedule(self, str(inbox), recursive=False)
         if self.rejected is not None:
             self.rejected.mkdir(parents=True, exist_ok=True)
             self._observer.schedule(self, str(self.rejected), recursive=False)

@@ -13,6 +13,7 @@ from retain.registry.artifacts import (
 from retain.registry.details import BatchForgetting, ChoiceDetails, ShiftDetails, VersionDetails
 from retain.registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
 from retain.registry.migrations import Migration, upgrade
+from retain.registry.refs import BadVersionRef, VersionRef
 from retain.registry.store import PRODUCTION, UNREAD_PREFIX, NewVersion, Registry
 from retain.registry.tables import (
     DEFAULT_MODEL,
@@ -41,6 +42,7 @@ __all__ = [
     "AliasAction",
     "AliasConflict",
     "AliasEvent",
+    "BadVersionRef",
     "ArtifactError",
     "ArtifactStore",
     "Batch",
@@ -58,6 +60,7 @@ __all__ = [
     "ShiftDetails",
     "UnknownVersion",
     "VersionDetails",
+    "VersionRef",
     "VersionFields",
     "VersionStatus",
     "as_utc",

@@ -27,6 +27,7 @@ from sqlmodel import Session, create_engine, select
 from retain.registry.details import VersionDetails
 from retain.registry.errors import AliasConflict, RegistryError, UnknownVersion
 from retain.registry.migrations import upgrade
+from retain.registry.refs import VersionRef
 from retain.registry.tables import (
     DEFAULT_MODEL,
     FINISHED,
@@ -463,6 +464,16 @@ class Registry:
         query = select(ModelVersion).where(ModelVersion.batch_id == batch_id).order_by(ModelVersion.version)
         return list(session.exec(query))
 
+    def number_of(self, ref: VersionRef) -> int:
+        """The version ``ref`` names in this model's lineage (its ``model`` is the caller's to
+        apply, with ``for_model``)."""
+        if ref.number is not None:
+            return self.version(ref.number).version
+        number = self.alias(ref.alias)
+        if number is None:
+            raise RegistryError(f"model {self.model!r} has no alias {ref.alias!r}")
+        return number
+
     def batch_versions(self, batch_id: int) -> list[ModelVersion]:
         """The versions registered from one batch (a first candidate and maybe its fallback)."""
         with self._transaction() as session:
@@ -537,11 +548,13 @@ class Registry:
             return {row.name: row.version for row in session.exec(select(Alias).where(self._mine(Alias)))}
 
     def last_finished_at(self) -> datetime | None:
-        """When the model's most recent batch reached a final state."""
+        """When the model's latest finished batch finished. The latest by arrival: a model's
+        batches finish in arrival order, and this reads back from the newest instead of
+        scanning every finished batch (the daemon asks every few seconds)."""
+        query = (select(Batch.updated_at).where(self._mine(Batch), Batch.state.in_(FINISHED))
+                 .order_by(Batch.id.desc()).limit(1))
         with self._transaction() as session:
-            return session.exec(
-                select(func.max(Batch.updated_at)).where(self._mine(Batch), Batch.state.in_(FINISHED))
-            ).one()
+            return session.exec(query).first()
 
     def production(self) -> ModelVersion | None:
         number = self.alias(PRODUCTION)

@@ -51,6 +51,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 SCREENFUL = 20
 LimitOption = Annotated[int, typer.Option("--limit", min=1, help=f"Show the last N (default {SCREENFUL}).")]
 AllOption = Annotated[bool, typer.Option("--all", help="Show every one.")]
+ModelOption = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="The model (its [models.NAME] table); optional when the config has one.")]
 
 
 def page(limit: int, show_all: bool) -> int | None:
@@ -77,6 +79,20 @@ class CliState:
 
     def config(self) -> Config:
         return load_config(find_config(self.config_path))
+
+    def lineage(self, model: str | None, ref: str | None = None):
+        """The config and registry of one model, and the version ``ref`` names in it (``None``
+        without ``ref``). ``ref`` may name the model itself (``NAME@7``)."""
+        from retain.registry import VersionRef
+
+        parsed = VersionRef.parse(ref) if ref is not None else None
+        if parsed is not None and parsed.model is not None:
+            if model is not None and model != parsed.model:
+                fail(f"--model {model} but {ref} is a version of {parsed.model}")
+            model = parsed.model
+        config = self.config().for_model(model)
+        registry = open_registry(config)
+        return config, registry, (registry.number_of(parsed) if parsed is not None else None)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -121,8 +137,8 @@ def open_registry(config: Config):
 
     if config.registry_url.startswith("sqlite:///") and not Path(config.registry_url[10:]).exists():
         fail(f"no registry at {config.registry_url[10:]}: run `retain init` first")
-    try:
-        return Registry(config.registry_url)
+    try:  # a config of several models before for_model: a view for what concerns them all
+        return Registry(config.registry_url, model=config.selected or config.model_names[0])
     except SchemaError as exc:
         fail(f"{config.registry_url}: {exc}")
 
@@ -150,8 +166,9 @@ def init(
     ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Option("--data", help="Data the initial model knows.")] = None,
     train: Annotated[bool, typer.Option("--train", help="Train version 1 on --data.")] = False,
+    model: ModelOption = None,
 ) -> None:
-    """Create the workdir and registry and register version 1 as production."""
+    """Create the workdir and registry and register a model's version 1 as production."""
     from retain.daemon.bootstrap import init_workspace
     from retain.daemon.config import parse_config
 
@@ -162,6 +179,7 @@ def init(
     else:
         config = parse_config({}, path.resolve())
         err.print(f"no config at {path}; using defaults (workdir {config.workdir})")
+    config = config.for_model(model)
     if data is None:
         fail("retain init needs --data FILE: the data the initial model knows seeds the replay memory")
     if not data.exists():
@@ -171,8 +189,9 @@ def init(
     else:
         use_threads(config)
     version = init_workspace(config, data, train, actor())
+    which = "" if len(config.model_names) == 1 else f"{config.model_name}@"
     out.print(
-        f"version {version.version} is production "
+        f"version {which}{version.version} is production "
         f"(held-out accuracy {version.acc_new_candidate:.3f}); workdir {config.workdir}"
     )
 
@@ -184,8 +203,11 @@ def run(
     worker: Annotated[bool, typer.Option(
         "--worker", help="Watch no folder: process the batches ingested into the bucket (retain ingest --remote).",
     )] = False,
+    models: Annotated[Optional[list[str]], typer.Option(
+        "--model", "-m", help="Serve only this model (repeat for several); default every model in the config.",
+    )] = None,
 ) -> None:
-    """The daemon: watch the inbox and process batches one at a time."""
+    """The daemon: watch the inboxes and process each model's batches one at a time."""
     from retain.daemon.metrics import ServiceMetrics
     from retain.daemon.notify import Notifier
     from retain.daemon.service import Service
@@ -197,7 +219,9 @@ def run(
     prepare_training(config)
     registry = open_registry(config)
     metrics = ServiceMetrics(config.metrics.recent_batches)
-    service = Service(config, registry, metrics, notifier=Notifier(), watch=not worker)
+    for name in models or ():
+        config.for_model(name)  # an unknown name fails here, naming the config's models
+    service = Service(config, registry, metrics, notifier=Notifier(), watch=not worker, models=models or None)
 
     def stop(signum: int, _frame: Any) -> None:
         service.request_stop()
@@ -225,10 +249,11 @@ def ingest(
         "--remote", help="Upload to the bucket (artifacts.url) and queue in the registry, for workers on other "
                          "hosts; no inbox needed here.",
     )] = False,
+    model: ModelOption = None,
 ) -> None:
     """Copy files atomically into the inbox (temporary name, then rename), or with --remote
     into the bucket's inbox."""
-    config = ctx.obj.config()
+    config = ctx.obj.config().for_model(model)
     for source in files:
         if not source.is_file():
             fail(f"{source}: no such file")
@@ -252,12 +277,13 @@ def ingest(
 
 @app.command()
 def versions(
-    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False
+    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False,
+    model: ModelOption = None,
 ) -> None:
-    """List model versions, the newest last."""
+    """List a model's versions, the newest last."""
     from retain.views import version_row, versions_table
 
-    registry = open_registry(ctx.obj.config())
+    _, registry, _ = ctx.obj.lineage(model)
     production = registry.alias()
     rows = [version_row(v, production) for v in registry.versions(limit=page(limit, show_all))]
     print_listing(rows, as_json, versions_table, registry.count_versions(), "versions")
@@ -266,20 +292,21 @@ def versions(
 @app.command()
 def show(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(help="Version number.")],
+    version: Annotated[str, typer.Argument(help="Version: 7, production, NAME@7 or NAME@production.")],
     as_json: JsonOption = False,
+    model: ModelOption = None,
 ) -> None:
     """One version with metrics, lineage and rationale."""
     from retain.views import version_detail
 
-    registry = open_registry(ctx.obj.config())
-    stored = registry.version(version)
-    row = version_detail(stored, registry.alias(), registry.lineage(version))
+    _, registry, number = ctx.obj.lineage(model, version)
+    stored = registry.version(number)
+    row = version_detail(stored, registry.alias(), registry.lineage(number))
     details = stored.version_details()
     if as_json:
         emit_json(row)
         return
-    out.print(Text.assemble((f"version {row['version']}", "bold"), f" — {row['status']}"
+    out.print(Text.assemble((f"{row['model']}@{row['version']}", "bold"), f" — {row['status']}"
                             f"{' (production)' if row['is_production'] else ''}, strategy {row['strategy']}"))
     out.print(f"lineage: {' <- '.join(map(str, row['lineage']))}    batch: {row['batch'] or '-'}")
     if row["severity"] is not None:
@@ -314,65 +341,112 @@ def show(
 @app.command()
 def promote(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(help="Version to make production.")],
+    version: Annotated[str, typer.Argument(help="Version to make production: 7 or NAME@7.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
     force: Annotated[bool, typer.Option("--force", help="Allow a version the gate rejected.")] = False,
+    model: ModelOption = None,
 ) -> None:
-    """Move the production alias to VERSION."""
+    """Move a model's production alias to VERSION."""
 
-    registry = open_registry(ctx.obj.config())
-    moved = registry.promote(version, actor(), reason, force=force)
-    out.print(f"production: {moved.from_version} -> {moved.to_version}")
+    _, registry, number = ctx.obj.lineage(model, version)
+    moved = registry.promote(number, actor(), reason, force=force)
+    out.print(f"{registry.model} production: {moved.from_version} -> {moved.to_version}")
 
 
 @app.command()
 def rollback(
     ctx: typer.Context,
-    to: Annotated[Optional[int], typer.Option("--to", help="Roll back to this earlier production version.")] = None,
+    to: Annotated[Optional[str], typer.Option(
+        "--to", help="Roll back to this earlier production version (7 or NAME@7).")] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    model: ModelOption = None,
 ) -> None:
-    """Move production back to the version it held before."""
+    """Move a model's production back to the version it held before."""
 
-    registry = open_registry(ctx.obj.config())
-    moved = registry.rollback(actor(), reason, to=to)
-    out.print(f"production: {moved.from_version} -> {moved.to_version}")
+    _, registry, number = ctx.obj.lineage(model, to)
+    moved = registry.rollback(actor(), reason, to=number)
+    out.print(f"{registry.model} production: {moved.from_version} -> {moved.to_version}")
 
 
 @app.command()
 def history(
-    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False
+    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False,
+    model: ModelOption = None,
 ) -> None:
-    """The alias audit log, the newest last."""
+    """A model's alias audit log, the newest last."""
     from retain.views import event_row, history_table
 
-    registry = open_registry(ctx.obj.config())
+    _, registry, _ = ctx.obj.lineage(model)
     rows = [event_row(e) for e in registry.history(limit=page(limit, show_all))]
     print_listing(rows, as_json, history_table, registry.count_events(), "alias moves")
 
 
 @app.command()
 def batches(
-    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False
+    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False,
+    model: ModelOption = None,
 ) -> None:
-    """Batches with state, shift, strategy and outcome, the newest last."""
+    """Batches with state, shift, strategy and outcome, the newest last (of every model unless
+    --model names one)."""
     from retain.views import batch_row, batches_table
 
-    registry = open_registry(ctx.obj.config())
-    listed = registry.batches(limit=page(limit, show_all))
-    by_number = {v.version: v for v in registry.versions_numbered({b.version for b in listed if b.version})}
-    rows = [batch_row(b, by_number.get(b.version)) for b in listed]
-    print_listing(rows, as_json, batches_table, registry.count_batches(), "batches")
+    config = ctx.obj.config()
+    every = model is None and len(config.model_names) > 1
+    registry = open_registry(config if every else config.for_model(model))
+    listed = registry.batches(limit=page(limit, show_all), every_model=every)
+    by_number: dict[tuple[str | None, int], Any] = {}
+    for name in {b.model for b in listed if b.version and b.model}:
+        numbers = {b.version for b in listed if b.version and b.model == name}
+        by_number |= {(name, v.version): v for v in registry.for_model(name).versions_numbered(numbers)}
+    rows = [batch_row(b, by_number.get((b.model, b.version))) for b in listed]
+    print_listing(rows, as_json, batches_table, registry.count_batches(every_model=every), "batches")
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Daemon liveness, queue depth and production version."""
-    from retain.daemon.status import liveness
+def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every model: production version, versions, queue depth, last batch, forgetting."""
+    from retain.views import iso, models_table
 
     config = ctx.obj.config()
     registry = open_registry(config)
+    depths = registry.queue_depths()
+    rows = []
+    for name in dict.fromkeys([*config.model_names, *registry.models()]):
+        lineage = registry.for_model(name)
+        production = lineage.production()
+        last = lineage.batches(limit=1)
+        rows.append({
+            "model": name,
+            "configured": name in config.model_names,
+            "production_version": production.version if production else None,
+            "versions": lineage.count_versions(),
+            "queue_depth": depths.get(name, 0),
+            "last_batch": {"id": last[0].id, "state": last[0].state, "updated_at": iso(last[0].updated_at)}
+            if last else None,
+            "forgetting": production.forgetting if production else None,
+            "inbox": str(config.for_model(name).inbox) if name in config.model_names else None,
+        })
+    if as_json:
+        emit_json(rows)
+    else:
+        out.print(models_table(rows))
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption = None) -> None:
+    """Daemon liveness, queue depth and production version (of one model, or added up)."""
+    from retain.daemon.status import liveness
+
+    config = ctx.obj.config()
+    names = [config.for_model(model).model_name] if model is not None else config.model_names
+    registry = open_registry(config)
     daemon = liveness(config.workdir)
-    payload = {"daemon": daemon, "queue_depth": registry.queue_depth(), "production_version": registry.alias()}
+    depths = registry.queue_depths()
+    per_model = {name: {"queue_depth": depths.get(name, 0), "production_version": registry.for_model(name).alias()}
+                 for name in names}
+    payload = {"daemon": daemon, "queue_depth": sum(m["queue_depth"] for m in per_model.values()),
+               "production_version": per_model[names[0]]["production_version"] if len(names) == 1 else None,
+               "models": per_model}
     if as_json:
         emit_json(payload)
         return
@@ -382,28 +456,36 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     else:
         out.print("daemon: not running")
     out.print(f"queue depth: {payload['queue_depth']}")
-    out.print(f"production version: {payload['production_version'] or '-'}")
+    if len(names) == 1:
+        out.print(f"production version: {payload['production_version'] or '-'}")
+        return
+    for name, state in per_model.items():
+        out.print(f"  {name}: production {state['production_version'] or '-'}, {state['queue_depth']} queued")
 
 
 @app.command()
 def predict(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Data file (.npz, .pt, .csv, .parquet); labels optional.")],
-    version: Annotated[Optional[int], typer.Option("--version", help="Version (default: production).")] = None,
+    version: Annotated[Optional[str], typer.Option(
+        "--version", help="Version: 7, an alias or NAME@… (default: production).")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", help="Write predictions here (.json or .csv).")] = None,
     as_json: JsonOption = False,
+    model: ModelOption = None,
 ) -> None:
     """Predicted labels for a data file."""
     from retain.daemon.loading import BatchRejected, DataSpec, load_batch
     from retain.daemon.versions import load_model, open_artifacts, spec_of
     from retain.strategies.models import predict as model_predict
 
-    config = ctx.obj.config()
+    config, registry, number = ctx.obj.lineage(model, version)
     use_threads(config)
-    registry = open_registry(config)
-    number = version if version is not None else registry.alias()
     if number is None:
-        fail("no production version: run `retain init` first")
+        number = registry.alias()
+    if number is None:
+        from retain.daemon.pipeline import no_production
+
+        fail(no_production(config))
     row = registry.version(number)
     model = load_model(row, open_artifacts(config))
     spec = spec_of(row)

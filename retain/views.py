@@ -20,6 +20,7 @@ def iso(moment: datetime | None) -> str | None:
 
 def version_row(version: ModelVersion, production: int | None) -> dict[str, Any]:
     return {
+        "model": version.model,
         "version": version.version,
         "parent": version.parent,
         "batch": version.batch_id,
@@ -53,6 +54,7 @@ def version_detail(version: ModelVersion, production: int | None, lineage: list[
 def batch_row(batch: Batch, version: ModelVersion | None) -> dict[str, Any]:
     return {
         "id": batch.id,
+        "model": batch.model,
         "sha256": batch.sha256,
         "path": batch.path,
         "name": batch.name,
@@ -71,6 +73,7 @@ def batch_row(batch: Batch, version: ModelVersion | None) -> dict[str, Any]:
 
 def event_row(item: AliasEvent) -> dict[str, Any]:
     return {
+        "model": item.model,
         "alias": item.alias,
         "action": item.action,
         "from_version": item.from_version,
@@ -93,8 +96,9 @@ def _or_dash(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def versions_table(rows: list[dict[str, Any]], title: str = "Model versions") -> Table:
-    table = Table(title=title)
+def versions_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
+    models = sorted({row["model"] for row in rows})
+    table = Table(title=title or (f"Versions of {models[0]}" if len(models) == 1 else "Model versions"))
     for column, justify in (
         ("version", "right"), ("parent", "right"), ("batch", "right"), ("strategy", "left"),
         ("shift", "left"), ("p-value", "right"), ("old acc cand/prod", "right"),
@@ -120,12 +124,15 @@ def versions_table(rows: list[dict[str, Any]], title: str = "Model versions") ->
 
 def batches_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Batches")
-    for column in ("id", "file", "state", "samples", "shift", "strategy", "version", "outcome / reason"):
+    several = len({row["model"] for row in rows}) > 1
+    for column in ("id", *(["model"] if several else []), "file", "state", "samples", "shift", "strategy", "version",
+                   "outcome / reason"):
         table.add_column(column)
     for row in rows:
         outcome = row["decision"] or row["reason"] or ""
         table.add_row(
             str(row["id"]),
+            *([_or_dash(row["model"])] if several else []),
             row["path"].rsplit("/", 1)[-1],
             row["state"],
             _or_dash(row["n_samples"]),
@@ -133,6 +140,21 @@ def batches_table(rows: list[dict[str, Any]]) -> Table:
             _or_dash(row["strategy"]),
             _or_dash(row["version"]),
             outcome,
+        )
+    return table
+
+
+def models_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Models")
+    for column, justify in (("model", "left"), ("production", "right"), ("versions", "right"), ("queued", "right"),
+                            ("last batch", "left"), ("forgetting", "right"), ("inbox", "left")):
+        table.add_column(column, justify=justify)
+    for row in rows:
+        last = row["last_batch"]
+        table.add_row(
+            row["model"], _or_dash(row["production_version"]), str(row["versions"]), str(row["queue_depth"]),
+            "-" if last is None else f"{last['id']} {last['state']} {last['updated_at']}",
+            _num(row["forgetting"], 4), _or_dash(row["inbox"]),
         )
     return table
 

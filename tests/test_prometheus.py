@@ -2,6 +2,7 @@
 that processes batches; every dashboard query must parse and return data."""
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -53,7 +54,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 def substitute(expr: str) -> str:
     """What Grafana does to the template variables before sending a query."""
-    return expr.replace("$__rate_interval", "1m").replace('"$job"', '"retain"').replace('"$instance"', '".*"')
+    return (expr.replace("$__rate_interval", "1m").replace('"$job"', '"retain"').replace('"$instance"', '".*"')
+            .replace('"$model"', '".*"'))
 
 
 class Prometheus:
@@ -160,6 +162,17 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(monitored):
     assert not empty, f"queries without data: {empty}"
 
 
+def test_every_dashboard_variable_finds_its_label_in_a_real_prometheus(monitored):
+    _, prometheus, _ = monitored
+    board = json.loads((DEPLOY / "grafana" / "dashboards" / "retain.json").read_text())
+    variables = board["templating"]["list"]
+    assert {v["name"] for v in variables} == {"job", "instance", "model"}
+    for variable in variables:
+        selector, label = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["definition"]).groups()
+        found = {series["metric"].get(label) for series in prometheus.query(substitute(selector))}
+        assert found and None not in found, (variable["name"], found)
+
+
 def test_scraped_metrics_pass_promtool_and_track_the_pipeline(monitored, monitored_workspace):
     workspace = monitored_workspace
     daemon, prometheus, port = monitored
@@ -180,7 +193,7 @@ def test_scraped_metrics_pass_promtool_and_track_the_pipeline(monitored, monitor
     assert value("sum(retain_candidates_total)") == 3
     assert value("retain_queue_depth") == 0
     assert value("retain_forgetting_ratio") == pytest.approx(versions[-1]["forgetting"], abs=1e-9)
-    assert value('retain_new_accuracy_ratio{model="candidate"}') == pytest.approx(versions[-1]["acc_new_candidate"])
+    assert value('retain_new_accuracy_ratio{role="candidate"}') == pytest.approx(versions[-1]["acc_new_candidate"])
     assert value("retain_training_duration_seconds_count") == 3
     production_details = json.loads(retain(workspace, "show", str(production["version"]), "--json").stdout)["details"]
     assert value("retain_production_forgetting_limit_ratio") == pytest.approx(production_details["forgetting_limit"])

@@ -106,7 +106,7 @@ def test_a_file_rewritten_after_it_was_queued_is_trained_as_a_new_batch_not_unde
 
 
 def test_a_file_still_being_written_without_a_close_is_due_only_once_it_has_settled(tmp_path):
-    watcher = InboxWatcher(tmp_path, settle_seconds=0.3)  # no observer: what `run --once` sees
+    watcher = InboxWatcher([tmp_path], settle_seconds=0.3)  # no observer: what `run --once` sees
     path = tmp_path / "slow.npz"
     chunks = [os.urandom(1000) for _ in range(6)]
     seen: list[int] = []

@@ -12,7 +12,10 @@ import json
 from pathlib import Path
 
 DATASOURCE = {"type": "prometheus", "uid": "retain-prometheus"}
-SEL = 'job=~"$job", instance=~"$instance"'
+SEL = 'job=~"$job", instance=~"$instance", model=~"$model"'
+# Every worker of a job exports the figures it reads from the registry (production version,
+# queue depth, the last batch finished) for each model it serves: taken once per model.
+PER_MODEL = "max by (model)"
 OUTPUT = Path(__file__).parent / "dashboards" / "retain.json"
 
 
@@ -48,59 +51,66 @@ def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int = 1
 
 def panels() -> list[dict]:
     rows = [
-        panel("stat", "Production version", [target(f"retain_production_version{{{SEL}}}", "version")],
-              0, 0, w=4, h=4, description="Version held by the production alias"),
-        panel("stat", "Daemon up", [target(f'up{{{SEL}}}', "{{instance}}")], 4, 0, w=4, h=4,
-              description="1 while Prometheus can scrape the daemon"),
-        panel("stat", "Queue depth", [target(f"retain_queue_depth{{{SEL}}}", "queued")], 8, 0, w=4, h=4),
-        panel("stat", "Replay memory", [target(f"retain_replay_buffer_samples{{{SEL}}}", "samples")],
-              12, 0, w=4, h=4, description="Samples in the production version's replay memory"),
-        panel("stat", "Since last batch", [target(f"time() - retain_last_batch_timestamp_seconds{{{SEL}}}", "age")],
+        panel("stat", "Production version", [target(f"{PER_MODEL} (retain_production_version{{{SEL}}})", "{{model}}")],
+              0, 0, w=4, h=4, description="Version held by each model's production alias"),
+        panel("stat", "Daemon up", [target(f'up{{job=~"$job", instance=~"$instance"}}', "{{instance}}")], 4, 0, w=4,
+              h=4, description="1 while Prometheus can scrape the daemon"),
+        panel("stat", "Queue depth", [target(f"{PER_MODEL} (retain_queue_depth{{{SEL}}})", "{{model}}")],
+              8, 0, w=4, h=4),
+        panel("stat", "Replay memory", [target(f"{PER_MODEL} (retain_replay_buffer_samples{{{SEL}}})", "{{model}}")],
+              12, 0, w=4, h=4, description="Samples in each production version's replay memory"),
+        panel("stat", "Since last batch",
+              [target(f"time() - {PER_MODEL} (retain_last_batch_timestamp_seconds{{{SEL}}})", "{{model}}")],
               16, 0, w=4, h=4, unit="s"),
-        panel("stat", "Gate limits", [target(f"retain_gate_max_forgetting_ratio{{{SEL}}}", "max forgetting"),
-                                      target(f"retain_gate_max_forgetting_new_classes_ratio{{{SEL}}}", "new classes")],
+        panel("stat", "Gate limits",
+              [target(f"{PER_MODEL} (retain_gate_max_forgetting_ratio{{{SEL}}})", "{{model}} max forgetting"),
+               target(f"{PER_MODEL} (retain_gate_max_forgetting_new_classes_ratio{{{SEL}}})", "{{model}} new classes")],
               20, 0, w=4, h=4, unit="percentunit",
               description="Forgetting the gate allows: everyday, and for a batch with new classes"),
         panel("timeseries", "Forgetting over time, per production version", [
-            target(f'retain_production_forgetting_ratio{{{SEL}}} * on (job, instance) group_left (version) '
-                   f'retain_model_info{{{SEL}, alias="production"}}', "production v{{version}}"),
-            target(f"retain_forgetting_ratio{{{SEL}}}", "last candidate"),
-            target(f"retain_production_forgetting_limit_ratio{{{SEL}}}", "production's gate limit"),
+            target(f'{PER_MODEL} (retain_production_forgetting_ratio{{{SEL}}}) * on (model) group_left (version) '
+                   f'max by (model, version) (retain_model_info{{{SEL}, alias="production"}})',
+                   "{{model}} production v{{version}}"),
+            target(f"retain_forgetting_ratio{{{SEL}}}", "{{model}} last candidate ({{instance}})"),
+            target(f"{PER_MODEL} (retain_production_forgetting_limit_ratio{{{SEL}}})", "{{model}} production's limit"),
         ], 0, 4, unit="percentunit",
             description="Audit accuracy lost against the parent: production's, the last candidate's, and the "
                         "limit production was gated with"),
         panel("timeseries", "Forgetting per source batch (last candidate)", [
-            target(f"retain_batch_forgetting_ratio{{{SEL}}}", "batch {{batch}}"),
+            target(f"retain_batch_forgetting_ratio{{{SEL}}}", "{{model}} batch {{batch}}"),
         ], 12, 4, unit="percentunit", description="Batch 0 is the data version 1 was trained on"),
         panel("timeseries", "Accuracy: candidate vs production", [
-            target(f"retain_old_accuracy_ratio{{{SEL}}}", "old data, {{model}}"),
-            target(f"retain_new_accuracy_ratio{{{SEL}}}", "new batch, {{model}}"),
+            target(f"retain_old_accuracy_ratio{{{SEL}}}", "{{model}} old data, {{role}}"),
+            target(f"retain_new_accuracy_ratio{{{SEL}}}", "{{model}} new batch, {{role}}"),
         ], 0, 12, unit="percentunit",
             description="Old = replay audit set; new = held-out slice of the latest batch"),
         panel("timeseries", "Shift of the latest batch", [
-            target(f"retain_shift_score{{{SEL}}}", "MMD²"),
-            target(f"retain_shift_pvalue{{{SEL}}}", "p-value"),
+            target(f"retain_shift_score{{{SEL}}}", "{{model}} MMD²"),
+            target(f"retain_shift_pvalue{{{SEL}}}", "{{model}} p-value"),
         ], 12, 12, description="Kernel MMD² in the production model's feature space and its permutation p-value"),
         panel("timeseries", "Strategy choices and gate decisions", [
-            target(f"sum by (strategy, decision) (increase(retain_candidates_total{{{SEL}}}[$__rate_interval]))",
-                   "{{strategy}} {{decision}}"),
+            target(f"sum by (model, strategy, decision) (increase(retain_candidates_total{{{SEL}}}[$__rate_interval]))",
+                   "{{model}} {{strategy}} {{decision}}"),
         ], 0, 20, description="Candidates trained per interval", drawStyle="bars"),
         panel("bargauge", "Candidates so far", [
-            target(f"sum by (strategy, decision) (retain_candidates_total{{{SEL}}})", "{{strategy}} {{decision}}",
-                   instant=True),
+            target(f"sum by (model, strategy, decision) (retain_candidates_total{{{SEL}}})",
+                   "{{model}} {{strategy}} {{decision}}", instant=True),
         ], 12, 20, displayMode="basic", orientation="horizontal"),
         panel("timeseries", "Batches by outcome", [
-            target(f"sum by (outcome) (increase(retain_batches_total{{{SEL}}}[$__rate_interval]))", "{{outcome}}"),
+            target(f"sum by (model, outcome) (increase(retain_batches_total{{{SEL}}}[$__rate_interval]))",
+                   "{{model}} {{outcome}}"),
         ], 0, 28),
         panel("timeseries", "Queue depth and batch latency", [
-            target(f"retain_queue_depth{{{SEL}}}", "queued"),
-            target(f"histogram_quantile(0.9, sum by (le) (rate(retain_batch_latency_seconds_bucket{{{SEL}}}[$__rate_interval])))",
-                   "p90 arrival to done (s)"),
-            target(f"histogram_quantile(0.9, sum by (le) (rate(retain_training_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
-                   "p90 training (s)"),
+            target(f"{PER_MODEL} (retain_queue_depth{{{SEL}}})", "{{model}} queued"),
+            target("histogram_quantile(0.9, sum by (model, le) "
+                   f"(rate(retain_batch_latency_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+                   "{{model}} p90 arrival to done (s)"),
+            target("histogram_quantile(0.9, sum by (model, le) "
+                   f"(rate(retain_training_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+                   "{{model}} p90 training (s)"),
         ], 12, 28),
         panel("timeseries", "Production version", [
-            target(f"retain_production_version{{{SEL}}}", "production"),
+            target(f"{PER_MODEL} (retain_production_version{{{SEL}}})", "{{model}}"),
         ], 0, 36, w=24, description="Annotated with every promotion and rollback", drawStyle="line",
             lineInterpolation="stepAfter"),
     ]
@@ -138,6 +148,14 @@ def dashboard() -> dict:
                     "current": {"text": "All", "value": "$__all"}, "refresh": 2, "includeAll": True,
                     "allValue": ".*", "multi": True,
                 },
+                {
+                    "name": "model", "label": "model", "type": "query", "datasource": DATASOURCE,
+                    "query": {"query": 'label_values(retain_production_version{job=~"$job", instance=~"$instance"}, '
+                                       'model)', "refId": "model"},
+                    "definition": 'label_values(retain_production_version{job=~"$job", instance=~"$instance"}, model)',
+                    "current": {"text": "All", "value": "$__all"}, "refresh": 2, "includeAll": True,
+                    "allValue": ".*", "multi": True,
+                },
             ]
         },
         "annotations": {
@@ -147,9 +165,9 @@ def dashboard() -> dict:
                     "datasource": DATASOURCE,
                     "enable": True,
                     "iconColor": "orange",
-                    "expr": f"changes(retain_production_version{{{SEL}}}[2m]) > 0",
+                    "expr": f"changes({PER_MODEL} (retain_production_version{{{SEL}}})[2m:]) > 0",
                     "titleFormat": "production moved",
-                    "textFormat": "production is now version {{value}}",
+                    "textFormat": "{{model}}: production is now version {{value}}",
                     "step": "30s",
                 }
             ]
