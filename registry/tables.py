@@ -66,7 +66,7 @@ class Batch(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     # None: a file refused before it could be given to a model (directly in an inbox of several).
-    model: str | None = Field(default=DEFAULT_MODEL)
+    model: str | None = None
     sha256: str = Field(max_length=64)  # or unread-<uuid>: refused unread
     path: str  # where the file is now: inbox, processed/ or rejected/
     name: str  # file name as it arrived

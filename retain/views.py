@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from retain.registry import AliasEvent, Batch, ModelVersion, as_utc
+from retain.registry import DEFAULT_MODEL, AliasEvent, Batch, ModelVersion, as_utc
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -98,7 +98,8 @@ def _or_dash(value: Any) -> str:
 
 def versions_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
     models = sorted({row["model"] for row in rows})
-    table = Table(title=title or (f"Versions of {models[0]}" if len(models) == 1 else "Model versions"))
+    named = len(models) == 1 and models[0] != DEFAULT_MODEL
+    table = Table(title=title or ("Model versions" + (f" of {models[0]}" if named else "")))
     for column, justify in (
         ("version", "right"), ("parent", "right"), ("batch", "right"), ("strategy", "left"),
         ("shift", "left"), ("p-value", "right"), ("old acc cand/prod", "right"),

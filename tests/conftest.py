@@ -44,6 +44,9 @@ def write_config(workdir: Path, **sections: dict) -> Path:
         "metrics": {"enabled": False},
         "daemon": {"settle_seconds": 0.2},
     }
+    if "models" in sections:  # [models.NAME] tables instead of the lone [model]
+        small = base.pop("model")
+        sections = {**sections, "models": {name: {**small, **table} for name, table in sections["models"].items()}}
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
     workdir.mkdir(parents=True, exist_ok=True)
