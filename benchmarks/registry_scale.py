@@ -46,21 +46,21 @@ def build(url: str, size: int) -> Registry:
         for start in range(1, size + 1, chunk):
             numbers = range(start, min(start + chunk, size + 1))
             connection.execute(insert(Batch), [
-                {"id": n, "sha256": f"{n:064x}", "path": f"/processed/{n}.npz", "name": f"{n}.npz",
+                {"id": n, "model": "default", "sha256": f"{n:064x}", "path": f"/processed/{n}.npz", "name": f"{n}.npz",
                  "state": BatchState.DONE, "attempts": 1, "n_samples": 200, "version": n, "created_at": now,
                  "updated_at": now} for n in numbers])
             connection.execute(insert(ModelVersion), [
-                {"version": n, "parent": n - 1 if n > 1 else None, "batch_id": n, "status": "accepted",
+                {"model": "default", "version": n, "parent": n - 1 if n > 1 else None, "batch_id": n, "status": "accepted",
                  "strategy": "finetune", "severity": "mild", "shift_score": 0.01, "p_value": 0.02,
                  "forgetting": 0.001, "rationale": "finetune because …", "decision_reasons": "[]",
                  "details": '{"shift": {"novel_classes": []}, "forgetting_limit": 0.02}', "model_spec": SPEC,
                  "artifact_sha256": f"{n:064x}", "replay_sha256": f"{n:064x}", "created_at": now} for n in numbers])
             connection.execute(insert(AliasEvent), [
-                {"id": n, "alias": "production", "action": "auto_promote" if n > 1 else "create",
+                {"id": n, "model": "default", "alias": "production", "action": "auto_promote" if n > 1 else "create",
                  "from_version": n - 1 if n > 1 else None, "to_version": n, "actor": "bench", "reason": "", "at": now,
                  "below_event": n - 1 if n > 1 else None}
                 for n in numbers])
-        connection.execute(insert(Alias), [{"name": "production", "version": size, "updated_at": now}])
+        connection.execute(insert(Alias), [{"model": "default", "name": "production", "version": size, "updated_at": now}])
     return registry
 
 

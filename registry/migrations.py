@@ -90,12 +90,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "UPDATE batch SET model = 'default'",
         "DROP INDEX ix_batch_sha256",
         "CREATE UNIQUE INDEX ix_batch_model_sha256 ON batch (model, sha256)",
+        "CREATE INDEX ix_batch_model_state ON batch (model, state)",
+        "CREATE INDEX ix_batch_model_id ON batch (model, id)",
         "ALTER TABLE model_version ADD COLUMN model VARCHAR NOT NULL DEFAULT 'default'",
         "DROP INDEX ix_model_version_version",
         "CREATE UNIQUE INDEX ix_model_version_model_version ON model_version (model, version)",
         "ALTER TABLE alias_event ADD COLUMN model VARCHAR NOT NULL DEFAULT 'default'",
         "DROP INDEX ix_alias_event_alias",
-        "CREATE INDEX ix_alias_event_model_alias ON alias_event (model, alias)",
+        "CREATE INDEX ix_alias_event_model_alias ON alias_event (model, alias, id)",
+        "CREATE INDEX ix_alias_event_model_id ON alias_event (model, id)",
     ), backfill=_alias_key_per_model),
 )
 

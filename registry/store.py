@@ -240,6 +240,7 @@ class Registry:
         now = utcnow()
         expired = (Batch.state == BatchState.PROCESSING) & (Batch.lease_expires < now)
         live = (Batch.state == BatchState.PROCESSING) & (Batch.lease_expires >= now)
+        in_flight = Batch.state.in_(IN_FLIGHT)  # the index's column: claims read only in-flight rows
         claimable = or_(Batch.state == BatchState.PENDING, expired)
         readable = Batch.model.in_(models)
         if in_bucket is not None:
@@ -254,7 +255,9 @@ class Registry:
                     self._fail_dead(batch, max_attempts, now, "its lease expired")
                     session.add(batch)
                 session.flush()
-            waiting = (select(Batch.model).where(claimable, readable)
+            # The oldest claimable batch of each model, oldest first. Aggregates, not ORDER BY id
+            # LIMIT 1: that is read along the id index through every finished batch.
+            waiting = (select(Batch.model).where(in_flight, claimable, readable)
                        .group_by(Batch.model).order_by(func.min(Batch.id)))
             for model in list(session.exec(waiting)):
                 if not self.is_sqlite and not session.exec(
@@ -264,10 +267,11 @@ class Registry:
                     continue
                 if session.exec(select(Batch.id).where(live, Batch.model == model).limit(1)).first() is not None:
                     continue
-                query = select(Batch).where(claimable, readable, Batch.model == model).order_by(Batch.id).limit(1)
-                batch = session.exec(query).first()
-                if batch is None:
+                oldest = select(func.min(Batch.id)).where(in_flight, claimable, readable, Batch.model == model)
+                batch_id = session.exec(oldest).one()
+                if batch_id is None:  # claimed and finished by another worker meanwhile
                     continue
+                batch = session.get(Batch, batch_id)
                 batch.state = BatchState.PROCESSING
                 batch.attempts += 1
                 batch.lease_owner = owner

@@ -62,7 +62,10 @@ def _model_column(**kwargs):
 class Batch(SQLModel, table=True):
     __tablename__ = "batch"
     # A file's content is one batch per model: the same file sent to two models is two batches.
-    __table_args__ = (Index("ix_batch_model_sha256", "model", "sha256", unique=True),)
+    # By content; a model's queue (claims read only its in-flight rows); a model's batches newest first.
+    __table_args__ = (Index("ix_batch_model_sha256", "model", "sha256", unique=True),
+                      Index("ix_batch_model_state", "model", "state"),
+                      Index("ix_batch_model_id", "model", "id"))
 
     id: int | None = Field(default=None, primary_key=True)
     # None: a file refused before it could be given to a model (directly in an inbox of several).
@@ -133,7 +136,9 @@ class Alias(SQLModel, table=True):
 
 class AliasEvent(SQLModel, table=True):
     __tablename__ = "alias_event"
-    __table_args__ = (Index("ix_alias_event_model_alias", "model", "alias"),)
+    # An alias's top frame; a model's moves newest first.
+    __table_args__ = (Index("ix_alias_event_model_alias", "model", "alias", "id"),
+                      Index("ix_alias_event_model_id", "model", "id"))
 
     id: int | None = Field(default=None, primary_key=True)
     model: str = _model_column()
