@@ -503,9 +503,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.short:
         args.kills, args.batches, args.burst = 3, 4, 20
-    import torch
+    from retain.strategies.training import limit_threads
 
-    torch.set_num_threads(args.threads)  # the initial models are trained here
+    limit_threads(args.threads)  # the initial models are trained here
     root = Path(tempfile.mkdtemp(prefix="retain-chaos-"))
     check = Check()
     results: dict = {}

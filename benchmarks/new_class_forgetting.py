@@ -21,7 +21,7 @@ import torch
 
 from retain.strategies.models import mlp, predict
 from retain.strategies.replay import split_holdout
-from retain.strategies.training import TrainingSettings, quiet_avalanche, train_initial
+from retain.strategies.training import TrainingSettings, limit_threads, quiet_avalanche, train_initial
 from streams import class_incremental
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     warnings.showwarning = lambda *args, **kwargs: None
     names = [e.name for e in class_incremental(0).experiences[1:]]
     print("audit forgetting of a model retrained on all data so far, in points, per batch of new classes")

@@ -65,7 +65,7 @@ from retain.strategies.policy import (
 from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
 from retain.strategies.shift import ShiftReport, ShiftThresholds
 from retain.strategies.step import NewBatch, StepSettings, adapt_step
-from retain.strategies.training import TrainingSettings, quiet_avalanche, tensor_dataset, train_initial
+from retain.strategies.training import TrainingSettings, limit_threads, quiet_avalanche, tensor_dataset, train_initial
 from scoring import (
     PolicyRecord,
     Run,
@@ -412,7 +412,7 @@ def main() -> None:
     parser.add_argument("--holdout-fraction", type=float, default=Setup.holdout_fraction,
                         help="share of every batch retain holds out for the gate (never trained on)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     warnings.showwarning = lambda *args, **kwargs: None  # Avalanche re-enables its deprecation warnings per call
     overrides = {}
     for item in args.policy:

@@ -13,6 +13,7 @@ import time
 import torch
 
 from retain.strategies.shift import mmd_permutation_test
+from retain.strategies.training import limit_threads
 
 
 def naive_permutation_test(x: torch.Tensor, y: torch.Tensor, permutations: int, seed: int = 0) -> tuple[float, float]:
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
 
     print(f"MMD permutation test, d={args.dim}, {args.permutations} permutations, {args.threads} thread(s)")
     print(f"{'n per side':>10} {'retain s':>10} {'per-perm s':>11} {'speed-up':>9} {'p retain':>9} {'p naive':>8}")

@@ -25,7 +25,7 @@ from retain.strategies.job import TrainingJob
 from retain.strategies.kinds import STRATEGIES
 from retain.strategies.policy import Choice
 from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
-from retain.strategies.training import TrainingSettings, quiet_avalanche, train_initial
+from retain.strategies.training import TrainingSettings, limit_threads, quiet_avalanche, train_initial
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (training.threads)")
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     gpu = f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else ", no GPU"
     print(f"train_candidate seconds (test accuracy), {args.epochs} epochs, {args.threads} CPU thread(s){gpu}")

@@ -34,6 +34,9 @@ log = logging.getLogger("retain.daemon")
 
 _STATUS_INTERVAL = 2.0
 _IDLE_WAIT = 0.5
+# A model's next batch waits for another worker to finish the one in flight: look again soon
+# (a claim that finds nothing costs a millisecond) rather than leave a core idle.
+_BLOCKED_WAIT = 0.05
 
 
 def display_name(path: Path) -> str:
@@ -344,6 +347,8 @@ class Service:
             self.watcher.scan()
             for lineage in self.lineages.values():
                 lineage.pipeline.production()  # fail fast without a production model
+            # Avalanche's import takes seconds: paid before ready, not by the first batch.
+            import retain.strategies.avalanche_api  # noqa: F401
             self._initial_metrics()
             self._write_status(DaemonState.IDLE, force=True)
             folders = ", ".join(str(folder) for folder in self._by_folder)
@@ -383,7 +388,9 @@ class Service:
                     self.watcher.scan()
                     next_scan = time.monotonic() + self.config.daemon.rescan_seconds
                 self._write_status()
-                self.watcher.wait(_IDLE_WAIT)
+                depths = self.registry.queue_depths()
+                queued = any(depths.get(name) for name in self.lineages)
+                self.watcher.wait(_BLOCKED_WAIT if queued else _IDLE_WAIT)
         finally:
             self.notifier.stopping()
             if watchdog is not None:

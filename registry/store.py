@@ -72,6 +72,7 @@ class NewVersion(VersionFields):
 
 
 _SQLITE_BUSY_TIMEOUT_S = 30
+_READ_ONLY = "retain_read_only"  # execution option: the transaction only reads
 
 
 def _enable_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
@@ -108,7 +109,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A write takes the write lock at once (a deferred one could not upgrade its read lock
+        # while another writer holds it); a read takes none, so readers (the CLI, other workers'
+        # status and queue reads) never wait for a writer or hold one up.
+        reading = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 class Registry:
@@ -129,6 +134,7 @@ class Registry:
         self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        self._reader = self.engine.execution_options(**{_READ_ONLY: True})
         try:
             self.schema_version = upgrade(self.engine)
         except Exception:
@@ -147,7 +153,7 @@ class Registry:
 
     def models(self) -> list[str]:
         """Every model with a version or a batch in the registry, by name."""
-        with self._transaction() as session:
+        with self._reading() as session:
             named = set(session.exec(select(ModelVersion.model).distinct()))
             named |= set(session.exec(select(Batch.model).where(Batch.model.is_not(None)).distinct()))
         return sorted(named)
@@ -155,6 +161,13 @@ class Registry:
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it takes no write lock."""
+        with Session(self._reader, expire_on_commit=False) as session:
             with session.begin():
                 yield session
 
@@ -184,7 +197,7 @@ class Registry:
 
     def batches_in_state(self, state: BatchState) -> list[Batch]:
         """The batches of every model in ``state``."""
-        with self._transaction() as session:
+        with self._reading() as session:
             return list(session.exec(select(Batch).where(Batch.state == state).order_by(Batch.id)))
 
     def add_refused_file(self, path: str, name: str, reason: str, of_model: bool = True) -> Batch:
@@ -207,7 +220,7 @@ class Registry:
 
     def batch_at(self, path: str) -> Batch | None:
         """The most recent batch recorded at ``path``."""
-        with self._transaction() as session:
+        with self._reading() as session:
             return session.exec(select(Batch).where(Batch.path == path).order_by(Batch.id.desc())).first()
 
     def claim_batch(
@@ -367,11 +380,11 @@ class Registry:
             session.exec(update(Batch).where(Batch.id == batch_id).values(**values))
 
     def batch(self, batch_id: int) -> Batch | None:
-        with self._transaction() as session:
+        with self._reading() as session:
             return session.get(Batch, batch_id)
 
     def batch_by_sha256(self, sha256: str) -> Batch | None:
-        with self._transaction() as session:
+        with self._reading() as session:
             return self._with_sha256(session, sha256)
 
     def batches(self, limit: int | None = None, every_model: bool = False) -> list[Batch]:
@@ -389,7 +402,7 @@ class Registry:
     def queue_depths(self) -> dict[str, int]:
         """Batches pending or in progress, per model that has any."""
         query = select(Batch.model, func.count()).where(Batch.state.in_(IN_FLIGHT)).group_by(Batch.model)
-        with self._transaction() as session:
+        with self._reading() as session:
             return {model: n for model, n in session.exec(query) if model is not None}
 
     # ---------------------------------------------------------------- versions
@@ -457,7 +470,7 @@ class Registry:
         return session.get(Alias, (self.model, name))
 
     def version(self, number: int) -> ModelVersion:
-        with self._transaction() as session:
+        with self._reading() as session:
             row = self._version_row(session, number)
             if row is None:
                 raise UnknownVersion(number, self.model)
@@ -480,7 +493,7 @@ class Registry:
 
     def batch_versions(self, batch_id: int) -> list[ModelVersion]:
         """The versions registered from one batch (a first candidate and maybe its fallback)."""
-        with self._transaction() as session:
+        with self._reading() as session:
             return self._batch_versions(session, batch_id)
 
     def versions(self, limit: int | None = None) -> list[ModelVersion]:
@@ -491,7 +504,7 @@ class Registry:
         """The versions with these numbers (those that exist)."""
         if not numbers:
             return []
-        with self._transaction() as session:
+        with self._reading() as session:
             return list(session.exec(select(ModelVersion).where(
                 self._mine(ModelVersion), ModelVersion.version.in_(sorted(numbers)))))
 
@@ -508,7 +521,7 @@ class Registry:
                  .where(self._mine(ModelVersion), ModelVersion.batch_id.is_not(None),
                         ModelVersion.severity.is_not(None))
                  .order_by(ModelVersion.version.desc()).limit(2 * window))
-        with self._transaction() as session:
+        with self._reading() as session:
             by_batch: dict[int, ModelVersion] = {}
             for row in session.exec(query):
                 if row.batch_id not in by_batch and len(by_batch) < window:
@@ -525,30 +538,30 @@ class Registry:
             " ON v.model = :model AND v.version = c.parent"
             ") SELECT version FROM chain ORDER BY depth"
         ).bindparams(number=number, model=self.model)
-        with self._transaction() as session:
+        with self._reading() as session:
             found = [row[0] for row in session.exec(chain)]
         if not found:
             raise UnknownVersion(number, self.model)
         return found
 
     def _last(self, query, order, limit: int | None) -> list:
-        with self._transaction() as session:
+        with self._reading() as session:
             if limit is None:
                 return list(session.exec(query.order_by(order)))
             return list(reversed(list(session.exec(query.order_by(order.desc()).limit(limit)))))
 
     def _count(self, table, where=None) -> int:
         query = select(func.count()).select_from(table)
-        with self._transaction() as session:
+        with self._reading() as session:
             return session.exec(query if where is None else query.where(where)).one()
 
     def alias(self, name: str = PRODUCTION) -> int | None:
-        with self._transaction() as session:
+        with self._reading() as session:
             row = self._alias_row(session, name)
             return row.version if row else None
 
     def aliases(self) -> dict[str, int]:
-        with self._transaction() as session:
+        with self._reading() as session:
             return {row.name: row.version for row in session.exec(select(Alias).where(self._mine(Alias)))}
 
     def last_finished_at(self) -> datetime | None:
@@ -557,7 +570,7 @@ class Registry:
         scanning every finished batch (the daemon asks every few seconds)."""
         query = (select(Batch.updated_at).where(self._mine(Batch), Batch.state.in_(FINISHED))
                  .order_by(Batch.id.desc()).limit(1))
-        with self._transaction() as session:
+        with self._reading() as session:
             return session.exec(query).first()
 
     def production(self) -> ModelVersion | None:

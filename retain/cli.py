@@ -118,9 +118,9 @@ def actor() -> str:
 
 
 def use_threads(config: Config) -> None:
-    import torch
+    from retain.strategies.training import limit_threads
 
-    torch.set_num_threads(config.training.threads)
+    limit_threads(config.training.threads)
 
 
 def prepare_training(config: Config) -> None:

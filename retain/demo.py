@@ -70,14 +70,13 @@ def write_stream(data_dir: Path, seed: int = 0) -> tuple[Path, list[tuple[str, P
 
 def run_demo(workdir: Path, console: Console, threads: int = 1, actor: str = "cli:demo") -> None:
     """Build the workspace, run every batch through the daemon, print the versions table."""
-    import torch
-
     from retain.daemon.bootstrap import InitError, init_workspace
     from retain.daemon.watcher import ingest_file
     from retain.daemon.metrics import ServiceMetrics
     from retain.daemon.service import Service
     from retain.views import batch_row, batches_table, version_row, versions_table
     from retain.registry import Registry
+    from retain.strategies.training import limit_threads
 
     workdir = workdir.resolve()
     if workdir.exists() and any(workdir.iterdir()):
@@ -88,7 +87,7 @@ def run_demo(workdir: Path, console: Console, threads: int = 1, actor: str = "cl
     sections = {**DEMO_CONFIG, "training": {**DEMO_CONFIG["training"], "threads": threads}}
     config_path.write_text(dump_config(sections))
     config = load_config(config_path)
-    torch.set_num_threads(config.training.threads)
+    limit_threads(config.training.threads)
 
     init_file, stream = write_stream(workdir / "data")
     console.print(Text.assemble(("retain demo", "bold"),

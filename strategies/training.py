@@ -19,6 +19,20 @@ from torch import nn
 from retain.strategies.settings import TrainingSettings
 
 
+def limit_threads(threads: int) -> None:
+    """Hold every compute thread pool of the process to ``threads``: torch's, and the OpenBLAS
+    and OpenMP pools that numpy, scipy and torch load. ``torch.set_num_threads`` bounds only
+    the first; the others start a thread per core, and two workers on two cores each took twice
+    as long per batch as one alone. The libraries are loaded first: a pool loaded after this
+    call would not be held."""
+    import numpy  # noqa: F401 - loads numpy's OpenBLAS
+    import scipy.linalg  # noqa: F401 - loads scipy's, which the shift test and scikit-learn use
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def resolve_device(device: str) -> str:
     """The device training runs on: ``auto`` is ``cuda`` where torch sees a GPU. ``ValueError``
     for ``cuda`` where there is none (a config error, rather than torch's from inside training)."""

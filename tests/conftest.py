@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-torch.set_num_threads(1)  # tests run beside daemon subprocesses on a 2-core machine
+from retain.strategies.training import limit_threads
+
+limit_threads(1)  # tests run beside daemon subprocesses on a 2-core machine
 
 REPO = Path(__file__).resolve().parent.parent
 RETAIN = [sys.executable, "-m", "retain"]

@@ -177,3 +177,19 @@ def test_meta_trains_a_model_with_batchnorm_and_reptile_leaves_its_running_stati
                       reptile=ReptileSettings(meta_steps=5))
     candidate = meta(job, lr=0.01)
     assert any(not torch.equal(v, candidate.state_dict()[k]) for k, v in statistics.items())  # training updates them
+
+
+def test_the_thread_setting_bounds_every_blas_and_openmp_pool_not_only_torchs():
+    from threadpoolctl import threadpool_info
+
+    from retain.strategies.training import limit_threads
+
+    try:
+        limit_threads(2)
+        assert torch.get_num_threads() == 2
+        pools = threadpool_info()
+        assert {pool["internal_api"] for pool in pools} >= {"openblas", "openmp"}
+        assert {pool["num_threads"] for pool in pools} == {2}
+    finally:
+        limit_threads(1)
+    assert {pool["num_threads"] for pool in threadpool_info()} == {1}
