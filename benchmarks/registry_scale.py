@@ -50,7 +50,8 @@ def build(url: str, size: int) -> Registry:
                  "state": BatchState.DONE, "attempts": 1, "n_samples": 200, "version": n, "created_at": now,
                  "updated_at": now} for n in numbers])
             connection.execute(insert(ModelVersion), [
-                {"model": "default", "version": n, "parent": n - 1 if n > 1 else None, "batch_id": n, "status": "accepted",
+                {"model": "default", "version": n, "parent": n - 1 if n > 1 else None, "batch_id": n,
+                 "status": "accepted",
                  "strategy": "finetune", "severity": "mild", "shift_score": 0.01, "p_value": 0.02,
                  "forgetting": 0.001, "rationale": "finetune because …", "decision_reasons": "[]",
                  "details": '{"shift": {"novel_classes": []}, "forgetting_limit": 0.02}', "model_spec": SPEC,
@@ -60,7 +61,8 @@ def build(url: str, size: int) -> Registry:
                  "from_version": n - 1 if n > 1 else None, "to_version": n, "actor": "bench", "reason": "", "at": now,
                  "below_event": n - 1 if n > 1 else None}
                 for n in numbers])
-        connection.execute(insert(Alias), [{"model": "default", "name": "production", "version": size, "updated_at": now}])
+        connection.execute(insert(Alias), [
+            {"model": "default", "name": "production", "version": size, "updated_at": now}])
     return registry
 
 

@@ -464,7 +464,8 @@ class Registry:
         return table.model == self.model
 
     def _version_row(self, session: Session, number: int) -> ModelVersion | None:
-        return session.exec(select(ModelVersion).where(self._mine(ModelVersion), ModelVersion.version == number)).first()
+        query = select(ModelVersion).where(self._mine(ModelVersion), ModelVersion.version == number)
+        return session.exec(query).first()
 
     def _alias_row(self, session: Session, name: str) -> Alias | None:
         return session.get(Alias, (self.model, name))
@@ -667,7 +668,8 @@ class Registry:
         if result.rowcount != 1:
             raise AliasConflict(f"alias {self.model}@{name} moved away from version {expected} concurrently")
         record = AliasEvent(
-            model=self.model, alias=name, action=action, from_version=expected, to_version=number, actor=actor, reason=reason,
+            model=self.model, alias=name, action=action, from_version=expected, to_version=number, actor=actor,
+            reason=reason,
             below_event=below,
         )
         session.add(record)

@@ -82,37 +82,6 @@ def test_released_batch_is_pending_again_without_counting_the_attempt(registry):
     assert registry.batch(a.id).state == "pending" and registry.batch(a.id).attempts == 0
 
 
-def test_concurrent_workers_take_a_lineages_batches_one_at_a_time_in_arrival_order(registry):
-    for i in range(20):
-        registry.add_batch(f"{i:064d}", f"/{i}", str(i))
-    order: list[int] = []
-    in_flight, most_in_flight = 0, 0
-    lock = threading.Lock()
-
-    def worker(name: str) -> None:
-        nonlocal in_flight, most_in_flight
-        while len(order) < 20:
-            batch = registry.claim_batch(name, 60)
-            if batch is None:
-                time.sleep(0.001)
-                continue
-            with lock:
-                order.append(batch.id)
-                in_flight += 1
-                most_in_flight = max(most_in_flight, in_flight)
-            with lock:
-                in_flight -= 1  # before the batch is finished: only then may the next be claimed
-            registry.finish_batch(batch.id, BatchState.DONE)
-
-    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert order == list(range(1, 21))
-    assert most_in_flight == 1
-
-
 MODELS = ("cameras", "shelves", "tills")
 
 
@@ -133,7 +102,7 @@ def test_a_worker_claims_only_the_models_it_serves(registry):
     assert registry.claim_batch("w1", 60, models=["cameras"]).model == "cameras"
 
 
-def test_concurrent_workers_over_several_models_keep_each_models_order(registry):
+def test_concurrent_workers_take_each_models_batches_one_at_a_time_in_arrival_order(registry):
     expected: dict[str, list[int]] = {m: [] for m in MODELS}
     for i in range(8):
         for m in MODELS:

@@ -53,7 +53,7 @@ def panels() -> list[dict]:
     rows = [
         panel("stat", "Production version", [target(f"{PER_MODEL} (retain_production_version{{{SEL}}})", "{{model}}")],
               0, 0, w=4, h=4, description="Version held by each model's production alias"),
-        panel("stat", "Daemon up", [target(f'up{{job=~"$job", instance=~"$instance"}}', "{{instance}}")], 4, 0, w=4,
+        panel("stat", "Daemon up", [target('up{job=~"$job", instance=~"$instance"}', "{{instance}}")], 4, 0, w=4,
               h=4, description="1 while Prometheus can scrape the daemon"),
         panel("stat", "Queue depth", [target(f"{PER_MODEL} (retain_queue_depth{{{SEL}}})", "{{model}}")],
               8, 0, w=4, h=4),
