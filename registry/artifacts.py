@@ -173,6 +173,15 @@ class S3Objects:
             raise ArtifactError(f"artifact {digest}: download from {self.url} failed: {exc}") from exc
 
 
+def is_safetensors(data: bytes) -> bool:
+    """A safetensors file: a little-endian u64 header length, then that much JSON. A
+    ``torch.save`` file (a zip archive, or before torch 1.6 a pickle) read that way claims a
+    header longer than itself and does not continue with ``{``."""
+    if len(data) < 9:
+        return False
+    return data[8:9] == b"{" and 8 + int.from_bytes(data[:8], "little") <= len(data)
+
+
 class ArtifactStore:
     """Artifacts by SHA-256 in a local folder; with ``remote``, the folder is a read cache of
     the bucket every worker shares, and each write goes to both."""
@@ -219,12 +228,11 @@ class ArtifactStore:
         return data
 
     def put_tensors(self, tensors: dict[str, Any]) -> str:
-        """Store a dict of tensors (a ``state_dict`` or replay memory)."""
-        import torch  # imported here: read-only registry commands never load tensors
+        """Store a dict of tensors (a ``state_dict`` or replay memory) as safetensors: a JSON
+        header and raw little-endian data, which any reader can load without running code."""
+        from safetensors.torch import save  # imported here: read-only registry commands never load tensors
 
-        buffer = io.BytesIO()
-        torch.save(tensors, buffer)
-        return self.put(buffer.getvalue())
+        return self.put(save({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}))
 
     def sweep_temp_files(self, before: float) -> list[Path]:
         """Delete the temporary files of writes that died before ``before``; returns them."""
@@ -236,7 +244,13 @@ class ArtifactStore:
         return swept
 
     def get_tensors(self, digest: str) -> dict[str, Any]:
-        """Load a dict of tensors, verified, without unpickling arbitrary objects."""
-        import torch
+        """Load a dict of tensors, verified. safetensors, or for artifacts written before retain
+        0.3 a ``torch.save`` file, read with ``weights_only=True`` (no arbitrary objects)."""
+        data = self.get(digest)
+        if not is_safetensors(data):
+            import torch
 
-        return torch.load(io.BytesIO(self.get(digest)), weights_only=True, map_location="cpu")
+            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        from safetensors.torch import load
+
+        return load(data)
