@@ -14,7 +14,7 @@ from retain.registry.details import BatchForgetting, ChoiceDetails, ShiftDetails
 from retain.registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
 from retain.registry.migrations import Migration, upgrade
 from retain.registry.refs import BadVersionRef, VersionRef
-from retain.registry.store import PRODUCTION, UNREAD_PREFIX, NewVersion, Registry
+from retain.registry.store import PRODUCTION, UNREAD_PREFIX, NewVersion, Registry, require_database
 from retain.registry.tables import (
     DEFAULT_MODEL,
     FINISHED,
@@ -64,6 +64,7 @@ __all__ = [
     "VersionFields",
     "VersionStatus",
     "as_utc",
+    "require_database",
     "atomic_copy",
     "atomic_write",
     "stale_temp_files",

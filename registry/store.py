@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict
@@ -114,6 +115,13 @@ def _configure_sqlite(engine: Engine) -> None:
         # status and queue reads) never wait for a writer or hold one up.
         reading = connection.get_execution_options().get(_READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+
+def require_database(url: str) -> None:
+    """Raise ``RegistryError`` for a SQLite registry that does not exist: opening it would
+    create an empty one, and a reader would see no models instead of a mistake."""
+    if url.startswith("sqlite:///") and ":memory:" not in url and not Path(url.removeprefix("sqlite:///")).exists():
+        raise RegistryError(f"no registry at {url.removeprefix('sqlite:///')}: run `retain init` first")
 
 
 class Registry:

@@ -8,6 +8,7 @@ needs are here. Importing ``retain`` does not import torch.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from retain.api import Client, ModelSummary, Predictions, VersionInfo, connect
 from retain.daemon.config import Config, ConfigError, load_config
 from retain.errors import RetainError
 from retain.registry import (
@@ -31,13 +32,18 @@ __all__ = [
     "ArtifactError",
     "ArtifactStore",
     "Batch",
+    "Client",
     "Config",
     "ConfigError",
+    "ModelSummary",
     "ModelVersion",
+    "Predictions",
     "Registry",
     "RegistryError",
     "RetainError",
     "UnknownVersion",
+    "VersionInfo",
     "__version__",
+    "connect",
     "load_config",
 ]

@@ -133,10 +133,9 @@ def prepare_training(config: Config) -> None:
 
 
 def open_registry(config: Config):
-    from retain.registry import Registry, SchemaError
+    from retain.registry import Registry, SchemaError, require_database
 
-    if config.registry_url.startswith("sqlite:///") and not Path(config.registry_url[10:]).exists():
-        fail(f"no registry at {config.registry_url[10:]}: run `retain init` first")
+    require_database(config.registry_url)
     try:  # a config of several models before for_model: a view for what concerns them all
         return Registry(config.registry_url, model=config.selected or config.model_names[0])
     except SchemaError as exc:
