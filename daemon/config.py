@@ -57,8 +57,9 @@ class ModelConfig(_Section):
     num_classes: int | None = Field(default=None, ge=2)
     head: str = "head"
     weights: Path | None = None  # initial state_dict for `retain init` without --train
-    # Labels up to max_classes - 1 are accepted; classes beyond the head's width widen it.
-    max_classes: int | None = Field(default=None, ge=2)
+    # Labels up to max_classes - 1 are accepted; a batch with classes beyond the head's width
+    # widens it (class-incremental streams). A label past the cap is refused.
+    max_classes: int = Field(default=1000, ge=2)
     # Where this model's files arrive, relative to workdir: by default inbox/NAME/ when the
     # config has several models, the inbox itself when it has one.
     inbox: Path | None = None

@@ -407,7 +407,9 @@ def read_arrays(path: Path, limits: DataConfig = DataConfig()) -> tuple[np.ndarr
 
 
 def load_batch(path: Path, spec: DataSpec, require_labels: bool = True) -> LoadedBatch:
-    """Read and validate a batch file, or raise ``BatchRejected`` naming the file and the reason."""
+    """Read and validate a batch file, or raise ``BatchRejected`` naming the file and the reason.
+    Without ``require_labels`` the labels are optional, and ones the model has no class for
+    are dropped (``y`` None) instead of refusing the file."""
     try:
         return _load_batch(path, spec, require_labels)
     except BatchRejected as exc:
@@ -454,7 +456,14 @@ def _load_batch(path: Path, spec: DataSpec, require_labels: bool) -> LoadedBatch
             "scale them, or raise the limit"
         )
 
-    labels = None if y is None else _labels(np.asarray(y), n, spec)
+    labels = None
+    if y is not None:
+        try:
+            labels = _labels(np.asarray(y), n, spec)
+        except BatchRejected:
+            if require_labels:
+                raise
+            # Only for reporting (predict's accuracy): labels the model cannot score are left out.
     if require_labels and n < spec.min_samples:
         raise BatchRejected(f"batch has {n} samples, fewer than the minimum of {spec.min_samples}")
     return LoadedBatch(x=torch.from_numpy(x), y=labels, sha256=digest)

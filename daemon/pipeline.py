@@ -192,7 +192,7 @@ class Pipeline:
     def data_spec(self, spec: ModelSpec) -> DataSpec:
         return DataSpec(
             input_shape=spec.input_shape,
-            num_classes=max(spec.num_classes, self.config.model.max_classes or 0),
+            num_classes=max(spec.num_classes, self.config.model.max_classes),
             min_samples=self.config.data.min_samples,
             limits=self.config.data,
         )

@@ -148,7 +148,10 @@ def connect(target: str | Path | Config = "retain.toml", artifacts: str | Path |
     from retain.daemon.versions import open_artifacts
 
     if isinstance(target, Config) or not str(target).partition("://")[1]:
+        from retain.strategies.models import add_factory_folder
+
         config = target if isinstance(target, Config) else load_config(Path(target))
+        add_factory_folder(config.base_dir)
         require_database(config.registry_url)
         registry = Registry(config.registry_url, model=config.model_names[0])
         return Client(registry, open_artifacts(config), config.model_names)

@@ -78,7 +78,11 @@ class CliState:
     log_level: str
 
     def config(self) -> Config:
-        return load_config(find_config(self.config_path))
+        from retain.strategies.models import add_factory_folder
+
+        config = load_config(find_config(self.config_path))
+        add_factory_folder(config.base_dir)  # a model module beside retain.toml imports as it is
+        return config
 
     def lineage(self, model: str | None, ref: str | None = None):
         """The config and registry of one model, and the version ``ref`` names in it (``None``
@@ -472,7 +476,8 @@ def predict(
     as_json: JsonOption = False,
     model: ModelOption = None,
 ) -> None:
-    """Predicted labels for a data file."""
+    """Predicted labels for a data file (labels in it are not needed; if the model has their
+    classes, the accuracy is reported too)."""
     from retain.daemon.loading import BatchRejected, DataSpec, load_batch
     from retain.daemon.versions import load_model, open_artifacts, spec_of
     from retain.strategies.models import predict as model_predict
@@ -499,7 +504,9 @@ def predict(
     except BatchRejected as exc:
         fail(f"{file}: {exc.reason}")
     predictions = model_predict(model, loaded.x).tolist()
-    payload = {"version": number, "predictions": predictions}
+    payload: dict[str, Any] = {"version": number, "predictions": predictions}
+    if loaded.y is not None:  # labels are never needed; with ones the model has, it is scored
+        payload["accuracy"] = sum(p == t for p, t in zip(predictions, loaded.y.tolist())) / len(predictions)
     if output is not None:
         if output.suffix.lower() == ".csv":
             output.write_text("prediction\n" + "".join(f"{p}\n" for p in predictions))
@@ -509,7 +516,8 @@ def predict(
     if as_json:
         emit_json(payload)
     elif output is None:
-        out.print(f"version {number}: {len(predictions)} predictions")
+        scored = f", accuracy {payload['accuracy']:.4f} on the file's labels" if "accuracy" in payload else ""
+        out.print(f"version {number}: {len(predictions)} predictions{scored}")
         out.print(" ".join(map(str, predictions)))
 
 

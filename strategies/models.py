@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import logging
 import math
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -87,17 +90,46 @@ log = logging.getLogger("retain.strategies")
 _OLD_PACKAGES = ("daemon", "registry", "strategies")
 
 
+def add_factory_folder(folder: Path) -> None:
+    """Let factories be imported from ``folder`` (a config's): a module beside ``retain.toml``
+    needs no ``PYTHONPATH``. Appended, so it never shadows an installed module."""
+    entry = str(Path(folder).resolve())
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
+def _import_file(module_file: str):
+    """A factory given as ``path/to/file.py:function``: the file, relative to the working
+    directory or to a folder on ``sys.path`` (a config's is)."""
+    path = Path(module_file)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, *(Path(p) / path for p in sys.path if p)]
+    found = next((c.resolve() for c in candidates if c.is_file()), None)
+    if found is None:
+        raise ImportError(f"no file {module_file} here or beside the config")
+    name = f"retain_factory_{found.stem}_{abs(hash(str(found))):x}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, found)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
 def resolve_factory(spec: str) -> Callable[..., nn.Module]:
-    """Import a ``module:function`` factory."""
-    module_name, sep, attr = spec.partition(":")
+    """Import a ``module:function`` (or ``file.py:function``) factory."""
+    module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"model factory {spec!r} must look like 'module:function'")
+        raise ValueError(f"model factory {spec!r} must look like 'module:function' or 'file.py:function'")
     if module_name.split(".")[0] in _OLD_PACKAGES:
         module_name = f"retain.{module_name}"
         log.warning("deprecated model factory name", extra={"fields": {
             "factory": spec, "use": f"{module_name}:{attr}", "removed_in": "0.3"}})
     try:
-        module = importlib.import_module(module_name)
+        module = _import_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"model factory {spec!r}: cannot import {module_name!r}: {exc}") from exc
     factory = getattr(module, attr, None)

@@ -37,8 +37,7 @@ def test_fallback_can_be_switched_off(workspace, digit_data):
 def test_new_classes_widen_the_head_and_the_rationale_names_them(tmp_path, digit_data):
     x, y = digit_data
     old = y < 8
-    config = write_config(tmp_path, model={"kwargs": {"hidden": [32]}, "max_classes": 10},
-                          gate={"max_forgetting": 1.0, "min_gain": -1.0})
+    config = write_config(tmp_path, gate={"max_forgetting": 1.0, "min_gain": -1.0})  # no max_classes: the default
     save_npz(tmp_path / "init.npz", x[old][:500], y[old][:500])
     retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
     new = np.flatnonzero(~old)
@@ -59,6 +58,7 @@ def test_new_classes_widen_the_head_and_the_rationale_names_them(tmp_path, digit
 
 def test_labels_beyond_max_classes_are_rejected(workspace, digit_data):
     x, y = digit_data
+    write_config(workspace.parent, model={"kwargs": {"hidden": [32]}, "max_classes": 12})
     save_npz(workspace.parent / "inbox" / "b.npz", x[:100], y[:100] + 5)  # labels up to 14
     retain(workspace, "run", "--once")
     [batch] = json.loads(retain(workspace, "batches", "--json").stdout)
@@ -82,10 +82,9 @@ USER_MODEL = '''
 '''
 
 
-def test_a_users_model_names_its_head_in_config(tmp_path, digit_data, monkeypatch):
+def test_a_users_model_beside_the_config_names_its_head_in_config(tmp_path, digit_data):
     x, y = digit_data
-    (tmp_path / "mymodels.py").write_text(textwrap.dedent(USER_MODEL))
-    monkeypatch.syspath_prepend(str(tmp_path))  # where the user's module is found, as on PYTHONPATH
+    (tmp_path / "mymodels.py").write_text(textwrap.dedent(USER_MODEL))  # no PYTHONPATH: beside retain.toml
     save_npz(tmp_path / "init.npz", x[:400], y[:400])
     config = write_config(tmp_path, model={"factory": "mymodels:build", "kwargs": {}, "head": "classifier"})
     result = retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train", check=False)
@@ -100,6 +99,15 @@ def test_a_users_model_names_its_head_in_config(tmp_path, digit_data, monkeypatc
     retain(config, "run", "--once")
     assert versions(config)[1]["strategy"] in ("feature_extraction", "meta", "finetune")
     assert versions(config)[1]["artifact_sha256"]
+
+
+def test_a_factory_can_be_a_python_file_beside_the_config(tmp_path, digit_data):
+    x, y = digit_data
+    (tmp_path / "net_in_a_file.py").write_text(textwrap.dedent(USER_MODEL))
+    save_npz(tmp_path / "init.npz", x[:300], y[:300])
+    config = write_config(tmp_path, model={"factory": "net_in_a_file.py:build", "kwargs": {}, "head": "fc"})
+    retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
+    assert versions(config)[0]["status"] == "accepted"
 
 
 def test_the_built_in_cnn_adapts_image_batches_with_meta(tmp_path, digit_data):

@@ -161,3 +161,13 @@ def test_listings_show_the_newest_page_and_say_on_stderr_what_they_left_out(work
         23, 24, 25]
     every = retain(workspace, "versions", "--json", "--all")
     assert len(json.loads(every.stdout)) == 25 and every.stderr == ""
+
+
+def test_predict_needs_no_labels_and_scores_the_ones_the_model_has(workspace, digit_data, tmp_path):
+    x, y = digit_data
+    np.savez(tmp_path / "scored.npz", x=x[:100], y=y[:100])
+    scored = json.loads(retain(workspace, "predict", str(tmp_path / "scored.npz"), "--json").stdout)
+    assert len(scored["predictions"]) == 100 and scored["accuracy"] > 0.8
+    np.savez(tmp_path / "past-the-head.npz", x=x[:100], y=y[:100] + 10)
+    unscored = json.loads(retain(workspace, "predict", str(tmp_path / "past-the-head.npz"), "--json").stdout)
+    assert unscored["predictions"] == scored["predictions"] and "accuracy" not in unscored

@@ -85,7 +85,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_daemon_keeps_running(worksp
         drop_atomically(good[:300], inbox(workspace), "truncated.npz")
         drop_atomically(npz_bytes(nan_x, y[700:760]), inbox(workspace), "nan.npz")
         drop_atomically(npz_bytes(x[700:760, :10], y[700:760]), inbox(workspace), "shape.npz")
-        drop_atomically(npz_bytes(x[700:760], y[700:760] + 10), inbox(workspace), "labels.npz")
+        drop_atomically(npz_bytes(x[700:760], y[700:760] - 10), inbox(workspace), "labels.npz")
         pickled = workspace.parent / "pickled.pt"
         torch.save({"x": torch.zeros(3), "y": [object()]}, pickled)
         drop_atomically(pickled.read_bytes(), inbox(workspace), "pickled.pt")
