@@ -522,6 +522,37 @@ def predict(
 
 
 @app.command()
+def export(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Version: NAME@production, NAME@7, 7, production.")],
+    folder: Annotated[Path, typer.Option("--out", help="Folder to write (created; whole or not at all).")],
+    formats: Annotated[list[str], typer.Option(
+        "--format", help="safetensors, torchscript or onnx (repeat for several).")] = ["safetensors"],  # noqa: B006
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it holds files.")] = False,
+    model: ModelOption = None,
+) -> None:
+    """Write a version for a model server: its weights, script or graph, and model.json.
+    TorchScript and ONNX are checked against the model on its audit samples first."""
+    from retain.daemon.export import ExportFormat, export_version
+    from retain.daemon.versions import open_artifacts
+
+    chosen = []
+    for name in formats:
+        try:
+            chosen.append(ExportFormat(name))
+        except ValueError:
+            fail(f"--format {name}: use {', '.join(f.value for f in ExportFormat)}", code=2)
+    config, registry, number = ctx.obj.lineage(model, version)
+    use_threads(config)
+    row = registry.version(number)
+    done = export_version(row, open_artifacts(config), chosen, folder, replace=force)
+    out.print(f"{row.model}@{row.version} -> {done.folder}: {', '.join([*done.files.values(), 'model.json'])}",
+              soft_wrap=True)
+    for form, check in done.parity.items():
+        out.print(f"{form}: max abs diff {check.max_abs_diff:.3g} from the model on {check.samples} audit samples")
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     workdir: Annotated[Path, typer.Option("--workdir", help="Where to build the demo workspace.")] = Path(
