@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from retain.daemon.export import ExportFormat
 from retain.errors import RetainError
 from retain.registry.tables import DEFAULT_MODEL, MODEL_NAME_PATTERN
 from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
@@ -48,6 +49,13 @@ class ArtifactsConfig(_Section):
     url: str = Field(default="", pattern=r"^(s3://[^/]+(/.*)?)?$")
     endpoint_url: str = ""  # an S3-compatible server (SeaweedFS, MinIO, …); "" is AWS
     region: str = ""
+
+
+class PublishConfig(_Section):
+    # "": nothing published. Otherwise, on every production move, the version is written under
+    # <dir>/<model>/<version>/ and <dir>/<model>/current repointed (relative to workdir).
+    dir: Path | None = None
+    formats: list[ExportFormat] = Field(default_factory=lambda: [ExportFormat.SAFETENSORS], min_length=1)
 
 
 class ModelConfig(_Section):
@@ -144,6 +152,7 @@ class Config(_Section):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)  # a lone model: the model "default"
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     shift: ShiftThresholds = Field(default_factory=ShiftThresholds)
@@ -242,6 +251,11 @@ class Config(_Section):
     def incoming_dir(self) -> Path:
         """Where a worker downloads the batches ingested into the bucket."""
         return self.workdir / "incoming"
+
+    @property
+    def publish_dir(self) -> Path | None:
+        """Where production is published for model servers; None when it is not."""
+        return None if self.publish.dir is None else self.workdir / self.publish.dir
 
     @property
     def artifacts_dir(self) -> Path:

@@ -19,13 +19,14 @@ import warnings
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from retain.daemon.versions import load_memory, load_model, spec_of
 from retain.errors import RetainError
 from retain.registry import ArtifactStore, ModelVersion
+
+if TYPE_CHECKING:  # torch is imported by the calls that export, not by the config that names formats
+    import torch
+    from torch import nn
 
 PARITY_TOLERANCE = 1e-4  # float32 logits of a reordered but equal computation differ by ~1e-6
 PARITY_SAMPLES = 512
@@ -62,6 +63,8 @@ class Exported:
 
 def model_card(version: ModelVersion, formats: dict[str, str], parity: dict[str, Parity]) -> dict:
     """``model.json``: which version this is and what the files take and give."""
+    from retain.daemon.versions import spec_of
+
     spec = spec_of(version)
     return {
         "model": version.model,
@@ -86,6 +89,8 @@ def model_card(version: ModelVersion, formats: dict[str, str], parity: dict[str,
 
 
 def _audit_samples(version: ModelVersion, artifacts: ArtifactStore) -> torch.Tensor:
+    from retain.daemon.versions import load_memory
+
     memory = load_memory(version, artifacts)
     x = memory.x[memory.audit] if memory.audit.any() else memory.x
     return x[:PARITY_SAMPLES].float()
@@ -100,6 +105,8 @@ def _check(form: str, expected: torch.Tensor, actual: torch.Tensor) -> Parity:
 
 
 def _write_torchscript(model: nn.Module, x: torch.Tensor, target: Path) -> Parity:
+    import torch
+
     # torch deprecates TorchScript in favour of torch.export, but TorchServe and Triton's
     # PyTorch backend load it: the format is asked for by name, the warning tells no one anything.
     with warnings.catch_warnings():
@@ -115,6 +122,8 @@ def _write_torchscript(model: nn.Module, x: torch.Tensor, target: Path) -> Parit
 
 
 def _write_onnx(model: nn.Module, x: torch.Tensor, target: Path) -> Parity:
+    import torch
+
     try:
         import onnxruntime
     except ImportError:
@@ -135,6 +144,8 @@ def _write_onnx(model: nn.Module, x: torch.Tensor, target: Path) -> Parity:
 def write_export(version: ModelVersion, artifacts: ArtifactStore, formats: list[ExportFormat],
                  folder: Path) -> dict[str, Parity]:
     """The files of ``formats`` and ``model.json`` into an existing, empty ``folder``."""
+    from retain.daemon.versions import load_model
+
     model = load_model(version, artifacts)
     x = _audit_samples(version, artifacts)
     written: dict[str, str] = {}

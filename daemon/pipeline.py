@@ -19,6 +19,7 @@ from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_batch
 from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics
+from retain.daemon.publish import publish, published_version
 from retain.daemon.remote_inbox import fetch_batch, incoming_path, is_remote
 from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
 from retain.registry import (
@@ -166,7 +167,23 @@ class Pipeline:
             log.info("production model loaded", extra=self._fields(version=version.version))
             self.metrics.replay_samples.set(len(self._loaded[2]))
         self.refresh_metrics(version)
+        self.sync_published(version)
         return version, self._loaded[1], self._loaded[2]
+
+    def sync_published(self, production: ModelVersion | None = None) -> None:
+        """Publish production if ``publish.dir`` shows another version (a move made here, from
+        the CLI or by another worker, or a publish that failed before). A failure is logged and
+        retried at the next call: the batch it follows is done either way."""
+        if self.config.publish_dir is None:
+            return
+        production = production or self.registry.production()
+        if production is None or published_version(self.config) == production.version:
+            return
+        try:
+            publish(self.config, production, self.artifacts)
+        except Exception:  # noqa: BLE001 - disk full, an export refused: the next call tries again
+            log.exception("publishing production failed; will retry",
+                          extra=self._fields(version=production.version))
 
     def refresh_metrics(self, production: ModelVersion | None = None) -> None:
         """Gauges from the registry: catches promotions and rollbacks made from the CLI, and
@@ -386,6 +403,7 @@ class Pipeline:
         self._finished(batch)
         if moved:
             self.refresh_metrics(final_row)
+            self.sync_published(final_row)
         log.info(
             "candidate registered",
             extra=self._fields(

@@ -132,6 +132,7 @@ class Service:
         if state is None:  # periodic: pick up alias moves made from the CLI
             for lineage in self.lineages.values():
                 lineage.pipeline.refresh_metrics()
+                lineage.pipeline.sync_published()
         self.status.heartbeat_at = now
         self.status.write(self.config.workdir)
         self._status_written = now

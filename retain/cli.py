@@ -146,6 +146,24 @@ def open_registry(config: Config):
         fail(f"{config.registry_url}: {exc}")
 
 
+def publish_production(config: Config, registry) -> None:
+    """After a move from the command line: publish the new production (with ``publish.dir``).
+    The move stands if this fails; a running daemon publishes it at its next look."""
+    if config.publish_dir is None:
+        return
+    from retain.daemon.publish import publish
+    from retain.daemon.versions import open_artifacts
+
+    production = registry.production()
+    try:
+        folder = publish(config, production, open_artifacts(config))
+    except RetainError as exc:
+        err.print(f"warning: {production.model}@{production.version} is production but was not published: {exc}",
+                  highlight=False, soft_wrap=True)
+        return
+    out.print(f"published {production.model}@{production.version} to {folder}", soft_wrap=True)
+
+
 @app.callback()
 def global_options(
     ctx: typer.Context,
@@ -197,6 +215,7 @@ def init(
         f"version {which}{version.version} is production "
         f"(held-out accuracy {version.acc_new_candidate:.3f}); workdir {config.workdir}"
     )
+    publish_production(config, open_registry(config))
 
 
 @app.command()
@@ -351,9 +370,10 @@ def promote(
 ) -> None:
     """Move a model's production alias to VERSION."""
 
-    _, registry, number = ctx.obj.lineage(model, version)
+    config, registry, number = ctx.obj.lineage(model, version)
     moved = registry.promote(number, actor(), reason, force=force)
     out.print(f"{registry.model} production: {moved.from_version} -> {moved.to_version}")
+    publish_production(config, registry)
 
 
 @app.command()
@@ -366,9 +386,10 @@ def rollback(
 ) -> None:
     """Move a model's production back to the version it held before."""
 
-    _, registry, number = ctx.obj.lineage(model, to)
+    config, registry, number = ctx.obj.lineage(model, to)
     moved = registry.rollback(actor(), reason, to=number)
     out.print(f"{registry.model} production: {moved.from_version} -> {moved.to_version}")
+    publish_production(config, registry)
 
 
 @app.command()
