@@ -132,6 +132,9 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_depth = Gauge("retain_queue_depth", "Batches pending or in progress", m, registry=r)
+        self.awaiting_approval = Gauge(
+            "retain_awaiting_approval", "Accepted candidates waiting for retain approve (auto_promote off)", m,
+            registry=r)
         self.production_version = Gauge("retain_production_version", "Version held by the production alias", m,
                                         registry=r)
         self.replay_samples = Gauge("retain_replay_buffer_samples", "Samples in the production replay memory", m,
@@ -167,7 +170,8 @@ class ModelMetrics:
         self.recent_batches = service.recent_batches
         for name in ("shift_score", "shift_pvalue", "forgetting", "production_forgetting",
                      "production_forgetting_limit", "gate_max_forgetting", "gate_max_forgetting_new_classes",
-                     "training_duration", "batch_latency", "queue_depth", "production_version", "replay_samples",
+                     "training_duration", "batch_latency", "queue_depth", "awaiting_approval", "production_version",
+                     "replay_samples",
                      "last_batch"):
             setattr(self, name, getattr(service, name).labels(model=model))
         self.batches = _ForModel(service.batches, model)

@@ -31,6 +31,7 @@ from retain.registry import (
     ModelVersion,
     NewVersion,
     Registry,
+    Review,
     ShiftDetails,
     VersionDetails,
     VersionStatus,
@@ -189,6 +190,7 @@ class Pipeline:
         """Gauges from the registry: catches promotions and rollbacks made from the CLI, and
         what other workers did (queue depth, the last batch finished)."""
         self.metrics.queue_depth.set(self.registry.queue_depth())
+        self.metrics.awaiting_approval.set(len(self.registry.awaiting_approval()))
         last = self.registry.last_finished_at()
         if last is not None:
             self.metrics.last_batch.set(as_utc(last).timestamp())
@@ -384,6 +386,8 @@ class Pipeline:
         self._renew_lease(batch)  # uploads to a bucket can take a while
         accepted = [i for i, c in enumerate(candidates) if c.verdict.accepted]
         promote_index = accepted[0] if accepted and self.config.registry.auto_promote else None
+        if accepted and promote_index is None:  # auto-promotion off: it waits for `retain approve`
+            news[accepted[0]] = news[accepted[0]].model_copy(update={"review": Review.PENDING})
         rows, moved = self.registry.register_versions(news, promote_index=promote_index, actor=f"daemon:{self.owner}")
         target = move_file(job.path, self.config.processed_dir, batch.id, batch.name)
         self.registry.move_batch(batch.id, str(target), n_samples=len(loaded))

@@ -100,6 +100,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX ix_alias_event_model_alias ON alias_event (model, alias, id)",
         "CREATE INDEX ix_alias_event_model_id ON alias_event (model, id)",
     ), backfill=_alias_key_per_model),
+    # Approval: with auto-promotion off, an accepted candidate waits for `retain approve`.
+    Migration(5, "candidates awaiting approval", (
+        "ALTER TABLE model_version ADD COLUMN review VARCHAR",
+        "ALTER TABLE model_version ADD COLUMN review_note VARCHAR",
+        "CREATE INDEX ix_model_version_model_review ON model_version (model, review)",
+    )),
 )
 
 

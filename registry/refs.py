@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from retain.registry.errors import RegistryError
 from retain.registry.tables import MODEL_NAME_PATTERN
 
-_ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"  # starts with a letter: never a version number
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"  # starts with a letter: never a version number
 
 
 class BadVersionRef(RegistryError):
@@ -30,7 +30,7 @@ class VersionRef:
             raise BadVersionRef(f"{text!r}: {model!r} is not a model name")
         if rest.isdigit() and int(rest) >= 1:
             return cls(model or None, number=int(rest))
-        if re.match(_ALIAS_PATTERN, rest):
+        if re.match(ALIAS_PATTERN, rest):
             return cls(model or None, alias=rest)
         raise BadVersionRef(f"{text!r} names no version: use a number (7), an alias (production), "
                             "or either after a model's name (cameras@7, cameras@production)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sqlite3
 import time
 import uuid
@@ -28,7 +29,7 @@ from sqlmodel import Session, create_engine, select
 from retain.registry.details import VersionDetails
 from retain.registry.errors import AliasConflict, RegistryError, UnknownVersion
 from retain.registry.migrations import upgrade
-from retain.registry.refs import VersionRef
+from retain.registry.refs import ALIAS_PATTERN, VersionRef
 from retain.registry.tables import (
     DEFAULT_MODEL,
     FINISHED,
@@ -39,6 +40,7 @@ from retain.registry.tables import (
     Batch,
     BatchState,
     ModelVersion,
+    Review,
     VersionFields,
     VersionStatus,
     utcnow,
@@ -607,12 +609,93 @@ class Registry:
                     f"version {number} of model {self.model!r} was {target.status} by the forgetting gate; "
                     "use --force to promote it anyway"
                 )
+            if target.review == Review.PENDING:  # promoting an awaiting candidate approves it
+                target.review, target.review_note = Review.APPROVED, self._note("promoted", actor, reason)
+                session.add(target)
             current = self._alias_row(session, PRODUCTION)
             if current is None:
                 return self._create_alias(session, PRODUCTION, number, actor, reason)
             if current.version == number:
                 raise RegistryError(f"version {number} is already {self.model!r}'s production")
             return self._move_alias(session, PRODUCTION, current.version, number, actor, AliasAction.PROMOTE, reason)
+
+    def awaiting_approval(self) -> list[ModelVersion]:
+        """Accepted candidates waiting for ``approve`` or ``reject``, oldest first."""
+        query = (select(ModelVersion).where(self._mine(ModelVersion), ModelVersion.review == Review.PENDING)
+                 .order_by(ModelVersion.version))
+        with self._reading() as session:
+            return list(session.exec(query))
+
+    def _pending(self, session: Session, number: int) -> ModelVersion:
+        row = self._version_row(session, number)
+        if row is None:
+            raise UnknownVersion(number, self.model)
+        if row.review != Review.PENDING:
+            state = f"was {row.review}" if row.review else "was never waiting (registered with auto-promotion on)"
+            raise RegistryError(f"version {number} of model {self.model!r} is not awaiting approval: it {state}")
+        return row
+
+    @staticmethod
+    def _note(action: str, actor: str, reason: str) -> str:
+        return f"{action} by {actor} at {utcnow().isoformat(timespec='seconds')}" + (f": {reason}" if reason else "")
+
+    def approve(self, number: int, actor: str, reason: str = "") -> AliasEvent:
+        """Make an awaiting candidate production, if production is still the version it was
+        trained from (otherwise promoting it would drop what the newer production learned)."""
+        with self._transaction() as session:
+            row = self._pending(session, number)
+            current = self._alias_row(session, PRODUCTION)
+            if current is None or current.version != row.parent:
+                raise RegistryError(
+                    f"version {number} was trained from version {row.parent}, but production is now "
+                    f"{current.version if current else 'unset'}: approving it would drop what came between; "
+                    "reject it (or move production to it with `retain promote`)")
+            row.review, row.review_note = Review.APPROVED, self._note("approved", actor, reason)
+            session.add(row)
+            return self._move_alias(session, PRODUCTION, current.version, number, actor, AliasAction.APPROVE, reason)
+
+    def decline(self, number: int, actor: str, reason: str) -> ModelVersion:
+        """Close an awaiting candidate without promoting it."""
+        with self._transaction() as session:
+            row = self._pending(session, number)
+            row.review, row.review_note = Review.DECLINED, self._note("rejected", actor, reason)
+            session.add(row)
+            return row
+
+    def set_alias(self, name: str, number: int, actor: str, reason: str = "") -> AliasEvent:
+        """Point an alias other than ``production`` (``challenger``, ``staging``…) at a version."""
+        self._not_production(name)
+        with self._transaction() as session:
+            if self._version_row(session, number) is None:
+                raise UnknownVersion(number, self.model)
+            current = self._alias_row(session, name)
+            if current is None:
+                event = self._create_alias(session, name, number, actor, reason)
+                event.action = AliasAction.SET
+                session.add(event)
+                return event
+            return self._move_alias(session, name, current.version, number, actor, AliasAction.SET, reason)
+
+    def remove_alias(self, name: str, actor: str, reason: str = "") -> AliasEvent:
+        """Delete an alias other than ``production``; the removal is logged with the version it held."""
+        self._not_production(name)
+        with self._transaction() as session:
+            current = self._alias_row(session, name)
+            if current is None:
+                raise RegistryError(f"model {self.model!r} has no alias {name!r}")
+            session.delete(current)
+            event = AliasEvent(model=self.model, alias=name, action=AliasAction.REMOVE, from_version=current.version,
+                               to_version=current.version, actor=actor, reason=reason)
+            session.add(event)
+            session.flush()
+            return event
+
+    @staticmethod
+    def _not_production(name: str) -> None:
+        if name == PRODUCTION:
+            raise RegistryError("production moves with promote, approve and rollback, which keep its history")
+        if not re.match(ALIAS_PATTERN, name):
+            raise RegistryError(f"{name!r} is not an alias name: a letter, then letters, digits, '_', '.' or '-'")
 
     def rollback(self, actor: str, reason: str = "", to: int | None = None) -> AliasEvent:
         """Move ``production`` back to the version it held before the current one.

@@ -47,8 +47,19 @@ class VersionStatus(StrEnum):
     REFUSED = "rejected"
 
 
+class Review(StrEnum):
+    """An accepted candidate's way to production when ``registry.auto_promote`` is off."""
+
+    PENDING = "pending"  # awaiting ``retain approve`` or ``retain reject``
+    APPROVED = "approved"
+    DECLINED = "declined"
+
+
 class AliasAction(StrEnum):
     CREATE = "create"
+    APPROVE = "approve"  # production moved to an approved candidate
+    SET = "set"  # an alias other than production set by hand
+    REMOVE = "remove"
     PROMOTE = "promote"
     AUTO_PROMOTE = "auto_promote"
     ROLLBACK = "rollback"
@@ -103,11 +114,14 @@ class VersionFields(SQLModel):
     rationale: str = ""
     artifact_sha256: str = Field(max_length=64)
     replay_sha256: str = Field(max_length=64)
+    review: str | None = None  # a Review, for a candidate registered without auto-promotion
+    review_note: str | None = None  # who approved or rejected it, when and why
 
 
 class ModelVersion(VersionFields, table=True):
     __tablename__ = "model_version"
-    __table_args__ = (Index("ix_model_version_model_version", "model", "version", unique=True),)
+    __table_args__ = (Index("ix_model_version_model_version", "model", "version", unique=True),
+                      Index("ix_model_version_model_review", "model", "review"))
 
     id: int | None = Field(default=None, primary_key=True)
     model: str = _model_column()

@@ -393,6 +393,76 @@ def rollback(
 
 
 @app.command()
+def approve(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The awaiting candidate: NAME@7 or 7.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    model: ModelOption = None,
+) -> None:
+    """Make a candidate that awaits approval (registry.auto_promote = false) production."""
+    config, registry, number = ctx.obj.lineage(model, version)
+    moved = registry.approve(number, actor(), reason)
+    out.print(f"{registry.model} production: {moved.from_version} -> {moved.to_version} (approved)")
+    publish_production(config, registry)
+
+
+@app.command()
+def reject(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The awaiting candidate: NAME@7 or 7.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept on the version).")],
+    model: ModelOption = None,
+) -> None:
+    """Close a candidate that awaits approval without promoting it."""
+    _, registry, number = ctx.obj.lineage(model, version)
+    row = registry.decline(number, actor(), reason)
+    out.print(f"{row.model}@{row.version} rejected: {row.review_note}", soft_wrap=True)
+
+
+alias_app = typer.Typer(help="Aliases other than production (challenger, staging, …).", no_args_is_help=True)
+app.add_typer(alias_app, name="alias")
+
+
+@alias_app.command("set")
+def alias_set(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="NAME@ALIAS, or ALIAS with --model.")],
+    version: Annotated[int, typer.Argument(help="The version it points at.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    model: ModelOption = None,
+) -> None:
+    """Point an alias at a version."""
+    registry, name = _alias_of(ctx, alias, model)
+    moved = registry.set_alias(name, version, actor(), reason)
+    out.print(f"{registry.model}@{name}: {moved.from_version or '-'} -> {moved.to_version}")
+
+
+@alias_app.command("rm")
+def alias_rm(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="NAME@ALIAS, or ALIAS with --model.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    model: ModelOption = None,
+) -> None:
+    """Remove an alias (production cannot be removed)."""
+    registry, name = _alias_of(ctx, alias, model)
+    removed = registry.remove_alias(name, actor(), reason)
+    out.print(f"{registry.model}@{name} removed (it held version {removed.from_version})")
+
+
+def _alias_of(ctx: typer.Context, text: str, model: str | None):
+    from retain.registry import VersionRef
+
+    ref = VersionRef.parse(text)
+    if ref.alias is None:
+        fail(f"{text}: name an alias (NAME@challenger), not a version")
+    _, registry, _ = ctx.obj.lineage(ref.model or model)
+    if ref.model is not None and model is not None and ref.model != model:
+        fail(f"--model {model} but {text} is an alias of {ref.model}")
+    return registry, ref.alias
+
+
+@app.command()
 def history(
     ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False,
     model: ModelOption = None,

@@ -37,6 +37,7 @@ def version_row(version: ModelVersion, production: int | None) -> dict[str, Any]
         "artifact_sha256": version.artifact_sha256,
         "created_at": iso(version.created_at),
         "is_production": version.version == production,
+        "review": version.review,
     }
 
 
@@ -108,6 +109,10 @@ def versions_table(rows: list[dict[str, Any]], title: str | None = None) -> Tabl
         table.add_column(column, justify=justify)
     for row in rows:
         decision = row["status"] + (" (production)" if row["is_production"] else "")
+        if row["review"] == "pending":
+            decision += " (awaiting approval)"
+        elif row["review"] == "declined":
+            decision += " (declined)"
         table.add_row(
             str(row["version"]),
             _or_dash(row["parent"]),

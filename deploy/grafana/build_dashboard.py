@@ -113,6 +113,10 @@ def panels() -> list[dict]:
             target(f"{PER_MODEL} (retain_production_version{{{SEL}}})", "{{model}}"),
         ], 0, 36, w=24, description="Annotated with every promotion and rollback", drawStyle="line",
             lineInterpolation="stepAfter"),
+        panel("stat", "Awaiting approval",
+              [target(f"{PER_MODEL} (retain_awaiting_approval{{{SEL}}})", "{{model}}")], 0, 44, w=8, h=4,
+              description="Accepted candidates waiting for `retain approve` or `retain reject` "
+                          "(registry.auto_promote = false)"),
     ]
     for number, item in enumerate(rows, start=1):
         item["id"] = number
