@@ -348,7 +348,7 @@ def hostile_corpus(inbox: Path, outside: Path, short: bool) -> list[tuple[str, s
     big_x[2, 2] = 1e38
     put("extreme-1e38.npz", npz(x=big_x, y=gy))
     put("wrong-shape.npz", npz(x=gx[:, :60], y=gy))
-    put("labels-out-of-range.npz", npz(x=gx, y=gy + 50))
+    put("labels-out-of-range.npz", npz(x=gx, y=gy + 5000))  # past model.max_classes (1000): new classes widen up to it
     put("labels-fractional.npz", npz(x=gx, y=gy + 0.5))
     put("no-labels.npz", npz(x=gx))
     put("strings.npz", npz(x=np.array([["a"] * 64] * 30), y=np.zeros(30, np.int64)))
