@@ -18,7 +18,7 @@ from pydantic.dataclasses import dataclass
 
 from retain.daemon.export import ExportFormat
 from retain.errors import RetainError
-from retain.registry.tables import DEFAULT_MODEL, MODEL_NAME_PATTERN
+from retain.registry.tables import DEFAULT_MODEL, MODEL_NAME_PATTERN, EventKind
 from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
 
 CONFIG_ENV = "RETAIN_CONFIG"
@@ -56,6 +56,28 @@ class PublishConfig(_Section):
     # <dir>/<model>/<version>/ and <dir>/<model>/current repointed (relative to workdir).
     dir: Path | None = None
     formats: list[ExportFormat] = Field(default_factory=lambda: [ExportFormat.SAFETENSORS], min_length=1)
+
+
+class WebhookConfig(_Section):
+    """One ``[[webhooks]]`` table: where to POST which events, signed with ``secret``."""
+
+    url: str = Field(pattern=r"^https?://")
+    events: list[EventKind] = Field(default_factory=lambda: list(EventKind), min_length=1)
+    # The HMAC-SHA256 key of X-Retain-Signature; secret_env names an environment variable
+    # holding it instead, to keep it out of the file.
+    secret: str = ""
+    secret_env: str = ""
+    max_attempts: int = Field(default=10, ge=1)
+    backoff_seconds: float = Field(default=5.0, gt=0)  # doubles after each failure, at most an hour
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    def signing_key(self) -> bytes:
+        if self.secret_env:
+            value = os.environ.get(self.secret_env)
+            if value is None:
+                raise ConfigError(f"webhook {self.url}: secret_env {self.secret_env} is not set")
+            return value.encode()
+        return self.secret.encode()
 
 
 class ModelConfig(_Section):
@@ -153,6 +175,7 @@ class Config(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
     model: ModelConfig = Field(default_factory=ModelConfig)  # a lone model: the model "default"
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     shift: ShiftThresholds = Field(default_factory=ShiftThresholds)
@@ -335,12 +358,14 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-def dump_config(sections: dict[str, dict[str, Any]]) -> str:
-    """TOML text for a config given as ``{section: {key: value}}`` (None values omitted)."""
+def dump_config(sections: dict[str, dict[str, Any] | list[dict[str, Any]]]) -> str:
+    """TOML text for a config given as ``{section: {key: value}}`` (a list of those: an array
+    of tables, ``[[section]]``; None values omitted)."""
     lines = ["# retain configuration; every key is described in deploy/retain.example.toml"]
     for section, values in sections.items():
-        lines.append(f"\n[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
+        for table in values if isinstance(values, list) else [values]:
+            lines.append(f"\n[[{section}]]" if isinstance(values, list) else f"\n[{section}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in table.items() if value is not None]
     text = "\n".join(lines) + "\n"
     tomllib.loads(text)  # what we write must read back
     return text

@@ -20,6 +20,7 @@ from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics, ServiceMetric
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
 from retain.daemon.watcher import InboxWatcher, NoInbox, is_candidate, signature
+from retain.daemon.webhooks import WebhookSender
 from retain.registry import (
     IN_FLIGHT,
     UNREAD_PREFIX,
@@ -344,6 +345,7 @@ class Service:
             self.watcher.start()
         outcomes: list[BatchOutcome] = []
         watchdog: Watchdog | None = None
+        sender: WebhookSender | None = None
         try:
             self.watcher.scan()
             for lineage in self.lineages.values():
@@ -361,6 +363,9 @@ class Service:
                     self.notifier, interval, lambda: self.last_progress, self.config.daemon.stuck_seconds
                 )
                 watchdog.start()
+            if not once:  # without webhooks it only marks events dispatched, so none pile up for a later one
+                sender = WebhookSender(self.registry, self.config.webhooks)
+                sender.start()
             log.info(
                 "daemon ready",
                 extra=fields(models=list(self.lineages), inbox=str(self.config.inbox), once=once, pid=os.getpid(),
@@ -396,6 +401,8 @@ class Service:
             self.notifier.stopping()
             if watchdog is not None:
                 watchdog.stop()
+            if sender is not None:
+                sender.stop()
             self._write_status(DaemonState.STOPPING, None, force=True)
             self.watcher.stop()
             self._write_status(DaemonState.STOPPED, None, force=True)

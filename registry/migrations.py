@@ -72,6 +72,13 @@ def _alias_key_per_model(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE alias_by_model RENAME TO alias"))
 
 
+def _create_outbox(connection: Connection) -> None:
+    from retain.registry.tables import OutboxEvent, WebhookDelivery
+
+    OutboxEvent.__table__.create(connection, checkfirst=True)
+    WebhookDelivery.__table__.create(connection, checkfirst=True)
+
+
 # Version 1 is the schema of registry.tables as first released (before the schema was
 # versioned). A change to the tables appends its step here.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -106,6 +113,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE model_version ADD COLUMN review_note VARCHAR",
         "CREATE INDEX ix_model_version_model_review ON model_version (model, review)",
     )),
+    # Webhooks: events written with what caused them, delivered from here.
+    Migration(6, "an outbox of events for webhooks", (), backfill=_create_outbox),
 )
 
 

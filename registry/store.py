@@ -29,6 +29,8 @@ from sqlmodel import Session, create_engine, select
 from retain.registry.details import VersionDetails
 from retain.registry.errors import AliasConflict, RegistryError, UnknownVersion
 from retain.registry.migrations import upgrade
+from retain.registry.outbox import batch_payload, emit, move_payload, version_payload
+from retain.registry import outbox
 from retain.registry.refs import ALIAS_PATTERN, VersionRef
 from retain.registry.tables import (
     DEFAULT_MODEL,
@@ -39,10 +41,14 @@ from retain.registry.tables import (
     AliasEvent,
     Batch,
     BatchState,
+    DeliveryState,
+    EventKind,
     ModelVersion,
+    OutboxEvent,
     Review,
     VersionFields,
     VersionStatus,
+    WebhookDelivery,
     utcnow,
 )
 
@@ -226,6 +232,7 @@ class Registry:
                           path=path, name=name, state=BatchState.INVALID, reason=reason)
             session.add(batch)
             session.flush()
+            emit(session, EventKind.BATCH_REJECTED, batch_payload(batch))
             return batch
 
     def batch_at(self, path: str) -> Batch | None:
@@ -277,6 +284,7 @@ class Registry:
                 for batch in session.exec(spent):
                     self._fail_dead(batch, max_attempts, now, "its lease expired")
                     session.add(batch)
+                    emit(session, EventKind.BATCH_FAILED, batch_payload(batch))
                 session.flush()
             # The oldest claimable batch of each model, oldest first. Aggregates, not ORDER BY id
             # LIMIT 1: that is read along the id index through every finished batch.
@@ -323,6 +331,7 @@ class Registry:
                 return None
             if batch.attempts >= max_attempts:
                 self._fail_dead(batch, max_attempts, now, "the process is gone")
+                emit(session, EventKind.BATCH_FAILED, batch_payload(batch))
             else:
                 batch.state, batch.lease_owner, batch.lease_expires = BatchState.PENDING, None, None
                 batch.updated_at = now
@@ -380,6 +389,9 @@ class Registry:
             batch.lease_expires = None
             batch.updated_at = utcnow()
             session.add(batch)
+            if state in (BatchState.INVALID, BatchState.FAILED):
+                kind = EventKind.BATCH_REJECTED if state == BatchState.INVALID else EventKind.BATCH_FAILED
+                emit(session, kind, batch_payload(batch))
             return batch
 
     def move_batch(self, batch_id: int, path: str, n_samples: int | None = None) -> None:
@@ -457,16 +469,21 @@ class Registry:
                 batch.state, batch.version, batch.reason = BatchState.DONE, final.version, None
                 batch.lease_owner, batch.lease_expires, batch.updated_at = None, None, utcnow()
                 session.add(batch)
+            for row in rows:
+                kind = EventKind.VERSION_REGISTERED if row.status == VersionStatus.ACCEPTED else EventKind.VERSION_REJECTED
+                emit(session, kind, version_payload(row))
             moved = False
             if promote_index is not None:
                 current = self._alias_row(session, PRODUCTION)
                 if current is None:
-                    self._create_alias(session, PRODUCTION, final.version, actor, "initial version")
+                    move = self._create_alias(session, PRODUCTION, final.version, actor, "initial version")
                     moved = True
                 elif current.version == final.parent:
-                    self._move_alias(session, PRODUCTION, final.parent, final.version, actor, AliasAction.AUTO_PROMOTE,
-                                     "accepted by the forgetting gate")
+                    move = self._move_alias(session, PRODUCTION, final.parent, final.version, actor,
+                                            AliasAction.AUTO_PROMOTE, "accepted by the forgetting gate")
                     moved = True
+                if moved:
+                    emit(session, EventKind.VERSION_PROMOTED, move_payload(move, final))
             return rows, moved
 
     def _mine(self, table):
@@ -614,10 +631,14 @@ class Registry:
                 session.add(target)
             current = self._alias_row(session, PRODUCTION)
             if current is None:
-                return self._create_alias(session, PRODUCTION, number, actor, reason)
-            if current.version == number:
+                move = self._create_alias(session, PRODUCTION, number, actor, reason)
+            elif current.version == number:
                 raise RegistryError(f"version {number} is already {self.model!r}'s production")
-            return self._move_alias(session, PRODUCTION, current.version, number, actor, AliasAction.PROMOTE, reason)
+            else:
+                move = self._move_alias(session, PRODUCTION, current.version, number, actor, AliasAction.PROMOTE,
+                                        reason)
+            emit(session, EventKind.VERSION_PROMOTED, move_payload(move, target))
+            return move
 
     def awaiting_approval(self) -> list[ModelVersion]:
         """Accepted candidates waiting for ``approve`` or ``reject``, oldest first."""
@@ -652,7 +673,9 @@ class Registry:
                     "reject it (or move production to it with `retain promote`)")
             row.review, row.review_note = Review.APPROVED, self._note("approved", actor, reason)
             session.add(row)
-            return self._move_alias(session, PRODUCTION, current.version, number, actor, AliasAction.APPROVE, reason)
+            move = self._move_alias(session, PRODUCTION, current.version, number, actor, AliasAction.APPROVE, reason)
+            emit(session, EventKind.VERSION_PROMOTED, move_payload(move, row))
+            return move
 
     def decline(self, number: int, actor: str, reason: str) -> ModelVersion:
         """Close an awaiting candidate without promoting it."""
@@ -725,8 +748,10 @@ class Registry:
                                         "use promote to move production to it")
                 if to is None or frame.to_version == to:
                     break
-            return self._move_alias(session, PRODUCTION, current.version, frame.to_version, actor,
+            move = self._move_alias(session, PRODUCTION, current.version, frame.to_version, actor,
                                     AliasAction.ROLLBACK, reason, below=frame.below_event)
+            emit(session, EventKind.VERSION_ROLLED_BACK, move_payload(move, self._version_row(session, move.to_version)))
+            return move
 
     def _top_frame(self, session: Session, name: str) -> AliasEvent | None:
         """The move that put the alias where it is: the top of its stack."""
@@ -766,3 +791,62 @@ class Registry:
         session.add(record)
         session.flush()
         return record
+
+    # ------------------------------------------------------------------ outbox
+
+    def dispatch_events(self, targets: list[tuple[str, frozenset[str]]], limit: int = 100) -> int:
+        """Fan recorded events out to the webhooks ``targets`` (url, kinds it wants), once each:
+        the event is marked dispatched in the transaction that queues its deliveries."""
+        with self._transaction() as session:
+            query = select(OutboxEvent).where(OutboxEvent.dispatched.is_(False)).order_by(OutboxEvent.id).limit(limit)
+            if not self.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            events = list(session.exec(query))
+            for event in events:
+                session.add_all(outbox.deliveries_for(event, targets))
+                event.dispatched = True
+                session.add(event)
+            return len(events)
+
+    def claim_deliveries(self, lease_seconds: float, limit: int = 20) -> list[tuple[WebhookDelivery, OutboxEvent]]:
+        """Deliveries due now, each leased to the caller (``sending``) with its attempt counted."""
+        now = utcnow()
+        with self._transaction() as session:
+            query = outbox.due(now).limit(limit)
+            if not self.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            claimed = []
+            for delivery in session.exec(query):
+                delivery.state, delivery.attempts = DeliveryState.SENDING, delivery.attempts + 1
+                delivery.next_attempt_at = outbox.lease_until(now, lease_seconds)
+                session.add(delivery)
+                claimed.append((delivery, session.get(OutboxEvent, delivery.event_id)))
+            return claimed
+
+    def delivery_succeeded(self, delivery_id: int) -> None:
+        with self._transaction() as session:
+            delivery = session.get(WebhookDelivery, delivery_id)
+            delivery.state, delivery.delivered_at, delivery.last_error = DeliveryState.DELIVERED, utcnow(), None
+            session.add(delivery)
+
+    def delivery_failed(self, delivery_id: int, error: str, max_attempts: int, backoff_seconds: float) -> WebhookDelivery:
+        """Try again after a backoff, or give up (``failed``) after ``max_attempts``."""
+        with self._transaction() as session:
+            delivery = session.get(WebhookDelivery, delivery_id)
+            delivery.last_error = error[:500]
+            if delivery.attempts >= max_attempts:
+                delivery.state = DeliveryState.FAILED
+            else:
+                delivery.state = DeliveryState.PENDING
+                delivery.next_attempt_at = utcnow() + outbox.backoff(delivery.attempts, backoff_seconds)
+            session.add(delivery)
+            return delivery
+
+    def count_deliveries(self, states: tuple[str, ...]) -> int:
+        return self._count(WebhookDelivery, WebhookDelivery.state.in_(states))
+
+    def deliveries(self, states: tuple[str, ...], limit: int | None = None) -> list[tuple[WebhookDelivery, OutboxEvent]]:
+        """Deliveries in ``states`` with their events, the newest last."""
+        query = (select(WebhookDelivery, OutboxEvent).join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+                 .where(WebhookDelivery.state.in_(states)))
+        return [tuple(pair) for pair in self._last(query, WebhookDelivery.id, limit)]

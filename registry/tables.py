@@ -168,6 +168,55 @@ class AliasEvent(SQLModel, table=True):
     below_event: int | None = None
 
 
+class EventKind(StrEnum):
+    """What a webhook can be told of."""
+
+    VERSION_REGISTERED = "version.registered"  # a candidate the gate accepted
+    VERSION_REJECTED = "version.rejected"  # a candidate the gate refused
+    VERSION_PROMOTED = "version.promoted"  # production moved forward (auto, promote, approve)
+    VERSION_ROLLED_BACK = "version.rolled_back"
+    BATCH_REJECTED = "batch.rejected"  # the file was refused
+    BATCH_FAILED = "batch.failed"  # out of attempts
+
+
+class OutboxEvent(SQLModel, table=True):
+    """An event, written in the transaction that made it happen; fanned out to the webhooks
+    configured when a daemon reads it (``dispatched``)."""
+
+    __tablename__ = "outbox_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=36)  # the idempotency key every delivery of it carries
+    kind: str  # an EventKind
+    model: str | None = None
+    payload: str  # JSON
+    dispatched: bool = Field(default=False, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # out of attempts
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one webhook: tried until it is answered 2xx or runs out of attempts."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_state_due", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(foreign_key="outbox_event.id")
+    url: str
+    state: str = DeliveryState.PENDING  # a DeliveryState
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
 class SchemaVersion(SQLModel, table=True):
     """One row: the version of the schema these tables are at (``registry.migrations``)."""
 

@@ -419,6 +419,22 @@ def reject(
     out.print(f"{row.model}@{row.version} rejected: {row.review_note}", soft_wrap=True)
 
 
+@app.command()
+def webhooks(
+    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = SCREENFUL, show_all: AllOption = False,
+    delivered: Annotated[bool, typer.Option("--delivered", help="Show delivered ones too.")] = False,
+) -> None:
+    """Webhook deliveries still pending, being sent, or failed (out of attempts)."""
+    from retain.registry.tables import DeliveryState
+    from retain.views import deliveries_table, delivery_row
+
+    registry = open_registry(ctx.obj.config())
+    states = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.FAILED,
+              *([DeliveryState.DELIVERED] if delivered else []))
+    rows = [delivery_row(d, e) for d, e in registry.deliveries(states, limit=page(limit, show_all))]
+    print_listing(rows, as_json, deliveries_table, registry.count_deliveries(states), "deliveries")
+
+
 alias_app = typer.Typer(help="Aliases other than production (challenger, staging, …).", no_args_is_help=True)
 app.add_typer(alias_app, name="alias")
 

@@ -165,6 +165,25 @@ def models_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def delivery_row(delivery, event) -> dict[str, Any]:
+    return {
+        "id": delivery.id, "url": delivery.url, "event": event.kind, "key": event.key, "model": event.model,
+        "state": delivery.state, "attempts": delivery.attempts, "next_attempt_at": iso(delivery.next_attempt_at),
+        "last_error": delivery.last_error, "created_at": iso(event.created_at),
+        "delivered_at": iso(delivery.delivered_at),
+    }
+
+
+def deliveries_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Webhook deliveries")
+    for column in ("id", "event", "model", "url", "state", "attempts", "next try", "last error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row["id"]), row["event"], _or_dash(row["model"]), row["url"], row["state"],
+                      str(row["attempts"]), _or_dash(row["next_attempt_at"]), _or_dash(row["last_error"]))
+    return table
+
+
 def history_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Alias history")
     for column in ("at", "alias", "action", "from", "to", "actor", "reason"):

@@ -49,7 +49,7 @@ def write_config(workdir: Path, **sections: dict) -> Path:
         small = base.pop("model")
         sections = {**sections, "models": {name: {**small, **table} for name, table in sections["models"].items()}}
     for name, values in sections.items():
-        base[name] = {**base.get(name, {}), **values}
+        base[name] = values if isinstance(values, list) else {**base.get(name, {}), **values}
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "retain.toml"
     path.write_text(dump_config(base))
