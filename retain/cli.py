@@ -629,6 +629,65 @@ def predict(
 
 
 @app.command()
+def check(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Data file (.npz, .pt, .csv, .parquet); labels optional.")],
+    as_json: JsonOption = False,
+    model: ModelOption = None,
+) -> None:
+    """How far a batch has shifted from what production knows, without training or writing
+    anything. Without labels: the feature MMD, and production's prediction histogram on the
+    file against its histogram on the replay memory."""
+    from retain.daemon.loading import BatchRejected, DataSpec, load_batch
+    from retain.daemon.versions import load_memory, load_model, open_artifacts, spec_of
+    from retain.strategies.measure import measure_batch, measure_unlabelled
+
+    config, registry, _ = ctx.obj.lineage(model)
+    use_threads(config)
+    production = registry.production()
+    if production is None:
+        from retain.daemon.pipeline import no_production
+
+        fail(no_production(config))
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    artifacts = open_artifacts(config)
+    spec = spec_of(production)
+    width = max(spec.num_classes, config.model.max_classes)
+    try:
+        loaded = load_batch(file, DataSpec(spec.input_shape, width, limits=config.data), require_labels=False)
+    except BatchRejected as exc:
+        fail(f"{file}: {exc.reason}")
+    network, memory = load_model(production, artifacts), load_memory(production, artifacts)
+    seed = int(loaded.sha256[:8], 16)
+    labelled = loaded.y is not None
+    if labelled:
+        report = measure_batch(network, spec.head, memory, loaded.x, loaded.y, spec.num_classes, config.shift, seed)
+    else:
+        report = measure_unlabelled(network, spec.head, memory, loaded.x, spec.num_classes, config.shift, seed)
+    payload = {
+        "model": production.model, "production_version": production.version, "file": str(file),
+        "labelled": labelled, "severity": report.severity, "mmd2": report.mmd2, "p_value": report.p_value,
+        "label_distance" if labelled else "prediction_distance": report.label_distance,
+        "novel_classes": list(report.novel_classes), "accuracy_reference": report.accuracy_reference,
+        "accuracy_batch": report.accuracy_batch if labelled else None, "n_batch": report.n_batch,
+        "reasons": list(report.reasons),
+    }
+    if as_json:
+        emit_json(payload)
+        return
+    distance = (f"label distance {report.label_distance:.3f}" if labelled
+                else f"prediction distance {report.label_distance:.3f} (no labels)")
+    out.print(f"{file.name} against {production.model}@{production.version}: {report.severity} "
+              f"(MMD² {report.mmd2:.4g}, p {report.p_value:.3g}, {distance}, {report.n_batch} samples)", soft_wrap=True)
+    if labelled:
+        out.print(f"production accuracy: audit {report.accuracy_reference:.4f}, this file {report.accuracy_batch:.4f}"
+                  + (f"; novel classes {list(report.novel_classes)}" if report.novel_classes else ""))
+    for reason in report.reasons:
+        out.print(f"  {reason}")
+
+
+@app.command()
 def export(
     ctx: typer.Context,
     version: Annotated[str, typer.Argument(help="Version: NAME@production, NAME@7, 7, production.")],

@@ -12,8 +12,11 @@ from retain.strategies.shift import (
     ShiftEvidence,
     ShiftReport,
     ShiftThresholds,
+    classify_severity,
+    label_distance,
     linear_probe_accuracy,
     measure_shift,
+    mmd_permutation_test,
 )
 
 
@@ -64,3 +67,34 @@ def measure_batch(
         ),
     )
     return measure_shift(evidence, thresholds, seed)
+
+
+def measure_unlabelled(
+    model: nn.Module,
+    head: str,
+    memory: ReplayMemory,
+    x: torch.Tensor,
+    num_classes: int,
+    thresholds: ShiftThresholds,
+    seed: int = 0,
+) -> ShiftReport:
+    """The shift of a batch without labels: MMD on penultimate features, and in place of the
+    label distance the distance between the production model's prediction histograms on the
+    batch and on the replay memory (a drift in what it predicts). No novel classes and no
+    accuracy drop can be seen without labels; the report's accuracies are production's on
+    the audit set, on both sides."""
+    reference_features, reference_logits = features_and_logits(model, head, memory.x)
+    audit_x, audit_y = memory.audit_set()
+    _, audit_logits = features_and_logits(model, head, audit_x)
+    batch_features, batch_logits = features_and_logits(model, head, x)
+    if not (torch.isfinite(batch_features).all() and torch.isfinite(batch_logits).all()):
+        raise UnusableBatch("the production model's features overflow on this batch: scale the features")
+    audit_accuracy = accuracy(audit_logits, audit_y)
+    mmd = mmd_permutation_test(reference_features, batch_features, permutations=thresholds.permutations,
+                               max_samples=thresholds.max_samples, seed=seed)
+    distance = label_distance(reference_logits.argmax(1), batch_logits.argmax(1), num_classes)
+    severity, reasons = classify_severity(mmd.p_value, distance, (), 0.0, thresholds)
+    return ShiftReport(mmd2=mmd.statistic, p_value=mmd.p_value, label_distance=distance, novel_classes=(),
+                       accuracy_reference=audit_accuracy, accuracy_batch=audit_accuracy,
+                       n_reference=len(reference_features), n_batch=len(batch_features), severity=severity,
+                       reasons=reasons)
