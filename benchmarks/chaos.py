@@ -209,7 +209,7 @@ def check_invariants(config: Path, dropped: dict[str, str], check: Check) -> dic
         check.expect(len(predictions) == min(50, len(memory.x)), "production does not predict")
     temp = [str(p) for p in settings.workdir.rglob(".*.tmp")]
     check.expect(not temp, f"temporary files left: {temp}")
-    inbox_left = [p.name for p in settings.inbox.iterdir()] if settings.inbox.exists() else []
+    inbox_left = [p.name for p in settings.inbox.iterdir() if not p.is_dir()] if settings.inbox.exists() else []
     check.expect(not inbox_left, f"files left in the inbox: {inbox_left}")
     registry.close()
     return {

@@ -263,6 +263,16 @@ class Config(_Section):
         return self.inbox_root / name if len(self.model_names) > 1 else self.inbox_root
 
     @property
+    def unlabelled_inbox(self) -> Path:
+        """Files dropped here are checked for shift against production, not trained on."""
+        return self.inbox / "unlabelled"
+
+    @property
+    def checked_dir(self) -> Path:
+        """Where checked unlabelled files go, each with its report beside it."""
+        return self.workdir / "checked"
+
+    @property
     def processed_dir(self) -> Path:
         return self.workdir / "processed"
 

@@ -132,6 +132,18 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_depth = Gauge("retain_queue_depth", "Batches pending or in progress", m, registry=r)
+        self.check_shift_score = Gauge(
+            "retain_check_shift_score", "MMD² of the last unlabelled file checked (inbox/NAME/unlabelled/)", m,
+            registry=r)
+        self.check_pvalue = Gauge("retain_check_pvalue", "Permutation p-value of the last unlabelled check", m,
+                                  registry=r)
+        self.check_prediction_distance = Gauge(
+            "retain_check_prediction_distance_ratio",
+            "Total variation between production's predictions on the last unlabelled file and on its replay memory",
+            m, registry=r)
+        self.check_timestamp = Gauge("retain_check_timestamp_seconds", "Unix time of the last unlabelled check", m,
+                                     registry=r)
+        self.checks = Counter("retain_checks", "Unlabelled files checked, by severity", [*m, "severity"], registry=r)
         self.awaiting_approval = Gauge(
             "retain_awaiting_approval", "Accepted candidates waiting for retain approve (auto_promote off)", m,
             registry=r)
@@ -171,12 +183,14 @@ class ModelMetrics:
         for name in ("shift_score", "shift_pvalue", "forgetting", "production_forgetting",
                      "production_forgetting_limit", "gate_max_forgetting", "gate_max_forgetting_new_classes",
                      "training_duration", "batch_latency", "queue_depth", "awaiting_approval", "production_version",
+                     "check_shift_score", "check_pvalue", "check_prediction_distance", "check_timestamp",
                      "replay_samples",
                      "last_batch"):
             setattr(self, name, getattr(service, name).labels(model=model))
         self.batches = _ForModel(service.batches, model)
         self.candidates = _ForModel(service.candidates, model)
         self.batch_forgetting = _ForModel(service.batch_forgetting, model)
+        self.checks = _ForModel(service.checks, model)
         self.old_accuracy = _ForModel(service.old_accuracy, model)
         self.new_accuracy = _ForModel(service.new_accuracy, model)
         self.stall_threshold = service.stall_threshold

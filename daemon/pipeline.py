@@ -4,6 +4,7 @@ report. This is where ``strategies`` and ``registry`` meet."""
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import time
@@ -37,8 +38,9 @@ from retain.registry import (
     VersionStatus,
     as_utc,
     atomic_copy,
+    atomic_write,
 )
-from retain.strategies.measure import UnusableBatch, measure_batch
+from retain.strategies.measure import UnusableBatch, measure_batch, measure_unlabelled
 from retain.strategies.models import head_module
 from retain.strategies.policy import Choice, ShiftHistoryEntry
 from retain.strategies.replay import ReplayMemory
@@ -117,8 +119,12 @@ def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
     name, fsynced, renamed into place and only then removed from the inbox, so a crash
     leaves it in the inbox (and the move is redone at the next start), never lost.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    target = unique_destination(directory, batch_id, name)
+    return move_to(source, unique_destination(directory, batch_id, name))
+
+
+def move_to(source: Path, target: Path) -> Path:
+    """``move_file`` to a path of the caller's choosing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     if not source.exists():
         return target
     try:
@@ -202,6 +208,41 @@ class Pipeline:
             self.metrics.production_forgetting.set(production.forgetting or 0.0)
             limit = production.version_details().forgetting_limit
             self.metrics.production_forgetting_limit.set(self.config.gate.max_forgetting if limit is None else limit)
+
+    def check_unlabelled(self, path: Path) -> ShiftReport | None:
+        """A file from the model's ``unlabelled/`` folder: its shift against production, as
+        metrics and a report beside the file in ``checked/``; no training, no registry row.
+        A file that cannot be read is moved there too, with the reason as its report."""
+        production, model, memory = self.production()
+        spec = spec_of(production)
+        report: ShiftReport | None = None
+        try:
+            loaded = load_batch(path, self.data_spec(spec), require_labels=False)
+            report = measure_unlabelled(model, spec.head, memory, loaded.x, spec.num_classes, self.config.shift,
+                                        batch_seed(loaded.sha256))
+            result = {"severity": report.severity, "mmd2": report.mmd2, "p_value": report.p_value,
+                      "prediction_distance": report.label_distance, "n": report.n_batch,
+                      "reasons": list(report.reasons)}
+        except (BatchRejected, UnusableBatch) as exc:
+            result = {"error": exc.reason if isinstance(exc, BatchRejected) else str(exc)}
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        folder = self.config.checked_dir / self.config.model_name
+        target = move_to(path, folder / fitted_name(f"{stamp}-{path.name}", _MAX_NAME_BYTES - 5))
+        card = {"file": path.name, "model": production.model, "production_version": production.version, **result}
+        atomic_write(target.with_name(target.name + ".json"), lambda handle: handle.write(json.dumps(card).encode()))
+        if report is None:
+            log.warning("unlabelled file rejected", extra=self._fields(file=str(path), reason=result["error"]))
+            return None
+        self.metrics.check_shift_score.set(report.mmd2)
+        self.metrics.check_pvalue.set(report.p_value)
+        self.metrics.check_prediction_distance.set(report.label_distance)
+        self.metrics.check_timestamp.set_to_current_time()
+        self.metrics.checks.labels(severity=report.severity).inc()
+        log.info("unlabelled file checked", extra=self._fields(file=str(path), severity=report.severity,
+                                                               mmd2=round(report.mmd2, 5),
+                                                               p_value=round(report.p_value, 4),
+                                                               prediction_distance=round(report.label_distance, 3)))
+        return report
 
     def _finished(self, batch: Batch) -> None:
         self.metrics.last_batch.set_to_current_time()

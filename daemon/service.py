@@ -47,7 +47,8 @@ def display_name(path: Path) -> str:
 
 
 def ensure_workdir(config: Config) -> None:
-    models = [config.for_model(name).inbox for name in config.model_names]
+    scoped = [config.for_model(name) for name in config.model_names]
+    models = [folder for one in scoped for folder in (one.inbox, one.unlabelled_inbox)]
     for directory in (config.workdir, config.inbox_root, *models, config.processed_dir, config.rejected_dir,
                       config.artifacts_dir):
         directory.mkdir(parents=True, exist_ok=True)
@@ -96,10 +97,11 @@ class Service:
         self.lineages = {name: self._lineage(config.for_model(name), on_progress)
                          for name in (models or config.model_names)}
         self._by_folder = {lineage.config.inbox.resolve(): lineage for lineage in self.lineages.values()}
+        self._unlabelled = {lineage.config.unlabelled_inbox.resolve(): lineage for lineage in self.lineages.values()}
         # Files left directly in an inbox shared by several models belong to none: watched, to
         # be refused with the folders they belong in (by the daemon that serves them all).
         self.shared_inbox = config.inbox_root.resolve() if models is None and len(config.model_names) > 1 else None
-        folders = [*self._by_folder, *([self.shared_inbox] if self.shared_inbox else [])]
+        folders = [*self._by_folder, *self._unlabelled, *([self.shared_inbox] if self.shared_inbox else [])]
         self.watcher: InboxWatcher | NoInbox = (
             InboxWatcher(folders, config.daemon.settle_seconds, rejected=config.rejected_dir) if watch
             else NoInbox(self.stop_requested)
@@ -155,6 +157,9 @@ class Service:
             return  # directories, FIFOs, sockets: never batches
         if path.parent == self.watcher.rejected:
             self._register_rewritten_reject(path)
+            return
+        if path.parent.resolve() in self._unlabelled:
+            self._unlabelled[path.parent.resolve()].pipeline.check_unlabelled(path)
             return
         lineage = self._by_folder.get(path.parent.resolve())
         if lineage is None:

@@ -41,7 +41,7 @@ def test_files_dropped_into_the_inbox_become_registered_versions(workspace, digi
 
     assert [r["state"] for r in rows] == ["done", "done"]
     assert all(Path(r["path"]).parent.name == "processed" and Path(r["path"]).exists() for r in rows)
-    assert not list(inbox(workspace).iterdir())
+    assert not [p for p in inbox(workspace).iterdir() if not p.is_dir()]  # the unlabelled/ folder stays
     listed = versions(workspace)
     assert [v["version"] for v in listed] == [1, 2, 3]
     assert {v["batch"] for v in listed[1:]} == {r["id"] for r in rows}
@@ -73,7 +73,7 @@ def test_an_inbox_on_another_file_system_is_emptied_into_processed_and_rejected(
     assert {name: r["state"] for name, r in rows.items()} == {"000001-bad.npz": "rejected", "000002-good.npz": "done"}
     assert Path(rows["000002-good.npz"]["path"]).read_bytes() == good
     assert Path(rows["000001-bad.npz"]["path"]).read_bytes() == bad
-    assert not list(other_file_system.iterdir())
+    assert not [p for p in other_file_system.iterdir() if not p.is_dir()]
 
 
 def test_bad_files_are_rejected_with_reasons_and_the_daemon_keeps_running(workspace, digit_data):
@@ -135,7 +135,7 @@ def test_run_once_processes_files_that_arrived_while_the_daemon_was_down(workspa
     result = retain(workspace, "run", "--once")
     assert result.returncode == 0
     assert [r["state"] for r in batches(workspace)] == ["done", "done"]
-    assert sorted(p.name for p in inbox(workspace).iterdir()) == [".hidden.npz", "partial.npz.part"]
+    assert sorted(p.name for p in inbox(workspace).iterdir() if not p.is_dir()) == [".hidden.npz", "partial.npz.part"]
 
 
 def test_sigterm_during_training_requeues_the_batch_for_the_next_start(workspace, digit_data):

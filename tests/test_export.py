@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from conftest import digits, retain
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_export_writes_each_format_with_a_model_card_that_matches_the_model(workspace, tmp_path):
     out = tmp_path / "served"
     result = retain(workspace, "export", "default@production", "--out", str(out),

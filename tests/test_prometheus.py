@@ -134,6 +134,7 @@ def monitored(monitored_workspace, digit_data, tmp_path_factory):
         drop_atomically(npz_bytes(x[500:650], y[500:650]), inbox, "one.npz")
         wait_for_batches(workspace, 1)
         wait_for(scraped_production(2), timeout=30, message="a scrape of version 2")
+        drop_atomically(npz_bytes(1.0 - x[650:800], y[650:800]), inbox / "unlabelled", "camera.npz")  # checked only
         drop_atomically(npz_bytes(x[650:800], y[650:800]), inbox, "two.npz")
         drop_atomically(b"not an archive", inbox, "bad.npz")
         wait_for_batches(workspace, 3)

@@ -117,6 +117,11 @@ def panels() -> list[dict]:
               [target(f"{PER_MODEL} (retain_awaiting_approval{{{SEL}}})", "{{model}}")], 0, 44, w=8, h=4,
               description="Accepted candidates waiting for `retain approve` or `retain reject` "
                           "(registry.auto_promote = false)"),
+        panel("timeseries", "Unlabelled files: drift without training", [
+            target(f"retain_check_shift_score{{{SEL}}}", "{{model}} MMD² ({{instance}})"),
+            target(f"retain_check_prediction_distance_ratio{{{SEL}}}", "{{model}} prediction distance ({{instance}})"),
+            target(f"retain_check_pvalue{{{SEL}}}", "{{model}} p-value ({{instance}})"),
+        ], 8, 44, w=16, h=8, description="Files dropped into inbox/NAME/unlabelled/, checked against production"),
     ]
     for number, item in enumerate(rows, start=1):
         item["id"] = number
