@@ -470,8 +470,9 @@ class Registry:
                 batch.lease_owner, batch.lease_expires, batch.updated_at = None, None, utcnow()
                 session.add(batch)
             for row in rows:
-                kind = EventKind.VERSION_REGISTERED if row.status == VersionStatus.ACCEPTED else EventKind.VERSION_REJECTED
-                emit(session, kind, version_payload(row))
+                accepted = row.status == VersionStatus.ACCEPTED
+                emit(session, EventKind.VERSION_REGISTERED if accepted else EventKind.VERSION_REJECTED,
+                     version_payload(row))
             moved = False
             if promote_index is not None:
                 current = self._alias_row(session, PRODUCTION)
@@ -750,7 +751,8 @@ class Registry:
                     break
             move = self._move_alias(session, PRODUCTION, current.version, frame.to_version, actor,
                                     AliasAction.ROLLBACK, reason, below=frame.below_event)
-            emit(session, EventKind.VERSION_ROLLED_BACK, move_payload(move, self._version_row(session, move.to_version)))
+            target = self._version_row(session, move.to_version)
+            emit(session, EventKind.VERSION_ROLLED_BACK, move_payload(move, target))
             return move
 
     def _top_frame(self, session: Session, name: str) -> AliasEvent | None:
@@ -829,7 +831,9 @@ class Registry:
             delivery.state, delivery.delivered_at, delivery.last_error = DeliveryState.DELIVERED, utcnow(), None
             session.add(delivery)
 
-    def delivery_failed(self, delivery_id: int, error: str, max_attempts: int, backoff_seconds: float) -> WebhookDelivery:
+    def delivery_failed(
+        self, delivery_id: int, error: str, max_attempts: int, backoff_seconds: float
+    ) -> WebhookDelivery:
         """Try again after a backoff, or give up (``failed``) after ``max_attempts``."""
         with self._transaction() as session:
             delivery = session.get(WebhookDelivery, delivery_id)
@@ -845,7 +849,9 @@ class Registry:
     def count_deliveries(self, states: tuple[str, ...]) -> int:
         return self._count(WebhookDelivery, WebhookDelivery.state.in_(states))
 
-    def deliveries(self, states: tuple[str, ...], limit: int | None = None) -> list[tuple[WebhookDelivery, OutboxEvent]]:
+    def deliveries(
+        self, states: tuple[str, ...], limit: int | None = None
+    ) -> list[tuple[WebhookDelivery, OutboxEvent]]:
         """Deliveries in ``states`` with their events, the newest last."""
         query = (select(WebhookDelivery, OutboxEvent).join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
                  .where(WebhookDelivery.state.in_(states)))

@@ -182,7 +182,7 @@ def test_a_file_name_that_is_not_utf8_is_rejected_once_naming_it(fast, digit_dat
     [batch] = daemon.registry.batches()
     assert batch.state == "rejected" and batch.reason.startswith("caf\\xe9.npz: file name is not valid UTF-8")
     assert Path(batch.path).name == "000001-caf\\xe9.npz" and Path(batch.path).is_file()
-    assert os.listdir(os.fsencode(inbox(fast))) == [b"unlabelled"]  # the file is gone; the folder for unlabelled files stays
+    assert os.listdir(os.fsencode(inbox(fast))) == [b"unlabelled"]  # the file is gone; unlabelled/ stays
 
 
 def test_a_250_byte_file_name_is_processed_under_a_name_that_fits(fast, digit_data):
