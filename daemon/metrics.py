@@ -119,11 +119,15 @@ class ServiceMetrics:
         )
         self.training_duration = Histogram(
             "retain_training_duration_seconds",
-            "Time to train one candidate",
-            m,
+            "Time to train one candidate, by strategy",
+            [*m, "strategy"],
             buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r,
         )
+        self.training_steps = Counter("retain_training_steps", "Optimizer steps taken training candidates",
+                                      [*m, "strategy"], registry=r)
+        self.training_samples = Counter("retain_training_samples", "Samples seen training candidates (rehearsal too)",
+                                        [*m, "strategy"], registry=r)
         self.batch_latency = Histogram(
             "retain_batch_latency_seconds",
             "Time from a file's arrival to its batch finishing",
@@ -182,7 +186,7 @@ class ModelMetrics:
         self.recent_batches = service.recent_batches
         for name in ("shift_score", "shift_pvalue", "forgetting", "production_forgetting",
                      "production_forgetting_limit", "gate_max_forgetting", "gate_max_forgetting_new_classes",
-                     "training_duration", "batch_latency", "queue_depth", "awaiting_approval", "production_version",
+                     "batch_latency", "queue_depth", "awaiting_approval", "production_version",
                      "check_shift_score", "check_pvalue", "check_prediction_distance", "check_timestamp",
                      "replay_samples",
                      "last_batch"):
@@ -191,6 +195,9 @@ class ModelMetrics:
         self.candidates = _ForModel(service.candidates, model)
         self.batch_forgetting = _ForModel(service.batch_forgetting, model)
         self.checks = _ForModel(service.checks, model)
+        self.training_duration = _ForModel(service.training_duration, model)
+        self.training_steps = _ForModel(service.training_steps, model)
+        self.training_samples = _ForModel(service.training_samples, model)
         self.old_accuracy = _ForModel(service.old_accuracy, model)
         self.new_accuracy = _ForModel(service.new_accuracy, model)
         self.stall_threshold = service.stall_threshold

@@ -374,7 +374,10 @@ class Pipeline:
     def _log_candidate(self, batch: Batch) -> Callable[[Candidate], None]:
         def report(candidate: Candidate) -> None:
             gate, outcome = candidate.gate, candidate.verdict
-            self.metrics.training_duration.observe(candidate.duration)
+            strategy = candidate.choice.strategy
+            self.metrics.training_duration.labels(strategy=strategy).observe(candidate.duration)
+            self.metrics.training_steps.labels(strategy=strategy).inc(candidate.optimizer_steps)
+            self.metrics.training_samples.labels(strategy=strategy).inc(candidate.samples_seen)
             self.metrics.candidates.labels(strategy=candidate.choice.strategy, decision=outcome.decision).inc()
             log.info(
                 "candidate gated",
@@ -383,7 +386,8 @@ class Pipeline:
                                    forgetting_stderr=round(gate.forgetting_stderr, 4),
                                    acc_new_candidate=round(gate.acc_new_candidate, 4),
                                    acc_new_production=round(gate.acc_new_production, 4),
-                                   training_seconds=round(candidate.duration, 2)),
+                                   training_seconds=round(candidate.duration, 2),
+                                   optimizer_steps=candidate.optimizer_steps, samples_seen=candidate.samples_seen),
             )
 
         return report
@@ -485,6 +489,9 @@ class Pipeline:
             forgetting_limit=candidate.verdict.forgetting_limit,
             forgetting_stderr=gate.forgetting_stderr,
             training_seconds=round(candidate.duration, 3),
+            optimizer_steps=candidate.optimizer_steps,
+            samples_seen=candidate.samples_seen,
+            device=self.config.training.resolved_device(),
             n_train=len(step.train[1]),
             n_holdout=len(step.holdout[1]),
             is_fallback=candidate is not step.candidates[0],

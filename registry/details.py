@@ -83,6 +83,10 @@ class VersionDetails:
     forgetting_limit: float | None = None
     forgetting_stderr: float | None = None
     training_seconds: float | None = None
+    # The candidate's compute: optimizer steps taken, samples in them (rehearsal included), where.
+    optimizer_steps: int | None = None
+    samples_seen: int | None = None
+    device: str | None = None
     n_train: int | None = None
     n_holdout: int | None = None
     is_fallback: bool | None = None
@@ -113,6 +117,9 @@ class VersionDetails:
             forgetting_limit=data.get("forgetting_limit"),
             forgetting_stderr=data.get("forgetting_stderr"),
             training_seconds=data.get("training_seconds"),
+            optimizer_steps=data.get("optimizer_steps"),
+            samples_seen=data.get("samples_seen"),
+            device=data.get("device"),
             n_train=data.get("n_train"),
             n_holdout=data.get("n_holdout"),
             is_fallback=data.get("is_fallback"),

@@ -354,6 +354,10 @@ def show(
             f"  audit batch {group.batch}: production {group.production:.3f}, "
             f"candidate {group.candidate:.3f}, forgetting {group.forgetting:+.3f} (n={group.n})"
         )
+    if details.training_seconds is not None:
+        steps = "" if details.optimizer_steps is None else f", {details.optimizer_steps} optimizer steps over " \
+            f"{details.samples_seen} samples"
+        out.print(f"compute: {details.training_seconds:.2f} s{steps} on {details.device or '?'}")
     out.print(f"rationale: {row['rationale']}")
     for reason in row["decision_reasons"]:
         out.print(f"gate: {reason}")

@@ -38,7 +38,14 @@ def version_row(version: ModelVersion, production: int | None) -> dict[str, Any]
         "created_at": iso(version.created_at),
         "is_production": version.version == production,
         "review": version.review,
+        **_compute(version),
     }
+
+
+def _compute(version: ModelVersion) -> dict[str, Any]:
+    details = version.version_details()
+    return {"training_seconds": details.training_seconds, "optimizer_steps": details.optimizer_steps,
+            "samples_seen": details.samples_seen, "device": details.device}
 
 
 def version_detail(version: ModelVersion, production: int | None, lineage: list[int]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ with ``torch.func`` (``functional_call`` and ``grad``): no ``higher`` or ``learn
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -24,8 +25,10 @@ from retain.strategies.training import rehearsal_plugins, run_template
 Task = tuple[torch.Tensor, torch.Tensor]
 
 
-def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed: int = 0) -> nn.Module:
-    """Move ``model``'s parameters, in place, to a Reptile initialisation for ``tasks``."""
+def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed: int = 0,
+            on_step: Callable[[int], None] | None = None) -> nn.Module:
+    """Move ``model``'s parameters, in place, to a Reptile initialisation for ``tasks``
+    (``on_step`` is told of each inner gradient step and its samples)."""
     tasks = [task for task in tasks if len(task[1])]
     if not tasks:
         return model
@@ -48,6 +51,8 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
             idx = torch.randint(len(y), (min(settings.batch_size, len(y)),), generator=generator)
             gradients = task_gradient(fast, x[idx].to(device), y[idx].to(device))
             fast = {name: fast[name] - settings.inner_lr * gradients[name] for name in fast}
+            if on_step is not None:
+                on_step(len(idx))
         step_size = settings.meta_lr * (1.0 - step / settings.meta_steps)
         params = {name: params[name] + step_size * (fast[name] - params[name]) for name in params}
     with torch.no_grad():
@@ -56,13 +61,14 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
     return model
 
 
-def meta_plugin(tasks: list[Task], settings: ReptileSettings, seed: int):
+def meta_plugin(tasks: list[Task], settings: ReptileSettings, seed: int,
+                on_step: Callable[[int], None] | None = None):
     """Runs Reptile on the strategy's model when the experience starts."""
     from retain.strategies.avalanche_api import SupervisedPlugin
 
     class MetaInitialisation(SupervisedPlugin):
         def before_training_exp(self, strategy, **kwargs):
-            reptile(strategy.model, tasks, settings, seed)
+            reptile(strategy.model, tasks, settings, seed, on_step)
 
     return MetaInitialisation()
 
@@ -82,7 +88,7 @@ def meta(job: TrainingJob, lr: float) -> nn.Module:
     tasks = meta_tasks(job.rehearsal, job.sources, job.train)
     return run_template(
         candidate, *job.train, job.settings, lr,
-        plugins=[meta_plugin(tasks, job.reptile, job.settings.seed),
+        plugins=[meta_plugin(tasks, job.reptile, job.settings.seed, job.hooks.on_step),
                  *rehearsal_plugins(job.production, job.rehearsal, job.train[1], job.settings)],
         hooks=job.hooks,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from retain.strategies.policy import Choice, ShiftHistoryEntry, choose, fallback
 from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
 from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
 from retain.strategies.shift import ShiftReport
-from retain.strategies.training import TrainingHooks
+from retain.strategies.training import ComputeCounter, TrainingHooks
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class Candidate:
     gate: GateMetrics
     verdict: Verdict
     duration: float  # training seconds
+    optimizer_steps: int = 0  # every gradient step of its training (Reptile's inner steps too)
+    samples_seen: int = 0  # the samples in those steps, rehearsal included
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,13 @@ def adapt_step(
 
     def train_and_gate(choice: Choice) -> Candidate:
         on_choice(choice)
+        counter = ComputeCounter()
         started = time.monotonic()
-        model = train(choice, job)
+        model = train(choice, replace(job, hooks=replace(job.hooks, on_step=counter)))
         duration = time.monotonic() - started
         gate = evaluate_gate(production, model, memory.audit_groups(), holdout)
-        candidate = Candidate(choice, model, gate, verdict(gate, settings.gate, report.novel_classes), duration)
+        candidate = Candidate(choice, model, gate, verdict(gate, settings.gate, report.novel_classes), duration,
+                              counter.steps, counter.samples)
         on_candidate(candidate)
         return candidate
 

@@ -62,6 +62,19 @@ class TrainingHooks:
 
     on_progress: Callable[[TrainingProgress], None] | None = None
     should_stop: Callable[[], bool] = field(default=lambda: False)
+    on_step: Callable[[int], None] | None = None  # an optimizer step over this many samples
+
+
+@dataclass
+class ComputeCounter:
+    """Counts the optimizer steps of one training run and the samples they saw (an ``on_step``)."""
+
+    steps: int = 0
+    samples: int = 0
+
+    def __call__(self, samples: int) -> None:
+        self.steps += 1
+        self.samples += samples
 
 
 NEW_DATA_TASK = 0
@@ -104,6 +117,8 @@ def hook_plugin(hooks: TrainingHooks, epochs: int):
 
         def after_training_iteration(self, strategy, **kwargs):
             self.iteration += 1
+            if hooks.on_step is not None:
+                hooks.on_step(len(strategy.mb_y))
             if hooks.should_stop():
                 raise TrainingInterrupted("stop requested")
             if hooks.on_progress is not None:

@@ -171,3 +171,14 @@ def test_predict_needs_no_labels_and_scores_the_ones_the_model_has(workspace, di
     np.savez(tmp_path / "past-the-head.npz", x=x[:100], y=y[:100] + 10)
     unscored = json.loads(retain(workspace, "predict", str(tmp_path / "past-the-head.npz"), "--json").stdout)
     assert unscored["predictions"] == scored["predictions"] and "accuracy" not in unscored
+
+
+def test_a_versions_compute_is_recorded_listed_and_shown(workspace, digit_data):
+    x, y = digit_data
+    save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    candidate = json.loads(retain(workspace, "versions", "--json").stdout)[1]
+    assert candidate["training_seconds"] > 0 and candidate["device"] == "cpu"
+    assert candidate["samples_seen"] >= candidate["optimizer_steps"] > 0
+    shown = retain(workspace, "show", str(candidate["version"])).stdout
+    assert f"{candidate['optimizer_steps']} optimizer steps over {candidate['samples_seen']} samples on cpu" in shown

@@ -195,7 +195,7 @@ def test_scraped_metrics_pass_promtool_and_track_the_pipeline(monitored, monitor
     assert value("retain_queue_depth") == 0
     assert value("retain_forgetting_ratio") == pytest.approx(versions[-1]["forgetting"], abs=1e-9)
     assert value('retain_new_accuracy_ratio{role="candidate"}') == pytest.approx(versions[-1]["acc_new_candidate"])
-    assert value("retain_training_duration_seconds_count") == 3
+    assert value("sum(retain_training_duration_seconds_count)") == 3
     production_details = json.loads(retain(workspace, "show", str(production["version"]), "--json").stdout)["details"]
     assert value("retain_production_forgetting_limit_ratio") == pytest.approx(production_details["forgetting_limit"])
     last = json.loads(retain(workspace, "show", str(versions[-1]["version"]), "--json").stdout)

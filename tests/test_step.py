@@ -1,10 +1,12 @@
 """The adaptation step, in-process: what it returns and what it leaves alone."""
 
 import copy
+from dataclasses import replace
 
 import torch
 
 from conftest import digits
+from retain.strategies.adapt import train_candidate
 from retain.strategies.models import mlp
 from retain.strategies.policy import ShiftHistoryEntry
 from retain.strategies.replay import ReplayMemory, remember, split_holdout
@@ -49,3 +51,20 @@ def test_an_accepted_first_candidate_is_the_final_pick_and_no_fallback_is_traine
     history = (ShiftHistoryEntry(batch_id=1, severity="none", p_value=0.5, novel_classes=()),)
     result = adapt_step(production, memory, batch, history, settings(GateConfig(max_forgetting=1.0, min_gain=-1.0)))
     assert len(result.candidates) == 1 and result.accepted is result.final is result.candidates[0]
+
+
+def test_each_candidate_counts_its_optimizer_steps_and_the_samples_they_saw():
+    production, memory, batch = production_and_memory()
+    counted = {}
+    for strategy in ("finetune", "meta"):
+        def forced(choice, job, strategy=strategy):  # the same batch through each strategy
+            return train_candidate(replace(choice, strategy=strategy, hyperparameters={"lr": 0.001}), job)
+
+        result = adapt_step(production, memory, batch, (), settings(GateConfig(max_forgetting=1.0, min_gain=-1.0)),
+                            train=forced)
+        counted[strategy] = (result.candidates[0].optimizer_steps, result.candidates[0].samples_seen)
+    steps, samples = counted["finetune"]
+    n_train = len(split_holdout(batch.x, batch.y, 0.25, TRAINING.seed)[0][1])
+    assert steps >= -(-n_train // TRAINING.batch_size) and samples >= n_train  # one epoch, rehearsal on top
+    # Reptile's inner steps (meta_steps=3) come on top of the same epoch.
+    assert counted["meta"][0] == steps + 3 * ReptileSettings().inner_steps

@@ -122,6 +122,13 @@ def panels() -> list[dict]:
             target(f"retain_check_prediction_distance_ratio{{{SEL}}}", "{{model}} prediction distance ({{instance}})"),
             target(f"retain_check_pvalue{{{SEL}}}", "{{model}} p-value ({{instance}})"),
         ], 8, 44, w=16, h=8, description="Files dropped into inbox/NAME/unlabelled/, checked against production"),
+        panel("bargauge", "Training compute per strategy", [
+            target(f"sum by (model, strategy) (retain_training_duration_seconds_sum{{{SEL}}})",
+                   "{{model}} {{strategy}} seconds", instant=True),
+            target(f"sum by (model, strategy) (retain_training_steps_total{{{SEL}}})",
+                   "{{model}} {{strategy}} optimizer steps", instant=True),
+        ], 0, 52, w=24, displayMode="basic", orientation="horizontal",
+            description="Training seconds and optimizer steps spent on candidates since the daemons started"),
     ]
     for number, item in enumerate(rows, start=1):
         item["id"] = number
