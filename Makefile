@@ -36,6 +36,7 @@ bench: $(STAMP) $(MLFLOW_STAMP)
 	$(BIN)/python benchmarks/chaos.py
 	$(BIN)/python benchmarks/scale_out.py --mlflow-python $(MLFLOW_VENV)/bin/python
 	$(BIN)/python benchmarks/shift_mmd.py
+	$(BIN)/python benchmarks/gate_errors.py
 	records=$$(mktemp) && trap 'rm -f "$$records"' EXIT && \
 	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3 --retrain-seeds 3 --records "$$records" && \
 	$(BIN)/python benchmarks/policy_fit.py "$$records"
