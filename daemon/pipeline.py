@@ -85,6 +85,17 @@ def no_production(config: Config) -> str:
     return "no production version: run `retain init` first"
 
 
+def data_spec(config: Config, spec: ModelSpec) -> DataSpec:
+    """What a batch for ``spec`` may hold: its input shape, and labels up to ``model.max_classes``
+    (classes past the head's width widen it)."""
+    return DataSpec(
+        input_shape=spec.input_shape,
+        num_classes=max(spec.num_classes, config.model.max_classes),
+        min_samples=config.data.min_samples,
+        limits=config.data,
+    )
+
+
 def batch_seed(sha256: str) -> int:
     """A per-batch seed: reprocessing the same file makes the same choices."""
     return int(sha256[:8], 16)
@@ -196,7 +207,7 @@ class Pipeline:
         """Gauges from the registry: catches promotions and rollbacks made from the CLI, and
         what other workers did (queue depth, the last batch finished)."""
         self.metrics.queue_depth.set(self.registry.queue_depth())
-        self.metrics.awaiting_approval.set(len(self.registry.awaiting_approval()))
+        self.metrics.awaiting_approval.set(self.registry.count_awaiting_approval())
         last = self.registry.last_finished_at()
         if last is not None:
             self.metrics.last_batch.set(as_utc(last).timestamp())
@@ -250,12 +261,7 @@ class Pipeline:
         self.metrics.batch_latency.observe(max(0.0, waited.total_seconds()))
 
     def data_spec(self, spec: ModelSpec) -> DataSpec:
-        return DataSpec(
-            input_shape=spec.input_shape,
-            num_classes=max(spec.num_classes, self.config.model.max_classes),
-            min_samples=self.config.data.min_samples,
-            limits=self.config.data,
-        )
+        return data_spec(self.config, spec)
 
     def process(self, batch: Batch) -> BatchOutcome:
         """Run one claimed batch to a final state. ``TrainingInterrupted`` propagates."""

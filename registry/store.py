@@ -648,6 +648,9 @@ class Registry:
         with self._reading() as session:
             return list(session.exec(query))
 
+    def count_awaiting_approval(self) -> int:
+        return self._count(ModelVersion, self._mine(ModelVersion) & (ModelVersion.review == Review.PENDING))
+
     def _pending(self, session: Session, number: int) -> ModelVersion:
         row = self._version_row(session, number)
         if row is None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from retain.daemon.config import Config, load_config
 from retain.errors import RetainError
-from retain.registry import ArtifactStore, ModelVersion, Registry, VersionRef, as_utc, require_database
+from retain.registry import ArtifactStore, Batch, ModelVersion, Registry, VersionRef, as_utc, require_database
 
 if TYPE_CHECKING:
     from retain.served import VersionedModel
@@ -27,12 +27,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """One model of the registry."""
+    """One model of the registry: its production version and the forgetting measured when
+    that was a candidate, its versions, its queue, and its latest batch."""
 
     name: str
     production_version: int | None
     versions: int
     queue_depth: int
+    forgetting: float | None = None
+    last_batch: Batch | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,11 @@ class Client:
         summaries = []
         for name in dict.fromkeys([*self._configured, *self._registry.models()]):
             lineage = self._registry.for_model(name)
-            summaries.append(ModelSummary(name, lineage.alias(), lineage.count_versions(), depths.get(name, 0)))
+            production = lineage.production()
+            last = lineage.batches(limit=1)
+            summaries.append(ModelSummary(
+                name, production.version if production else None, lineage.count_versions(), depths.get(name, 0),
+                production.forgetting if production else None, last[0] if last else None))
         return summaries
 
     def versions(self, model: str | None = None, limit: int | None = None) -> list[VersionInfo]:

@@ -519,27 +519,13 @@ def batches(
 @app.command()
 def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Every model: production version, versions, queue depth, last batch, forgetting."""
-    from retain.views import iso, models_table
+    from retain.api import Client
+    from retain.daemon.versions import open_artifacts
+    from retain.views import model_row, models_table
 
     config = ctx.obj.config()
-    registry = open_registry(config)
-    depths = registry.queue_depths()
-    rows = []
-    for name in dict.fromkeys([*config.model_names, *registry.models()]):
-        lineage = registry.for_model(name)
-        production = lineage.production()
-        last = lineage.batches(limit=1)
-        rows.append({
-            "model": name,
-            "configured": name in config.model_names,
-            "production_version": production.version if production else None,
-            "versions": lineage.count_versions(),
-            "queue_depth": depths.get(name, 0),
-            "last_batch": {"id": last[0].id, "state": last[0].state, "updated_at": iso(last[0].updated_at)}
-            if last else None,
-            "forgetting": production.forgetting if production else None,
-            "inbox": str(config.for_model(name).inbox) if name in config.model_names else None,
-        })
+    client = Client(open_registry(config), open_artifacts(config), config.model_names)
+    rows = [model_row(summary, config) for summary in client.models()]
     if as_json:
         emit_json(rows)
     else:
@@ -577,6 +563,18 @@ def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption =
         out.print(f"  {name}: production {state['production_version'] or '-'}, {state['queue_depth']} queued")
 
 
+def read_data(file: Path, spec):
+    """A data file for a command that does not need its labels, or a one-line error naming it."""
+    from retain.daemon.loading import BatchRejected, load_batch
+
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    try:
+        return load_batch(file, spec, require_labels=False)
+    except BatchRejected as exc:
+        fail(f"{file}: {exc.reason}")
+
+
 @app.command()
 def predict(
     ctx: typer.Context,
@@ -589,7 +587,7 @@ def predict(
 ) -> None:
     """Predicted labels for a data file (labels in it are not needed; if the model has their
     classes, the accuracy is reported too)."""
-    from retain.daemon.loading import BatchRejected, DataSpec, load_batch
+    from retain.daemon.loading import DataSpec
     from retain.daemon.versions import load_model, open_artifacts, spec_of
     from retain.strategies.models import predict as model_predict
 
@@ -604,16 +602,7 @@ def predict(
     row = registry.version(number)
     model = load_model(row, open_artifacts(config))
     spec = spec_of(row)
-    if not file.is_file():
-        fail(f"{file}: no such file")
-    try:
-        loaded = load_batch(
-            file,
-            DataSpec(spec.input_shape, spec.num_classes, limits=config.data),
-            require_labels=False,
-        )
-    except BatchRejected as exc:
-        fail(f"{file}: {exc.reason}")
+    loaded = read_data(file, DataSpec(spec.input_shape, spec.num_classes, limits=config.data))
     predictions = model_predict(model, loaded.x).tolist()
     payload: dict[str, Any] = {"version": number, "predictions": predictions}
     if loaded.y is not None:  # labels are never needed; with ones the model has, it is scored
@@ -642,7 +631,7 @@ def check(
     """How far a batch has shifted from what production knows, without training or writing
     anything. Without labels: the feature MMD, and production's prediction histogram on the
     file against its histogram on the replay memory."""
-    from retain.daemon.loading import BatchRejected, DataSpec, load_batch
+    from retain.daemon.pipeline import batch_seed, data_spec
     from retain.daemon.versions import load_memory, load_model, open_artifacts, spec_of
     from retain.strategies.measure import measure_batch, measure_unlabelled
 
@@ -653,17 +642,11 @@ def check(
         from retain.daemon.pipeline import no_production
 
         fail(no_production(config))
-    if not file.is_file():
-        fail(f"{file}: no such file")
     artifacts = open_artifacts(config)
     spec = spec_of(production)
-    width = max(spec.num_classes, config.model.max_classes)
-    try:
-        loaded = load_batch(file, DataSpec(spec.input_shape, width, limits=config.data), require_labels=False)
-    except BatchRejected as exc:
-        fail(f"{file}: {exc.reason}")
+    loaded = read_data(file, data_spec(config, spec))
     network, memory = load_model(production, artifacts), load_memory(production, artifacts)
-    seed = int(loaded.sha256[:8], 16)
+    seed = batch_seed(loaded.sha256)
     labelled = loaded.y is not None
     if labelled:
         report = measure_batch(network, spec.head, memory, loaded.x, loaded.y, spec.num_classes, config.shift, seed)

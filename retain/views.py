@@ -157,6 +157,22 @@ def batches_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def model_row(summary, config) -> dict[str, Any]:
+    """A ``ModelSummary`` as ``retain models`` lists it, with its inbox when the config names it."""
+    last = summary.last_batch
+    configured = summary.name in config.model_names
+    return {
+        "model": summary.name,
+        "configured": configured,
+        "production_version": summary.production_version,
+        "versions": summary.versions,
+        "queue_depth": summary.queue_depth,
+        "last_batch": {"id": last.id, "state": last.state, "updated_at": iso(last.updated_at)} if last else None,
+        "forgetting": summary.forgetting,
+        "inbox": str(config.for_model(summary.name).inbox) if configured else None,
+    }
+
+
 def models_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Models")
     for column, justify in (("model", "left"), ("production", "right"), ("versions", "right"), ("queued", "right"),
