@@ -142,8 +142,9 @@ def _write_onnx(model: nn.Module, x: torch.Tensor, target: Path) -> Parity:
 
 
 def write_export(version: ModelVersion, artifacts: ArtifactStore, formats: list[ExportFormat],
-                 folder: Path) -> dict[str, Parity]:
-    """The files of ``formats`` and ``model.json`` into an existing, empty ``folder``."""
+                 folder: Path) -> tuple[dict[str, str], dict[str, Parity]]:
+    """The files of ``formats`` and ``model.json`` into an existing, empty ``folder``; returns
+    the file of each format and each checked format's parity."""
     from retain.daemon.versions import load_model
 
     model = load_model(version, artifacts)
@@ -163,7 +164,7 @@ def write_export(version: ModelVersion, artifacts: ArtifactStore, formats: list[
             parity[form] = _write_onnx(model, x, target)
         written[form] = target.name
     (folder / "model.json").write_text(json.dumps(model_card(version, written, parity), indent=2) + "\n")
-    return parity
+    return written, parity
 
 
 def export_version(version: ModelVersion, artifacts: ArtifactStore, formats: list[ExportFormat],
@@ -175,7 +176,7 @@ def export_version(version: ModelVersion, artifacts: ArtifactStore, formats: lis
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        parity = write_export(version, artifacts, formats, staging)
+        files, parity = write_export(version, artifacts, formats, staging)
         for path in staging.iterdir():
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
@@ -190,5 +191,4 @@ def export_version(version: ModelVersion, artifacts: ArtifactStore, formats: lis
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    files = {form: FILE_NAMES[form] for form in dict.fromkeys(formats)}
     return Exported(out, files, parity)
