@@ -333,8 +333,8 @@ class Service:
             )
             return BatchOutcome(batch.id, state, reason=reason)
         finally:
-            lineage.metrics.queue_depth.set(lineage.registry.queue_depth())
             depths = self.registry.queue_depths()
+            lineage.metrics.queue_depth.set(depths.get(lineage.name, 0))
             depth = sum(depths.get(name, 0) for name in self.lineages)
             self._write_status(DaemonState.IDLE, None, force=True)
             self.notifier.status(f"idle, {depth} queued" if depth else "idle")
