@@ -26,6 +26,7 @@ from retain.registry import (
 )
 from retain.strategies.forgetting import evaluate_gate
 from retain.strategies.models import head_width
+from retain.strategies.paired import audit_sizing
 from retain.strategies.replay import INIT_SOURCE, ReplayMemory, remember, split_holdout
 from retain.strategies.training import TrainingHooks, TrainingProgress, train_initial
 
@@ -137,7 +138,8 @@ def init_workspace(
                 acc_old_candidate=gate.acc_old_candidate,
                 acc_new_candidate=gate.acc_new_candidate,
                 rationale=f"initial model {'trained on' if train else 'imported with'} {data.name}",
-                details=VersionDetails(init_data=str(data), n_train=len(train_part[1]), n_holdout=len(holdout[1])),
+                details=VersionDetails(init_data=str(data), n_train=len(train_part[1]), n_holdout=len(holdout[1]),
+                                       memory_audit_samples=int(memory.audit.sum())),
             ),
             promote=True,
             actor=actor,
@@ -147,6 +149,10 @@ def init_workspace(
             extra=fields(model=config.model_name, version=version.version, workdir=str(config.workdir),
                          accuracy=round(gate.acc_new_candidate, 4)),
         )
+        sizing = audit_sizing(int(memory.audit.sum()), gate.acc_old_production, config.gate)
+        if not sizing.sufficient:
+            log.warning("audit set too small", extra=fields(model=config.model_name, audit_samples=sizing.samples,
+                                                             needed=sizing.needed))
         return version
     except RegistryError as exc:
         raise InitError(str(exc)) from None

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from retain.strategies.kinds import STRATEGIES, GateDecision
+from retain.strategies.kinds import STRATEGIES, AuditFinding, GateDecision
 
 
 class _ModelInfoCollector:
@@ -105,6 +105,21 @@ class ServiceMetrics:
             m,
             registry=r,
         )
+        self.gate_findings = Counter(
+            "retain_gate_findings", "Candidates by what their audit set showed (within/above/unresolved the limit)",
+            [*m, "finding"], registry=r)
+        self.gate_forgetting_upper = Gauge(
+            "retain_gate_forgetting_upper_bound_ratio",
+            "Upper confidence bound (gate.confidence) on the last candidate's forgetting", m, registry=r)
+        self.gate_forgetting_lower = Gauge(
+            "retain_gate_forgetting_lower_bound_ratio",
+            "Lower confidence bound (gate.confidence) on the last candidate's forgetting", m, registry=r)
+        self.gate_audit_samples = Gauge(
+            "retain_gate_audit_samples", "Audit samples the last candidate was judged on", m, registry=r)
+        self.gate_samples_to_resolve = Gauge(
+            "retain_gate_audit_samples_needed",
+            "Audit samples the forgetting limit takes at the last candidate's disagreement with production", m,
+            registry=r)
         self.stall_threshold = Gauge(
             "retain_stall_threshold_seconds",
             "Alert when the queue is non-empty and no batch finished for this long (daemon.stall_alert_seconds)",
@@ -188,13 +203,14 @@ class ModelMetrics:
                      "production_forgetting_limit", "gate_max_forgetting", "gate_max_forgetting_new_classes",
                      "batch_latency", "queue_depth", "awaiting_approval", "production_version",
                      "check_shift_score", "check_pvalue", "check_prediction_distance", "check_timestamp",
-                     "replay_samples",
-                     "last_batch"):
+                     "replay_samples", "gate_forgetting_upper", "gate_forgetting_lower", "gate_audit_samples",
+                     "gate_samples_to_resolve", "last_batch"):
             setattr(self, name, getattr(service, name).labels(model=model))
         self.batches = _ForModel(service.batches, model)
         self.candidates = _ForModel(service.candidates, model)
         self.batch_forgetting = _ForModel(service.batch_forgetting, model)
         self.checks = _ForModel(service.checks, model)
+        self.gate_findings = _ForModel(service.gate_findings, model)
         self.training_duration = _ForModel(service.training_duration, model)
         self.training_steps = _ForModel(service.training_steps, model)
         self.training_samples = _ForModel(service.training_samples, model)
@@ -204,6 +220,8 @@ class ModelMetrics:
         self._model_info = service._model_info
         for outcome in BatchOutcomeLabel:
             self.batches.labels(outcome=outcome)
+        for finding in AuditFinding:
+            self.gate_findings.labels(finding=finding)
         for strategy in STRATEGIES:
             for decision in GateDecision:
                 self.candidates.labels(strategy=strategy, decision=decision)

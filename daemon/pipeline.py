@@ -385,11 +385,19 @@ class Pipeline:
             self.metrics.training_steps.labels(strategy=strategy).inc(candidate.optimizer_steps)
             self.metrics.training_samples.labels(strategy=strategy).inc(candidate.samples_seen)
             self.metrics.candidates.labels(strategy=candidate.choice.strategy, decision=outcome.decision).inc()
+            self.metrics.gate_findings.labels(finding=outcome.finding).inc()
+            self.metrics.gate_forgetting_upper.set(outcome.forgetting_bounds[1])
+            self.metrics.gate_forgetting_lower.set(outcome.forgetting_bounds[0])
+            self.metrics.gate_audit_samples.set(outcome.audit_samples)
+            self.metrics.gate_samples_to_resolve.set(outcome.samples_to_resolve)
             log.info(
                 "candidate gated",
                 extra=self._fields(batch=batch.id, strategy=candidate.choice.strategy, decision=outcome.decision,
                                    forgetting=round(gate.forgetting, 4),
-                                   forgetting_stderr=round(gate.forgetting_stderr, 4),
+                                   finding=outcome.finding,
+                                   forgetting_lower=round(outcome.forgetting_bounds[0], 4),
+                                   forgetting_upper=round(outcome.forgetting_bounds[1], 4),
+                                   audit_samples=outcome.audit_samples,
                                    acc_new_candidate=round(gate.acc_new_candidate, 4),
                                    acc_new_production=round(gate.acc_new_production, 4),
                                    training_seconds=round(candidate.duration, 2),
@@ -494,6 +502,12 @@ class Pipeline:
                                             forgetting=g.forgetting) for g in gate.groups),
             forgetting_limit=candidate.verdict.forgetting_limit,
             forgetting_stderr=gate.forgetting_stderr,
+            gate_finding=candidate.verdict.finding,
+            forgetting_bounds=tuple(round(b, 6) for b in candidate.verdict.forgetting_bounds),
+            gate_confidence=self.config.gate.confidence,
+            audit_samples=candidate.verdict.audit_samples,
+            samples_to_resolve=candidate.verdict.samples_to_resolve,
+            memory_audit_samples=int(step.memory.audit.sum()),
             training_seconds=round(candidate.duration, 3),
             optimizer_steps=candidate.optimizer_steps,
             samples_seen=candidate.samples_seen,

@@ -82,6 +82,15 @@ class VersionDetails:
     per_batch: tuple[BatchForgetting, ...] | None = None
     forgetting_limit: float | None = None
     forgetting_stderr: float | None = None
+    # The gate's paired finding: within / above / unresolved, the one-sided bounds on forgetting
+    # at ``gate_confidence``, the audit samples they came from, and how many the limit takes.
+    gate_finding: str | None = None
+    forgetting_bounds: tuple[float, float] | None = None
+    gate_confidence: float | None = None
+    audit_samples: int | None = None
+    samples_to_resolve: int | None = None
+    # Audit samples in this version's own replay memory: what its successors are judged on.
+    memory_audit_samples: int | None = None
     training_seconds: float | None = None
     # The candidate's compute: optimizer steps taken, samples in them (rehearsal included), where.
     optimizer_steps: int | None = None
@@ -100,6 +109,8 @@ class VersionDetails:
                 continue
             if item.name == "per_batch":
                 value = [asdict(group) for group in value]
+            elif item.name == "forgetting_bounds":
+                value = list(value)
             elif item.name in ("shift", "choice"):
                 value = asdict(value)
                 if "novel_classes" in value:
@@ -116,6 +127,12 @@ class VersionDetails:
             per_batch=None if per_batch is None else tuple(BatchForgetting.from_dict(g) for g in per_batch),
             forgetting_limit=data.get("forgetting_limit"),
             forgetting_stderr=data.get("forgetting_stderr"),
+            gate_finding=data.get("gate_finding"),
+            forgetting_bounds=None if data.get("forgetting_bounds") is None else tuple(data["forgetting_bounds"]),
+            gate_confidence=data.get("gate_confidence"),
+            audit_samples=data.get("audit_samples"),
+            samples_to_resolve=data.get("samples_to_resolve"),
+            memory_audit_samples=data.get("memory_audit_samples"),
             training_seconds=data.get("training_seconds"),
             optimizer_steps=data.get("optimizer_steps"),
             samples_seen=data.get("samples_seen"),

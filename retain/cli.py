@@ -209,12 +209,17 @@ def init(
         prepare_training(config)
     else:
         use_threads(config)
+    from retain.views import audit_sizing_of
+
     version = init_workspace(config, data, train, actor())
     which = "" if len(config.model_names) == 1 else f"{config.model_name}@"
     out.print(
         f"version {which}{version.version} is production "
         f"(held-out accuracy {version.acc_new_candidate:.3f}); workdir {config.workdir}"
     )
+    sizing = audit_sizing_of(version, config.gate)
+    if sizing is not None and not sizing.sufficient:
+        err.print(f"warning: {data}: {sizing.warning()}")
     publish_production(config, open_registry(config))
 
 
@@ -348,6 +353,13 @@ def show(
     if row["forgetting"] is not None:
         stderr = "" if details.forgetting_stderr is None else f" ± {details.forgetting_stderr:.4f}"
         limit = "" if details.forgetting_limit is None else f", limit {details.forgetting_limit:.4f}"
+        if details.forgetting_bounds is not None:  # the paired gate's finding (older rows have only the stderr)
+            lower, upper = details.forgetting_bounds
+            stderr = (f", {details.gate_confidence:.0%} bounds [{lower:+.4f}, {upper:+.4f}] over "
+                      f"{details.audit_samples} audit samples")
+            limit += f": {details.gate_finding}"
+            if details.gate_finding == "unresolved":
+                limit += f" (about {details.samples_to_resolve} audit samples would resolve it)"
         out.print(f"forgetting: {row['forgetting']:+.4f}{stderr}{limit}")
     for group in details.per_batch or ():
         out.print(
@@ -536,14 +548,23 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption = None) -> None:
     """Daemon liveness, queue depth and production version (of one model, or added up)."""
     from retain.daemon.status import liveness
+    from retain.views import audit_sizing_of
 
     config = ctx.obj.config()
     names = [config.for_model(model).model_name] if model is not None else config.model_names
     registry = open_registry(config)
     daemon = liveness(config.workdir)
     depths = registry.queue_depths()
-    per_model = {name: {"queue_depth": depths.get(name, 0), "production_version": registry.for_model(name).alias()}
-                 for name in names}
+    per_model = {}
+    for name in names:
+        lineage = registry.for_model(name)
+        number = lineage.alias()
+        sizing = None if number is None else audit_sizing_of(lineage.version(number), config.for_model(name).gate)
+        per_model[name] = {"queue_depth": depths.get(name, 0), "production_version": number,
+                           "audit_samples": None if sizing is None else sizing.samples,
+                           "audit_samples_needed": None if sizing is None else sizing.needed}
+        if sizing is not None and not sizing.sufficient:
+            per_model[name]["warning"] = sizing.warning()
     payload = {"daemon": daemon, "queue_depth": sum(m["queue_depth"] for m in per_model.values()),
                "production_version": per_model[names[0]]["production_version"] if len(names) == 1 else None,
                "models": per_model}
@@ -558,9 +579,12 @@ def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption =
     out.print(f"queue depth: {payload['queue_depth']}")
     if len(names) == 1:
         out.print(f"production version: {payload['production_version'] or '-'}")
-        return
+    else:
+        for name, state in per_model.items():
+            out.print(f"  {name}: production {state['production_version'] or '-'}, {state['queue_depth']} queued")
     for name, state in per_model.items():
-        out.print(f"  {name}: production {state['production_version'] or '-'}, {state['queue_depth']} queued")
+        if "warning" in state:
+            out.print(f"warning: {'' if len(names) == 1 else f'model {name}: '}{state['warning']}")
 
 
 def read_data(file: Path, spec):

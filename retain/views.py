@@ -10,6 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from retain.registry import DEFAULT_MODEL, AliasEvent, Batch, ModelVersion, as_utc
+from retain.strategies.paired import AuditSizing, audit_sizing
+from retain.strategies.settings import GateConfig
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -38,14 +40,28 @@ def version_row(version: ModelVersion, production: int | None) -> dict[str, Any]
         "created_at": iso(version.created_at),
         "is_production": version.version == production,
         "review": version.review,
-        **_compute(version),
+        **_gate_and_compute(version),
     }
 
 
-def _compute(version: ModelVersion) -> dict[str, Any]:
+def _gate_and_compute(version: ModelVersion) -> dict[str, Any]:
     details = version.version_details()
-    return {"training_seconds": details.training_seconds, "optimizer_steps": details.optimizer_steps,
+    bounds = details.forgetting_bounds
+    return {"gate_finding": details.gate_finding,
+            "forgetting_lower": None if bounds is None else bounds[0],
+            "forgetting_upper": None if bounds is None else bounds[1],
+            "audit_samples": details.audit_samples,
+            "training_seconds": details.training_seconds, "optimizer_steps": details.optimizer_steps,
             "samples_seen": details.samples_seen, "device": details.device}
+
+
+def audit_sizing_of(version: ModelVersion, gate: GateConfig) -> AuditSizing | None:
+    """Whether the audit set ``version``'s successors are judged on can resolve ``gate``'s limit
+    (None for a version registered before retain recorded its audit size)."""
+    samples = version.version_details().memory_audit_samples
+    if samples is None or version.acc_old_candidate is None:
+        return None
+    return audit_sizing(samples, version.acc_old_candidate, gate)
 
 
 def version_detail(version: ModelVersion, production: int | None, lineage: list[int]) -> dict[str, Any]:

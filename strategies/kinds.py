@@ -31,3 +31,18 @@ class GateDecision(StrEnum):
 
     ACCEPTED = "accepted"
     REFUSED = "rejected"
+
+
+class AuditFinding(StrEnum):
+    """What the audit set shows about a candidate's forgetting, at the gate's confidence."""
+
+    WITHIN = "within"  # below the limit plus its tolerance
+    ABOVE = "above"  # above the limit
+    UNRESOLVED = "unresolved"  # neither: too few audit samples to tell
+
+
+class WhenUnresolved(StrEnum):
+    """``gate.unresolved``: what a candidate whose forgetting the audit set cannot resolve gets."""
+
+    REFUSE = "refuse"
+    ACCEPT_IF_GAIN_SIGNIFICANT = "accept_if_gain_significant"  # its new-data gain is itself significant

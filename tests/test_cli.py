@@ -54,13 +54,19 @@ def test_promoting_a_rejected_version_needs_force(workspace, digit_data):
     assert (last["from_version"], last["to_version"], last["reason"]) == (1, 2, "manual override")
 
 
-def test_show_prints_forgetting_with_its_standard_error_and_the_limit_applied(workspace, digit_data):
+def test_show_prints_forgetting_with_its_bounds_audit_size_limit_and_finding(workspace, digit_data):
     x, y = digit_data
     save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
     retain(workspace, "run", "--once")
     shown = retain(workspace, "show", "2").stdout
-    assert re.search(r"forgetting: [+-]\d\.\d{4} ± \d\.\d{4}, limit 0\.0200", shown), shown
-    assert re.search(r"gate: forgetting .* \(± \d\.\d{4} over \d+ audit samples\)", shown), shown
+    bounds = r"95% bounds \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]"
+    assert re.search(rf"forgetting: [+-]\d\.\d{{4}}, {bounds} over \d+ audit samples, limit 0\.0200: "
+                     r"(within|above|unresolved)", shown), shown
+    assert re.search(rf"gate: forgetting [+-]\d\.\d{{4}} on \d+ audit samples, {bounds}: ", shown), shown
+    listed = json.loads(retain(workspace, "versions", "--json").stdout)[-1]
+    assert listed["gate_finding"] in ("within", "above", "unresolved")
+    assert listed["forgetting_lower"] <= listed["forgetting"] <= listed["forgetting_upper"]
+    assert listed["audit_samples"] > 0
 
 
 def test_show_prints_the_rationale_verbatim_with_the_rule_in_brackets(workspace, digit_data):

@@ -1,50 +1,131 @@
 """The forgetting gate: the pure verdict, and the evaluation on real models."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from retain.strategies.forgetting import GateConfig, GateMetrics, evaluate_gate, verdict
+from retain.strategies.kinds import AuditFinding, WhenUnresolved
+from retain.strategies.paired import PairedCounts, one_sided_z, paired_bounds, samples_to_resolve
 
 
-def metrics(old_prod=0.9, old_cand=0.9, new_prod=0.7, new_cand=0.8) -> GateMetrics:
-    return GateMetrics(acc_old_production=old_prod, acc_old_candidate=old_cand,
-                       acc_new_production=new_prod, acc_new_candidate=new_cand)
+def metrics(audit: PairedCounts, holdout: PairedCounts = PairedCounts(both=60, only_candidate=20, neither=20)
+            ) -> GateMetrics:
+    """Gate metrics as evaluate_gate makes them, from the paired counts alone."""
+    def accuracies(counts: PairedCounts) -> tuple[float, float]:
+        return (counts.both + counts.only_production) / counts.n, (counts.both + counts.only_candidate) / counts.n
+
+    old, new = accuracies(audit), accuracies(holdout)
+    return GateMetrics(acc_old_production=old[0], acc_old_candidate=old[1], acc_new_production=new[0],
+                       acc_new_candidate=new[1], audit=audit, holdout=holdout)
 
 
-def test_accepts_when_forgetting_within_limit_and_new_accuracy_gains():
-    assert verdict(metrics(old_cand=0.89), GateConfig(max_forgetting=0.02, min_gain=0.05)).accepted
+# 2000 audit samples; the candidate gets 20 right that production misses, and loses ``lost``.
+def audit(lost: int) -> PairedCounts:
+    return PairedCounts(both=1780, only_production=lost, only_candidate=20, neither=200 - lost)
 
 
-def test_forgetting_exactly_at_the_limit_is_accepted():
-    assert verdict(metrics(old_prod=0.90, old_cand=0.88), GateConfig(max_forgetting=0.02)).accepted
+def test_accepts_when_the_audit_set_shows_forgetting_within_the_limit():
+    result = verdict(metrics(audit(lost=30)), GateConfig(max_forgetting=0.02))
+    assert result.accepted
+    assert result.finding is AuditFinding.WITHIN
+    assert "forgetting +0.0050 on 2000 audit samples, 95% bounds [" in result.reasons[0]
+    assert "within max 0.0200 + tolerance 0.0100" in result.reasons[0]
 
 
-def test_rejects_when_forgetting_exceeds_the_limit():
-    result = verdict(metrics(old_cand=0.85), GateConfig(max_forgetting=0.02))
+def test_refuses_when_the_audit_set_shows_forgetting_above_the_limit():
+    result = verdict(metrics(audit(lost=120)), GateConfig(max_forgetting=0.02))
     assert not result.accepted
-    assert "forgetting +0.0500 > max 0.0200" in result.reasons[0]
+    assert result.finding is AuditFinding.ABOVE
+    lower, upper = result.forgetting_bounds
+    assert 0.02 < lower < 0.05 < upper
+    assert "forgetting +0.0500 on 2000 audit samples" in result.reasons[0]
+    assert "above max 0.0200" in result.reasons[0]
+
+
+# The wine case: one audit sample of 26 lost, a gain of one held-out sample of 19.
+WINE_AUDIT = PairedCounts(both=24, only_production=1, neither=1)
+WINE_HOLDOUT = PairedCounts(both=17, only_candidate=1, neither=1)
+
+
+def test_one_sample_of_26_cannot_resolve_a_two_point_limit_and_is_refused_by_default():
+    result = verdict(metrics(WINE_AUDIT, WINE_HOLDOUT), GateConfig(max_forgetting=0.02))
+    assert result.finding is AuditFinding.UNRESOLVED
+    assert not result.accepted
+    assert result.audit_samples == 26
+    assert "forgetting +0.0385 on 26 audit samples" in result.reasons[0]
+    assert "cannot resolve max 0.0200 + tolerance 0.0100 at this size" in result.reasons[0]
+    assert f"about {result.samples_to_resolve} audit samples would" in result.reasons[0]
+    assert result.samples_to_resolve > 100
+    assert "unresolved forgetting is refused (gate.unresolved = refuse)" in result.reasons[2]
+
+
+def test_an_unresolved_finding_is_accepted_with_a_significant_gain_when_configured():
+    config = GateConfig(max_forgetting=0.02, unresolved=WhenUnresolved.ACCEPT_IF_GAIN_SIGNIFICANT)
+    assert not verdict(metrics(WINE_AUDIT, WINE_HOLDOUT), config).accepted  # a gain of 1 of 19 is not significant
+    big_gain = PairedCounts(both=40, only_candidate=40, neither=20)
+    result = verdict(metrics(WINE_AUDIT, big_gain), config)
+    assert result.accepted
+    assert "the gain is significant" in result.reasons[2]
+
+
+def test_a_significant_gain_does_not_accept_a_finding_above_the_limit():
+    config = GateConfig(unresolved=WhenUnresolved.ACCEPT_IF_GAIN_SIGNIFICANT)
+    big_gain = PairedCounts(both=40, only_candidate=40, neither=20)
+    assert not verdict(metrics(audit(lost=200), big_gain), config).accepted
 
 
 def test_a_batch_with_new_classes_is_held_to_the_new_classes_limit():
     config = GateConfig(max_forgetting=0.02, max_forgetting_new_classes=0.06)
-    assert not verdict(metrics(old_cand=0.85), config).accepted
-    result = verdict(metrics(old_cand=0.85), config, new_classes=(8, 9))
+    assert verdict(metrics(audit(lost=120)), config).finding is AuditFinding.ABOVE
+    result = verdict(metrics(audit(lost=120)), config, new_classes=(8, 9))
     assert result.accepted
-    assert "forgetting +0.0500 <= max for new classes [8, 9] 0.0600" in result.reasons[0]
+    assert "within max for new classes [8, 9] 0.0600" in result.reasons[0]
     assert result.forgetting_limit == 0.06
-    assert not verdict(metrics(old_cand=0.83), config, new_classes=(8, 9)).accepted
+    assert not verdict(metrics(audit(lost=200)), config, new_classes=(8, 9)).accepted
 
 
 def test_the_new_classes_limit_is_never_stricter_than_the_everyday_one():
     config = GateConfig(max_forgetting=0.5, max_forgetting_new_classes=0.06)
-    assert verdict(metrics(old_cand=0.85), config, new_classes=(8, 9)).accepted
+    assert verdict(metrics(audit(lost=200)), config, new_classes=(8, 9)).accepted
 
 
 def test_rejects_when_new_accuracy_gain_is_below_min_gain():
-    result = verdict(metrics(new_prod=0.70, new_cand=0.72), GateConfig(min_gain=0.05))
+    small_gain = PairedCounts(both=70, only_candidate=2, neither=28)
+    result = verdict(metrics(audit(lost=20), small_gain), GateConfig(min_gain=0.05))
     assert not result.accepted
-    assert "<" in result.reasons[1]
+    assert "new-batch accuracy 0.7200 < production 0.7000 + min gain 0.0500" in result.reasons[1]
+
+
+def test_the_bounds_hold_their_confidence_on_small_paired_samples():
+    # Production right on 90 %, the candidate on 88 %, disagreeing on 8 %: true forgetting +2 points.
+    rng = np.random.default_rng(0)
+    outcome = rng.choice(4, p=[0.85, 0.05, 0.03, 0.07], size=(4000, 50))  # both, only p, only c, neither
+    counts = [(outcome == k).sum(1) for k in range(4)]
+    lower, upper = paired_bounds(*counts, 0.95)
+    assert (upper >= 0.02).mean() >= 0.94
+    assert (lower <= 0.02).mean() >= 0.94
+
+
+def test_more_audit_samples_narrow_the_bounds():
+    small, large = PairedCounts(180, 6, 4, 10).bounds(0.95), PairedCounts(1800, 60, 40, 100).bounds(0.95)
+    assert small[0] < large[0] < 0.01 < large[1] < small[1]
+
+
+def test_samples_to_resolve_is_the_smallest_audit_set_that_shows_no_forgetting_within_the_threshold():
+    needed = samples_to_resolve(0.03, 0.95, accuracy=0.95, discordance=0.05)
+    z = one_sided_z(0.95)
+    assert 0.7 < needed / (z * z * 0.05 / 0.03**2) < 1.3  # the normal approximation's figure
+
+    def upper(n: int) -> float:
+        flips = 0.05 * n / 2
+        return float(paired_bounds(0.95 * n - flips, flips, flips, 0.05 * n - flips, 0.95)[1])
+
+    assert upper(needed) < 0.03 <= upper(needed - 1)
+    assert samples_to_resolve(0.03, 0.95, 0.95, 0.10) > needed
 
 
 class Constant(nn.Module):
@@ -68,6 +149,8 @@ def test_evaluation_reports_accuracy_and_forgetting_per_source_batch():
     by_source = {g.source: g for g in result.groups}
     assert by_source[0].forgetting == 0.75 - 0.25
     assert by_source[5].forgetting == -1.0
+    assert result.audit == PairedCounts(both=0, only_production=3, only_candidate=3, neither=0)
+    assert result.holdout == PairedCounts(both=0, only_production=1, only_candidate=3, neither=0)
 
 
 def test_evaluation_reports_the_standard_error_of_forgetting_and_the_verdict_shows_it():
@@ -75,4 +158,34 @@ def test_evaluation_reports_the_standard_error_of_forgetting_and_the_verdict_sho
     result = evaluate_gate(Constant(0), Constant(1), groups, (torch.zeros(2, 2), torch.tensor([1, 1])))
     # Per sample, production right − candidate right: +1 three times, −1 three times.
     assert result.forgetting_stderr == pytest.approx((1.2 / 6) ** 0.5)
-    assert "(± 0.4472 over 6 audit samples)" in verdict(result, GateConfig()).reasons[0]
+    assert verdict(result, GateConfig()).audit_samples == 6
+
+
+def test_the_wine_case_is_unresolved_at_its_audit_size_and_every_report_says_so(tmp_path):
+    """13 features, 100 known rows, a batch of 78 with three features rescaled: an audit set of
+    about 26 samples cannot resolve a 2-point limit, and init, show, versions and status say so."""
+    from sklearn.datasets import load_wine
+
+    from conftest import retain, save_npz, write_config
+
+    x, y = load_wine(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order].astype(np.float32), y[order]
+    x = (x - x[:100].mean(0)) / x[:100].std(0)  # standardised with the known rows' statistics
+    batch = x[100:].copy()
+    batch[:, :3] *= 1.5
+    config = write_config(tmp_path, model={"kwargs": {"hidden": [32]}})
+    save_npz(tmp_path / "known.npz", x[:100], y[:100])
+    init = retain(config, "init", "--data", str(tmp_path / "known.npz"), "--train")
+    assert "too few to show a candidate's forgetting below" in init.stderr
+    save_npz(tmp_path / "inbox" / "wine.npz", batch, y[100:])
+    retain(config, "run", "--once")
+
+    candidates = [v for v in json.loads(retain(config, "versions", "--json").stdout) if v["version"] > 1]
+    assert candidates and all(v["gate_finding"] == "unresolved" for v in candidates), candidates
+    assert all(20 <= v["audit_samples"] <= 30 for v in candidates)
+    shown = json.loads(retain(config, "show", str(candidates[0]["version"]), "--json").stdout)
+    assert "cannot resolve max 0.0200 + tolerance 0.0100 at this size" in shown["decision_reasons"][0]
+    assert shown["details"]["samples_to_resolve"] > 100
+    status = json.loads(retain(config, "status", "--json").stdout)["models"]["default"]
+    assert status["audit_samples"] < status["audit_samples_needed"] and "too few" in status["warning"]
