@@ -129,6 +129,19 @@ def panels() -> list[dict]:
                    "{{model}} {{strategy}} optimizer steps", instant=True),
         ], 0, 52, w=24, displayMode="basic", orientation="horizontal",
             description="Training seconds and optimizer steps spent on candidates since the daemons started"),
+        panel("timeseries", "Gate: forgetting bounds and audit size (last candidate)", [
+            target(f"retain_gate_forgetting_lower_bound_ratio{{{SEL}}}", "{{model}} lower bound ({{instance}})"),
+            target(f"retain_gate_forgetting_upper_bound_ratio{{{SEL}}}", "{{model}} upper bound ({{instance}})"),
+            target(f"{PER_MODEL} (retain_gate_max_forgetting_ratio{{{SEL}}})", "{{model}} limit"),
+        ], 0, 60, unit="percentunit",
+            description="The gate's one-sided bounds on forgetting at gate.confidence: within when the upper bound "
+                        "is below the limit + tolerance, above when the lower bound is over the limit"),
+        panel("timeseries", "Gate findings and audit samples", [
+            target(f"sum by (model, finding) (increase(retain_gate_findings_total{{{SEL}}}[$__rate_interval]))",
+                   "{{model}} {{finding}}"),
+            target(f"retain_gate_audit_samples{{{SEL}}}", "{{model}} audit samples ({{instance}})"),
+            target(f"retain_gate_audit_samples_needed{{{SEL}}}", "{{model}} samples the limit takes ({{instance}})"),
+        ], 12, 60, description="Unresolved findings mean an audit set too small for the limit"),
     ]
     for number, item in enumerate(rows, start=1):
         item["id"] = number
