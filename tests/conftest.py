@@ -33,7 +33,9 @@ def save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
 
 
 def write_config(workdir: Path, **sections: dict) -> Path:
-    """A fast test config: small model, few epochs, one thread, no metrics port."""
+    """A fast test config: small model, few epochs, one thread, no metrics port, and a gate
+    tolerance that a small audit set resolves (90 samples here; the paired rule itself, at its
+    defaults, is pinned in test_forgetting.py)."""
     from retain.daemon.config import dump_config
 
     base = {
@@ -42,6 +44,7 @@ def write_config(workdir: Path, **sections: dict) -> Path:
         "training": {"epochs": 4, "batch_size": 32, "lr": 0.003, "threads": 1, "device": "cpu"},
         "shift": {"permutations": 50},
         "replay": {"capacity": 300},
+        "gate": {"tolerance": 0.1},
         "metrics": {"enabled": False},
         "daemon": {"settle_seconds": 0.2},
     }

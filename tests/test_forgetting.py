@@ -174,7 +174,7 @@ def test_the_wine_case_is_unresolved_at_its_audit_size_and_every_report_says_so(
     x = (x - x[:100].mean(0)) / x[:100].std(0)  # standardised with the known rows' statistics
     batch = x[100:].copy()
     batch[:, :3] *= 1.5
-    config = write_config(tmp_path, model={"kwargs": {"hidden": [32]}})
+    config = write_config(tmp_path, gate={"tolerance": GateConfig().tolerance})
     save_npz(tmp_path / "known.npz", x[:100], y[:100])
     init = retain(config, "init", "--data", str(tmp_path / "known.npz"), "--train")
     assert "too few to show a candidate's forgetting below" in init.stderr
