@@ -74,7 +74,7 @@ def time_strategies(workload: Workload, settings: TrainingSettings) -> dict[str,
         if settings.device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        candidate = train_candidate(choice, job)
+        candidate = train_candidate(choice, job).model
         seconds = time.perf_counter() - started  # the candidate is back on the CPU: synchronised
         accuracy = float((predict(candidate, workload.test[0]) == workload.test[1]).double().mean())
         results[strategy] = (seconds, accuracy)

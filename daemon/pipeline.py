@@ -22,8 +22,18 @@ from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics
 from retain.daemon.publish import publish, published_version
 from retain.daemon.remote_inbox import fetch_batch, incoming_path, is_remote
-from retain.daemon.versions import ModelSpec, load_memory, load_model, save_memory, save_model, spec_of
+from retain.daemon.versions import (
+    ModelSpec,
+    load_memory,
+    load_meta_init,
+    load_model,
+    save_memory,
+    save_meta_init,
+    save_model,
+    spec_of,
+)
 from retain.registry import (
+    ArtifactError,
     ArtifactStore,
     Batch,
     BatchForgetting,
@@ -40,6 +50,7 @@ from retain.registry import (
     atomic_copy,
     atomic_write,
 )
+from retain.strategies.job import MetaInit
 from retain.strategies.measure import UnusableBatch, measure_batch, measure_unlabelled
 from retain.strategies.models import head_module
 from retain.strategies.policy import Choice, ShiftHistoryEntry
@@ -76,6 +87,7 @@ class BatchJob:
     model: nn.Module
     memory: ReplayMemory
     spec: ModelSpec
+    meta_init: MetaInit | None = None  # the lineage's Reptile initialisation, as production keeps it
 
 
 def no_production(config: Config) -> str:
@@ -171,6 +183,7 @@ class Pipeline:
         self.should_stop = should_stop
         self.on_progress = on_progress
         self._loaded: tuple[int, nn.Module, ReplayMemory] | None = None
+        self._meta_init: tuple[str, MetaInit] | None = None  # the last one read, by digest
 
     def _fields(self, **values):
         """A log line's fields, the model's name first."""
@@ -187,6 +200,21 @@ class Pipeline:
         self.refresh_metrics(version)
         self.sync_published(version)
         return version, self._loaded[1], self._loaded[2]
+
+    def meta_init(self, production: ModelVersion) -> MetaInit | None:
+        """``production``'s Reptile initialisation, read once per digest. One that cannot be read
+        costs meta a fresh start, not the batch: it is logged and meta learns a new one."""
+        digest = production.meta_init_sha256
+        if digest is None:
+            return None
+        if self._meta_init is None or self._meta_init[0] != digest:
+            try:
+                self._meta_init = (digest, load_meta_init(production, self.artifacts))
+            except ArtifactError as exc:
+                log.warning("meta initialisation unreadable; meta will learn a new one",
+                            extra=self._fields(version=production.version, reason=str(exc)))
+                return None
+        return self._meta_init[1]
 
     def sync_published(self, production: ModelVersion | None = None) -> None:
         """Publish production if ``publish.dir`` shows another version (a move made here, from
@@ -291,7 +319,8 @@ class Pipeline:
         if loaded.sha256 != batch.sha256:
             return self._changed_since_queued(batch, path, loaded.sha256)
         try:
-            return self._adapt(BatchJob(batch, path, loaded, production, model, memory, spec))
+            return self._adapt(BatchJob(batch, path, loaded, production, model, memory, spec,
+                                        self.meta_init(production)))
         except UnusableBatch as exc:
             return self._reject(batch, path, str(exc))
 
@@ -401,7 +430,8 @@ class Pipeline:
                                    acc_new_candidate=round(gate.acc_new_candidate, 4),
                                    acc_new_production=round(gate.acc_new_production, 4),
                                    training_seconds=round(candidate.duration, 2),
-                                   optimizer_steps=candidate.optimizer_steps, samples_seen=candidate.samples_seen),
+                                   optimizer_steps=candidate.optimizer_steps, samples_seen=candidate.samples_seen,
+                                   meta_start=candidate.meta_start),
             )
 
         return report
@@ -436,7 +466,7 @@ class Pipeline:
         step = adapt_step(
             job.model, job.memory, NewBatch(loaded.x, loaded.y, source=batch.id, num_classes=spec.num_classes),
             self.history(), settings, hooks=self._hooks(batch), report=report,
-            on_choice=self._log_choice(batch), on_candidate=self._log_candidate(batch),
+            on_choice=self._log_choice(batch), on_candidate=self._log_candidate(batch), meta_init=job.meta_init,
         )
         candidates, production = list(step.candidates), job.production
 
@@ -512,6 +542,7 @@ class Pipeline:
             optimizer_steps=candidate.optimizer_steps,
             samples_seen=candidate.samples_seen,
             device=self.config.training.resolved_device(),
+            meta_start=candidate.meta_start,
             n_train=len(step.train[1]),
             n_holdout=len(step.holdout[1]),
             is_fallback=candidate is not step.candidates[0],
@@ -522,6 +553,8 @@ class Pipeline:
             model_spec=replace(job.spec, num_classes=width).to_dict(),
             artifact_sha256=save_model(candidate.model, self.artifacts),
             replay_sha256=replay_sha256,
+            meta_init_sha256=(job.production.meta_init_sha256 if candidate.meta_init is None
+                              else save_meta_init(candidate.meta_init, self.artifacts)),
             parent=job.production.version,
             batch_id=job.batch.id,
             severity=report.severity,

@@ -1,4 +1,5 @@
-"""Loading and saving what a version is made of: model weights and replay memory."""
+"""Loading and saving what a version is made of: model weights, replay memory and meta's
+initialisation."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from retain.daemon.config import Config
 from retain.registry import ArtifactStore, ModelVersion, S3Objects
+from retain.strategies.job import MetaInit
 from retain.strategies.models import build_model
 from retain.strategies.replay import ReplayMemory
 
@@ -62,6 +64,15 @@ def load_model(version: ModelVersion, artifacts: ArtifactStore) -> nn.Module:
 
 def load_memory(version: ModelVersion, artifacts: ArtifactStore) -> ReplayMemory:
     return ReplayMemory.from_tensors(artifacts.get_tensors(version.replay_sha256))
+
+
+def load_meta_init(version: ModelVersion, artifacts: ArtifactStore) -> MetaInit | None:
+    """The lineage's Reptile initialisation as ``version`` keeps it (None before any meta)."""
+    return None if version.meta_init_sha256 is None else artifacts.get_tensors(version.meta_init_sha256)
+
+
+def save_meta_init(meta_init: MetaInit, artifacts: ArtifactStore) -> str:
+    return artifacts.put_tensors(meta_init)
 
 
 def save_model(model: nn.Module, artifacts: ArtifactStore) -> str:

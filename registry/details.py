@@ -96,6 +96,7 @@ class VersionDetails:
     optimizer_steps: int | None = None
     samples_seen: int | None = None
     device: str | None = None
+    meta_start: str | None = None  # a MetaStart: a meta candidate's initialisation continued or learned afresh
     n_train: int | None = None
     n_holdout: int | None = None
     is_fallback: bool | None = None
@@ -137,6 +138,7 @@ class VersionDetails:
             optimizer_steps=data.get("optimizer_steps"),
             samples_seen=data.get("samples_seen"),
             device=data.get("device"),
+            meta_start=data.get("meta_start"),
             n_train=data.get("n_train"),
             n_holdout=data.get("n_holdout"),
             is_fallback=data.get("is_fallback"),

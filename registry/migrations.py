@@ -115,6 +115,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     # Webhooks: events written with what caused them, delivered from here.
     Migration(6, "an outbox of events for webhooks", (), backfill=_create_outbox),
+    # meta carries its Reptile initialisation forward with the version instead of relearning it.
+    Migration(7, "versions keep meta's initialisation",
+              ("ALTER TABLE model_version ADD COLUMN meta_init_sha256 VARCHAR(64)",)),
 )
 
 

@@ -114,6 +114,9 @@ class VersionFields(SQLModel):
     rationale: str = ""
     artifact_sha256: str = Field(max_length=64)
     replay_sha256: str = Field(max_length=64)
+    # meta's Reptile initialisation for the lineage: a meta candidate stores the one it adapted
+    # from, every other version keeps its parent's; the next meta candidate continues it.
+    meta_init_sha256: str | None = Field(default=None, max_length=64)
     review: str | None = None  # a Review, for a candidate registered without auto-promotion
     review_note: str | None = None  # who approved or rejected it, when and why
 

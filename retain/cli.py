@@ -369,11 +369,14 @@ def show(
     if details.training_seconds is not None:
         steps = "" if details.optimizer_steps is None else f", {details.optimizer_steps} optimizer steps over " \
             f"{details.samples_seen} samples"
-        out.print(f"compute: {details.training_seconds:.2f} s{steps} on {details.device or '?'}")
+        start = {"continued": "; meta continued the lineage's initialisation",
+                 "learned": "; meta learned its initialisation afresh"}.get(details.meta_start or "", "")
+        out.print(f"compute: {details.training_seconds:.2f} s{steps} on {details.device or '?'}{start}")
     out.print(f"rationale: {row['rationale']}")
     for reason in row["decision_reasons"]:
         out.print(f"gate: {reason}")
-    out.print(f"artifact: sha256:{row['artifact_sha256']}  replay: sha256:{row['replay_sha256']}")
+    meta_init = f"  meta init: sha256:{row['meta_init_sha256']}" if row.get("meta_init_sha256") else ""
+    out.print(f"artifact: sha256:{row['artifact_sha256']}  replay: sha256:{row['replay_sha256']}{meta_init}")
 
 
 @app.command()

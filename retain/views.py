@@ -52,7 +52,7 @@ def _gate_and_compute(version: ModelVersion) -> dict[str, Any]:
             "forgetting_upper": None if bounds is None else bounds[1],
             "audit_samples": details.audit_samples,
             "training_seconds": details.training_seconds, "optimizer_steps": details.optimizer_steps,
-            "samples_seen": details.samples_seen, "device": details.device}
+            "samples_seen": details.samples_seen, "device": details.device, "meta_start": details.meta_start}
 
 
 def audit_sizing_of(version: ModelVersion, gate: GateConfig) -> AuditSizing | None:
@@ -71,6 +71,7 @@ def version_detail(version: ModelVersion, production: int | None, lineage: list[
         "details": version.version_details().to_dict(),
         "model_spec": json.loads(version.model_spec),
         "replay_sha256": version.replay_sha256,
+        "meta_init_sha256": version.meta_init_sha256,
         "lineage": lineage,
     }
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from retain.strategies.feature_extraction import feature_extraction
 from retain.strategies.finetune import finetune
-from retain.strategies.job import TrainingJob
+from retain.strategies.job import TrainedCandidate, TrainingJob
 from retain.strategies.kinds import Strategy
 from retain.strategies.meta import meta
 from retain.strategies.policy import Choice
@@ -16,7 +15,7 @@ from retain.strategies.training import resolve_device
 _STRATEGIES = {Strategy.FINETUNE: finetune, Strategy.FEATURE_EXTRACTION: feature_extraction, Strategy.META: meta}
 
 
-def train_candidate(choice: Choice, job: TrainingJob) -> nn.Module:
+def train_candidate(choice: Choice, job: TrainingJob) -> TrainedCandidate:
     """Train a candidate from ``job.production`` with the chosen strategy; production is untouched.
 
     Every strategy rehearses the job's rehearsal samples and widens the head when the batch

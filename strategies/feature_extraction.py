@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from retain.strategies.job import TrainingJob
+from retain.strategies.job import TrainedCandidate, TrainingJob
 from retain.strategies.models import head_module, prepare_candidate
 from retain.strategies.training import rehearsal_plugins, run_template
 
@@ -43,7 +43,7 @@ def frozen_backbone_plugin(model: nn.Module, head: str):
     return FrozenBackbone()
 
 
-def feature_extraction(job: TrainingJob, lr: float) -> nn.Module:
+def feature_extraction(job: TrainingJob, lr: float) -> TrainedCandidate:
     """A candidate whose backbone is bit-identical to ``job.production``'s; only the head learns."""
     candidate = prepare_candidate(job.production, job.head, job.labels())
     # The template's optimizer covers every parameter: without requires_grad=False the
@@ -61,4 +61,4 @@ def feature_extraction(job: TrainingJob, lr: float) -> nn.Module:
     finally:
         for _, parameter in frozen:
             parameter.requires_grad_(True)
-    return candidate
+    return TrainedCandidate(candidate)

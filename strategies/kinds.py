@@ -33,6 +33,13 @@ class GateDecision(StrEnum):
     REFUSED = "rejected"
 
 
+class MetaStart(StrEnum):
+    """Where a ``meta`` candidate's Reptile initialisation started."""
+
+    CONTINUED = "continued"  # from the lineage's stored initialisation, for ``continue_steps``
+    LEARNED = "learned"  # from the production weights, for ``meta_steps``: none fitted
+
+
 class AuditFinding(StrEnum):
     """What the audit set shows about a candidate's forgetting, at the gate's confidence."""
 

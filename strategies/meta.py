@@ -2,6 +2,10 @@
 at hand — the past batches held in the replay buffer and the new batch's support split —
 then adapt from it on the new batch.
 
+The initialisation is the lineage's meta-knowledge, not one batch's: the version keeps it as
+an artifact and the next ``meta`` candidate continues it for ``continue_steps`` outer updates,
+with the new batch as one more task, instead of ``meta_steps`` from the production weights.
+
 Reptile runs inside Avalanche as a plugin at the start of the experience, so the ordinary
 training that follows (with replay) and the forgetting gate apply unchanged. It is written
 with ``torch.func`` (``functional_call`` and ``grad``): no ``higher`` or ``learn2learn``.
@@ -17,7 +21,8 @@ from torch import nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 from torch.nn import functional as F
 
-from retain.strategies.job import TrainingJob
+from retain.strategies.job import MetaInit, TrainedCandidate, TrainingJob
+from retain.strategies.kinds import MetaStart
 from retain.strategies.models import prepare_candidate
 from retain.strategies.settings import ReptileSettings
 from retain.strategies.training import rehearsal_plugins, run_template
@@ -26,9 +31,11 @@ Task = tuple[torch.Tensor, torch.Tensor]
 
 
 def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed: int = 0,
-            on_step: Callable[[int], None] | None = None) -> nn.Module:
-    """Move ``model``'s parameters, in place, to a Reptile initialisation for ``tasks``
-    (``on_step`` is told of each inner gradient step and its samples)."""
+            on_step: Callable[[int], None] | None = None, steps: int | None = None) -> nn.Module:
+    """Move ``model``'s parameters, in place, to a Reptile initialisation for ``tasks`` in
+    ``steps`` outer updates (default ``settings.meta_steps``); ``on_step`` is told of each
+    inner gradient step and its samples."""
+    steps = settings.meta_steps if steps is None else steps
     tasks = [task for task in tasks if len(task[1])]
     if not tasks:
         return model
@@ -44,7 +51,7 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
         return F.cross_entropy(functional_call(scratch, weights, (x,)), y)
 
     task_gradient = grad(loss)
-    for step in range(settings.meta_steps):
+    for step in range(steps):
         x, y = tasks[int(torch.randint(len(tasks), (1,), generator=generator))]
         fast = dict(params)
         for _ in range(settings.inner_steps):
@@ -53,7 +60,7 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
             fast = {name: fast[name] - settings.inner_lr * gradients[name] for name in fast}
             if on_step is not None:
                 on_step(len(idx))
-        step_size = settings.meta_lr * (1.0 - step / settings.meta_steps)
+        step_size = settings.meta_lr * (1.0 - step / steps)
         params = {name: params[name] + step_size * (fast[name] - params[name]) for name in params}
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -61,16 +68,41 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
     return model
 
 
-def meta_plugin(tasks: list[Task], settings: ReptileSettings, seed: int,
+def meta_plugin(tasks: list[Task], settings: ReptileSettings, seed: int, steps: int,
                 on_step: Callable[[int], None] | None = None):
-    """Runs Reptile on the strategy's model when the experience starts."""
+    """Runs Reptile on the strategy's model when the experience starts and keeps the
+    initialisation it reached (``.initialisation``, on the CPU)."""
     from retain.strategies.avalanche_api import SupervisedPlugin
 
     class MetaInitialisation(SupervisedPlugin):
+        initialisation: MetaInit | None = None
+
         def before_training_exp(self, strategy, **kwargs):
-            reptile(strategy.model, tasks, settings, seed, on_step)
+            reptile(strategy.model, tasks, settings, seed, on_step, steps)
+            self.initialisation = {name: p.detach().cpu().clone() for name, p in strategy.model.named_parameters()}
 
     return MetaInitialisation()
+
+
+def continue_from(candidate: nn.Module, head: str, stored: MetaInit) -> bool:
+    """Set ``candidate``'s parameters to a stored initialisation, in place, and say whether it
+    fitted: the same parameters and shapes, except a head that has since gained classes (the
+    stored rows are copied, the new ones keep the candidate's). Otherwise the candidate is left
+    as it was: the architecture changed, and meta starts over."""
+    parameters = dict(candidate.named_parameters())
+    if set(parameters) != set(stored):
+        return False
+    for name, parameter in parameters.items():
+        shape = stored[name].shape
+        widened_head = (name.startswith(head + ".") and len(shape) == parameter.dim() > 0
+                        and shape[1:] == parameter.shape[1:] and shape[0] < parameter.shape[0])
+        if shape != parameter.shape and not widened_head:
+            return False
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            value = stored[name]
+            (parameter[: value.shape[0]] if value.shape != parameter.shape else parameter).copy_(value)
+    return True
 
 
 def meta_tasks(
@@ -82,13 +114,17 @@ def meta_tasks(
     return [*tasks, support]
 
 
-def meta(job: TrainingJob, lr: float) -> nn.Module:
-    """A candidate adapted on the new batch from a meta-learned initialisation."""
+def meta(job: TrainingJob, lr: float) -> TrainedCandidate:
+    """A candidate adapted on the new batch from a meta-learned initialisation: the lineage's
+    (``job.meta_init``) continued where it fits, else one learned from the production weights."""
     candidate = prepare_candidate(job.production, job.head, job.labels())
+    continued = job.meta_init is not None and continue_from(candidate, job.head, job.meta_init)
+    steps = job.reptile.continue_steps if continued else job.reptile.meta_steps
     tasks = meta_tasks(job.rehearsal, job.sources, job.train)
-    return run_template(
+    initialisation = meta_plugin(tasks, job.reptile, job.settings.seed, steps, job.hooks.on_step)
+    model = run_template(
         candidate, *job.train, job.settings, lr,
-        plugins=[meta_plugin(tasks, job.reptile, job.settings.seed, job.hooks.on_step),
-                 *rehearsal_plugins(job.production, job.rehearsal, job.train[1], job.settings)],
+        plugins=[initialisation, *rehearsal_plugins(job.production, job.rehearsal, job.train[1], job.settings)],
         hooks=job.hooks,
     )
+    return TrainedCandidate(model, initialisation.initialisation, MetaStart.CONTINUED if continued else MetaStart.LEARNED)

@@ -56,6 +56,8 @@ def recurring_shifts(history: tuple[ShiftHistoryEntry, ...], window: int) -> int
 
 def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[Strategy, str, str]:
     """The first rule that fires: (strategy, rule name, why in words)."""
+    if config.strategy is not None:
+        return config.strategy, "pinned", "policy.strategy pins it"
     probe = report.probe_accuracy
     probe_text = "n/a" if probe is None else f"{probe:.3f}"
     if report.novel_classes:
@@ -120,7 +122,8 @@ def choose(
     config: PolicyConfig,
     base_lr: float,
 ) -> Choice:
-    """Pick the adaptation for this batch (rules in order, first match wins):
+    """Pick the adaptation for this batch: ``config.strategy`` when it is set, else the rules
+    in order, first match wins:
 
     1. new classes: ``feature_extraction`` if a linear probe on the frozen features separates
        the batch's classes, else ``meta``;

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from retain.strategies.kinds import Severity, WhenUnresolved
+from retain.strategies.kinds import Severity, Strategy, WhenUnresolved
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -66,6 +66,9 @@ class PolicyConfig:
     history_window: int = Field(default=10, ge=0)
     # Train the next-best strategy once when the first candidate fails the gate.
     fallback: bool = True
+    # Always this strategy, without consulting the rules (a lineage pinned to one way of
+    # adapting, or a baseline to compare the rules against). Unset: the rules choose.
+    strategy: Strategy | None = None
 
     def finetune_lr_scale(self, severity: Severity) -> float:
         return {
@@ -80,7 +83,10 @@ class PolicyConfig:
 class ReptileSettings:
     """``[meta]``: the Reptile initialisation that ``meta`` adapts from."""
 
-    meta_steps: int = Field(default=200, ge=1)  # outer updates
+    meta_steps: int = Field(default=200, ge=1)  # outer updates from the production weights
+    # Outer updates when continuing the lineage's stored initialisation: it already fits the
+    # earlier tasks, so the new batch needs a fraction of a fresh start's.
+    continue_steps: int = Field(default=30, ge=1)
     inner_steps: int = Field(default=5, ge=1)  # SGD steps on one task per outer update
     inner_lr: float = Field(default=0.05, gt=0)
     meta_lr: float = Field(default=0.5, gt=0, le=1)  # interpolation towards the adapted weights, annealed to 0

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from retain.strategies.adapt import train_candidate
-from retain.strategies.job import TrainingJob
+from retain.strategies.job import MetaInit, TrainedCandidate, TrainingJob
 from retain.strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
+from retain.strategies.kinds import MetaStart
 from retain.strategies.measure import measure_batch
 from retain.strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
 from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
@@ -56,6 +57,8 @@ class Candidate:
     duration: float  # training seconds
     optimizer_steps: int = 0  # every gradient step of its training (Reptile's inner steps too)
     samples_seen: int = 0  # the samples in those steps, rehearsal included
+    meta_init: MetaInit | None = None  # from ``meta``: the Reptile initialisation it adapted from
+    meta_start: MetaStart | None = None  # and where that initialisation started
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class StepResult:
         return self.accepted or self.candidates[-1]
 
 
-Trainer = Callable[[Choice, TrainingJob], nn.Module]  # the signature of ``train_candidate``
+Trainer = Callable[[Choice, TrainingJob], TrainedCandidate]  # the signature of ``train_candidate``
 
 
 def adapt_step(
@@ -91,12 +94,14 @@ def adapt_step(
     train: Trainer = train_candidate,
     on_choice: Callable[[Choice], None] = lambda choice: None,
     on_candidate: Callable[[Candidate], None] = lambda candidate: None,
+    meta_init: MetaInit | None = None,
 ) -> StepResult:
     """Adapt ``production`` to ``batch``; ``production`` and ``memory`` are left as they were.
 
     ``report`` skips the measurement when the caller has it already (with the same seed it is
     the same report); ``train`` replaces ``train_candidate`` (a benchmark that has trained every
     strategy looks its candidates up). ``on_choice`` and ``on_candidate`` report progress.
+    ``meta_init`` is the lineage's Reptile initialisation (production's), which ``meta`` continues.
     """
     seed = settings.training.seed
     train_data, holdout = split_holdout(batch.x, batch.y, settings.gate.holdout_fraction, seed)
@@ -105,17 +110,17 @@ def adapt_step(
                                settings.thresholds, seed)
 
     job = TrainingJob.from_memory(production, train_data, memory, settings.training, head=settings.head,
-                                  hooks=hooks, reptile=settings.reptile)
+                                  hooks=hooks, reptile=settings.reptile, meta_init=meta_init)
 
     def train_and_gate(choice: Choice) -> Candidate:
         on_choice(choice)
         counter = ComputeCounter()
         started = time.monotonic()
-        model = train(choice, replace(job, hooks=replace(job.hooks, on_step=counter)))
+        trained = train(choice, replace(job, hooks=replace(job.hooks, on_step=counter)))
         duration = time.monotonic() - started
-        gate = evaluate_gate(production, model, memory.audit_groups(), holdout)
-        candidate = Candidate(choice, model, gate, verdict(gate, settings.gate, report.novel_classes), duration,
-                              counter.steps, counter.samples)
+        gate = evaluate_gate(production, trained.model, memory.audit_groups(), holdout)
+        candidate = Candidate(choice, trained.model, gate, verdict(gate, settings.gate, report.novel_classes),
+                              duration, counter.steps, counter.samples, trained.meta_init, trained.meta_start)
         on_candidate(candidate)
         return candidate
 

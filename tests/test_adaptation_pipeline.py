@@ -129,3 +129,25 @@ def test_the_built_in_cnn_adapts_image_batches_with_meta(tmp_path, digit_data):
     np.savez(tmp_path / "unseen.npz", x=images[600:700])
     predicted = json.loads(retain(config, "predict", str(tmp_path / "unseen.npz"), "--json").stdout)
     assert predicted["version"] == 2 and len(predicted["predictions"]) == 100
+
+
+def test_meta_continues_the_initialisation_its_lineage_keeps_and_other_strategies_pass_it_on(workspace, digit_data):
+    x, y = digit_data
+    gate = {"max_forgetting": 1.0, "min_gain": -1.0}
+    meta = {"meta_steps": 40, "continue_steps": 8}
+    write_config(workspace.parent, policy={"strategy": "meta", "fallback": False}, gate=gate, meta=meta)
+    for name, rows in (("b1.npz", slice(500, 700)), ("b2.npz", slice(700, 900))):
+        save_npz(workspace.parent / "inbox" / name, x[rows], y[rows])
+        retain(workspace, "run", "--once")
+    learned, continued = (json.loads(retain(workspace, "show", v, "--json").stdout) for v in ("2", "3"))
+    assert (learned["details"]["meta_start"], continued["details"]["meta_start"]) == ("learned", "continued")
+    assert learned["meta_init_sha256"] and continued["meta_init_sha256"] not in (None, learned["meta_init_sha256"])
+    assert continued["details"]["optimizer_steps"] < learned["details"]["optimizer_steps"]
+    assert "meta continued the lineage's initialisation" in retain(workspace, "show", "3").stdout
+
+    write_config(workspace.parent, policy={"strategy": "finetune", "fallback": False}, gate=gate, meta=meta)
+    save_npz(workspace.parent / "inbox" / "b3.npz", x[900:1100], y[900:1100])
+    retain(workspace, "run", "--once")
+    finetuned = json.loads(retain(workspace, "show", "4", "--json").stdout)
+    assert finetuned["strategy"] == "finetune" and "meta_start" not in finetuned["details"]
+    assert finetuned["meta_init_sha256"] == continued["meta_init_sha256"]

@@ -54,7 +54,7 @@ def test_each_strategy_trains_on_the_gpu_and_returns_a_cpu_model_as_good_as_the_
         torch.cuda.reset_peak_memory_stats()
         resident = torch.cuda.memory_allocated()
         job = TrainingJob.from_memory(production, batch, memory, settings)
-        candidates[settings.device] = train_candidate(choice, job)
+        candidates[settings.device] = train_candidate(choice, job).model
         assert (torch.cuda.max_memory_allocated() > resident) == (settings.device == "cuda")
     gpu = candidates["cuda"]
     assert on_cpu(gpu) and not gpu.training

@@ -2,7 +2,17 @@
 
 from dataclasses import replace
 
-from retain.strategies.policy import PolicyConfig, ShiftHistoryEntry, choose, fallback_choice, recurring_shifts
+import pytest
+from pydantic import ValidationError
+
+from retain.strategies.policy import (
+    PolicyConfig,
+    ShiftHistoryEntry,
+    choose,
+    fallback_choice,
+    hyperparameters,
+    recurring_shifts,
+)
 from retain.strategies.shift import ShiftReport
 
 CONFIG = PolicyConfig()
@@ -118,3 +128,16 @@ def test_fallback_is_the_next_best_strategy_and_can_be_switched_off():
     assert (first.strategy, second.strategy) == ("feature_extraction", "meta")
     assert second.rule == "fallback-after-significant-shift-small-batch"
     assert fallback_choice(choose(report(), (), replace(CONFIG, fallback=False), 0.01), report(), CONFIG, 0.01) is None
+
+
+def test_a_pinned_strategy_is_chosen_whatever_the_shift_and_keeps_its_learning_rate():
+    pinned = replace(CONFIG, strategy="meta")
+    for shift in (report("none", reasons=()), report("severe", novel=(8,), probe=0.99), report("moderate", n_batch=50)):
+        choice = choose(shift, history("mild", "mild"), pinned, 0.01)
+        assert (choice.strategy, choice.rule) == ("meta", "pinned")
+        assert choice.hyperparameters == hyperparameters("meta", shift, CONFIG, 0.01)
+
+
+def test_a_pinned_strategy_not_in_the_closed_set_is_refused():
+    with pytest.raises(ValidationError, match="strategy"):
+        PolicyConfig(strategy="bagging")

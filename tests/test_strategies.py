@@ -2,6 +2,7 @@
 
 import copy
 import math
+from dataclasses import replace
 
 import torch
 from torch.nn import functional as F
@@ -11,7 +12,7 @@ from retain.strategies.finetune import finetune
 from retain.strategies.job import TrainingJob
 from retain.strategies.meta import ReptileSettings, reptile
 from retain.strategies.models import mlp, small_cnn, widen_head
-from retain.strategies.training import TrainingSettings
+from retain.strategies.training import TrainingHooks, TrainingSettings
 
 SETTINGS = TrainingSettings(epochs=2, batch_size=16, lr=0.01, device="cpu")
 
@@ -26,7 +27,7 @@ def blobs(n: int, classes: int, dim: int, seed: int, shift: float = 0.0) -> tupl
 def test_finetune_changes_the_weights_and_leaves_production_untouched():
     production = mlp((4,), 3, hidden=(8,))
     before = copy.deepcopy(production.state_dict())
-    candidate = finetune(TrainingJob(production, blobs(60, 3, 4, 1), blobs(20, 3, 4, 2), SETTINGS), lr=0.01)
+    candidate = finetune(TrainingJob(production, blobs(60, 3, 4, 1), blobs(20, 3, 4, 2), SETTINGS), lr=0.01).model
     assert all(torch.equal(before[k], v) for k, v in production.state_dict().items())
     assert any(not torch.equal(before[k], v) for k, v in candidate.state_dict().items())
 
@@ -42,7 +43,7 @@ def cnn_with_images():
 
 def test_feature_extraction_leaves_every_backbone_parameter_and_statistic_bit_identical():
     production, (x, y), rehearsal = cnn_with_images()
-    candidate = feature_extraction(TrainingJob(production, (x, y), rehearsal, SETTINGS), lr=0.05)
+    candidate = feature_extraction(TrainingJob(production, (x, y), rehearsal, SETTINGS), lr=0.05).model
     for name, tensor in production.backbone.state_dict().items():  # weights and BatchNorm buffers
         assert torch.equal(tensor, candidate.backbone.state_dict()[name]), name
     assert not torch.equal(production.head.weight, candidate.head.weight)
@@ -52,7 +53,7 @@ def test_feature_extraction_leaves_every_backbone_parameter_and_statistic_bit_id
 def test_feature_extraction_widens_the_head_for_new_classes():
     production = mlp((4,), 3, hidden=(8,))
     x, y = blobs(60, 5, 4, 1)
-    candidate = feature_extraction(TrainingJob(production, (x, y), blobs(20, 3, 4, 2), SETTINGS), lr=0.05)
+    candidate = feature_extraction(TrainingJob(production, (x, y), blobs(20, 3, 4, 2), SETTINGS), lr=0.05).model
     assert candidate.head.out_features == 5
     assert torch.equal(production.backbone[1].weight, candidate.backbone[1].weight)
 
@@ -116,7 +117,6 @@ def test_reptile_without_tasks_leaves_the_model_unchanged():
 
 
 def test_distillation_keeps_replayed_outputs_closer_to_production():
-    from dataclasses import replace
 
     torch.manual_seed(0)
     production = mlp((4,), 3, hidden=(16,))
@@ -126,7 +126,7 @@ def test_distillation_keeps_replayed_outputs_closer_to_production():
 
     def drift(weight: float) -> float:
         job = TrainingJob(production, shifted, rehearsal, replace(settings, distillation=weight))
-        candidate = finetune(job, lr=0.02)
+        candidate = finetune(job, lr=0.02).model
         with torch.no_grad():
             return float(F.kl_div(F.log_softmax(candidate(rehearsal[0]), 1), F.softmax(production(rehearsal[0]), 1),
                                   reduction="batchmean"))
@@ -159,7 +159,7 @@ def test_a_candidate_depends_on_its_seed_not_on_earlier_draws_from_the_global_ge
             torch.rand(draws)
             choice = Choice(strategy, {"lr": 0.01, "lr_scale": 1.0}, "", strategy)
             job = TrainingJob.from_memory(production, train, memory, SETTINGS, reptile=ReptileSettings(meta_steps=3))
-            candidate = train_candidate(choice, job)
+            candidate = train_candidate(choice, job).model
             weights.append(torch.cat([p.flatten() for p in candidate.parameters()]))
         assert torch.equal(*weights), strategy
 
@@ -175,7 +175,7 @@ def test_meta_trains_a_model_with_batchnorm_and_reptile_leaves_its_running_stati
     assert not torch.equal(production.head.weight, initialised.head.weight)
     job = TrainingJob(production, (x, y), rehearsal, SETTINGS, rehearsal_source=source,
                       reptile=ReptileSettings(meta_steps=5))
-    candidate = meta(job, lr=0.01)
+    candidate = meta(job, lr=0.01).model
     assert any(not torch.equal(v, candidate.state_dict()[k]) for k, v in statistics.items())  # training updates them
 
 
@@ -193,3 +193,42 @@ def test_the_thread_setting_bounds_every_blas_and_openmp_pool_not_only_torchs():
     finally:
         limit_threads(1)
     assert {pool["num_threads"] for pool in threadpool_info()} == {1}
+
+
+def test_meta_continues_a_stored_initialisation_for_continue_steps_and_returns_the_new_one():
+    from retain.strategies.meta import meta
+
+    production = mlp((4,), 3, hidden=(8,))
+    settings = ReptileSettings(meta_steps=12, continue_steps=2)
+    job = TrainingJob(production, blobs(60, 3, 4, 1), blobs(20, 3, 4, 2), SETTINGS, reptile=settings)
+    steps = []
+    first = meta(replace(job, hooks=TrainingHooks(on_step=steps.append)), lr=0.01)
+    fresh_steps, steps[:] = len(steps), []
+    again = meta(replace(job, meta_init=first.meta_init, hooks=TrainingHooks(on_step=steps.append)), lr=0.01)
+    assert (first.meta_start, again.meta_start) == ("learned", "continued")
+    assert fresh_steps - len(steps) == (12 - 2) * settings.inner_steps
+    assert set(again.meta_init) == {name for name, _ in production.named_parameters()}
+    assert not torch.equal(again.meta_init["head.weight"], first.meta_init["head.weight"])
+
+
+def test_a_stored_initialisation_fills_the_old_rows_of_a_head_widened_since():
+    from retain.strategies.meta import continue_from
+
+    stored = {name: p.detach() + 1.0 for name, p in mlp((4,), 3, hidden=(8,)).named_parameters()}
+    candidate = mlp((4,), 5, hidden=(8,))
+    new_rows = candidate.head.weight[3:].detach().clone()
+    assert continue_from(candidate, "head", stored)
+    assert torch.equal(candidate.head.weight[:3], stored["head.weight"])
+    assert torch.equal(candidate.head.weight[3:], new_rows)
+    assert torch.equal(candidate.backbone[1].weight, stored["backbone.1.weight"])
+
+
+def test_an_initialisation_from_another_architecture_is_ignored():
+    from retain.strategies.meta import continue_from
+
+    stored = dict(mlp((4,), 3, hidden=(16,)).named_parameters())
+    candidate = mlp((4,), 3, hidden=(8,))
+    before = copy.deepcopy(candidate.state_dict())
+    assert not continue_from(candidate, "head", stored)
+    assert not continue_from(candidate, "head", {"head.weight": candidate.head.weight})
+    assert all(torch.equal(before[k], v) for k, v in candidate.state_dict().items())
