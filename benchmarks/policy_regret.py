@@ -53,8 +53,8 @@ from retain.strategies.forgetting import GateConfig, evaluate_gate
 from retain.strategies.measure import measure_batch
 from retain.strategies.meta import ReptileSettings
 from retain.strategies.models import mlp
-from retain.strategies.job import TrainingJob
-from retain.strategies.kinds import STRATEGIES
+from retain.strategies.job import MetaInit, TrainedCandidate, TrainingJob
+from retain.strategies.kinds import STRATEGIES, Strategy
 from retain.strategies.policy import (
     Choice,
     PolicyConfig,
@@ -103,16 +103,18 @@ class Setup:
 
 
 def train_strategies(production: nn.Module, memory: ReplayMemory, train: Data, report: ShiftReport, setup: Setup,
-                     seed: int) -> dict[str, nn.Module]:
-    """One candidate per strategy, each from the same production model and memory."""
+                     seed: int, meta_init: MetaInit | None) -> tuple[dict[str, TrainedCandidate], dict[str, float]]:
+    """One candidate per strategy, each from the same production model and memory (and meta
+    from the lineage's initialisation), with each one's training seconds."""
     job = TrainingJob.from_memory(production, train, memory, replace(setup.training, seed=seed),
-                                  reptile=setup.reptile)
-    return {
-        strategy: train_candidate(
-            Choice(strategy, hyperparameters(strategy, report, setup.policy, setup.training.lr), "", strategy), job
-        )
-        for strategy in STRATEGIES
-    }
+                                  reptile=setup.reptile, meta_init=meta_init)
+    candidates, seconds = {}, {}
+    for strategy in STRATEGIES:
+        choice = Choice(strategy, hyperparameters(strategy, report, setup.policy, setup.training.lr), "", strategy)
+        started = time.perf_counter()
+        candidates[strategy] = train_candidate(choice, job)
+        seconds[strategy] = time.perf_counter() - started
+    return candidates, seconds
 
 
 def new_model(stream: Stream, classes: int, setup: Setup, seed: int) -> nn.Module:
@@ -130,19 +132,20 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
     run = Run([test_accuracies(production, stream, 0)])
     history: list[ShiftHistoryEntry] = []
     records = []
+    meta_init: MetaInit | None = None
     for t, experience in enumerate(stream.experiences[1:], start=1):
         x, y = experience.train
         train, holdout = split_holdout(x, y, setup.holdout_fraction, seed + t)
         report = measure_batch(production, "head", memory, x, y, stream.max_classes, setup.thresholds, seed + t)
 
-        candidates = train_strategies(production, memory, train, report, setup, seed + t)
-        retrained = [train_strategies(production, memory, train, report, setup, seed + t + 7919 * k)
+        candidates, seconds = train_strategies(production, memory, train, report, setup, seed + t, meta_init)
+        retrained = [train_strategies(production, memory, train, report, setup, seed + t + 7919 * k, meta_init)[0]
                      for k in range(1, setup.retrain_seeds)]
         hits, scores, gates = {}, {}, {}
         for strategy in STRATEGIES:
-            hits[strategy] = test_hits(candidates[strategy], stream, t)
+            hits[strategy] = test_hits(candidates[strategy].model, stream, t)
             scores[strategy] = score(hits[strategy])
-            gates[strategy] = evaluate_gate(production, candidates[strategy], memory.audit_groups(), holdout)
+            gates[strategy] = evaluate_gate(production, candidates[strategy].model, memory.audit_groups(), holdout)
 
         # The policy's pick and its fallback through the daemon's own step, looking up the
         # candidates trained above (the same seeds and hyperparameters: the same models).
@@ -153,13 +156,14 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         step = adapt_step(production, memory, NewBatch(x, y, source=t, num_classes=stream.max_classes),
                           tuple(history), settings, report=report,
                           train=lambda choice, job: candidates[choice.strategy])
+        run.training_seconds += sum(seconds[c.choice.strategy] for c in step.candidates)
         decision = "rejected"
         if step.accepted is not None:
             production, decision = step.accepted.model, f"{step.accepted.choice.strategy} accepted"
-            memory = step.memory
+            memory, meta_init = step.memory, step.accepted.meta_init or meta_init
         best = max(scores, key=scores.get)
         tied = tuple(s for s in STRATEGIES if not significantly_worse(hits[s], hits[best]))
-        scores_by_seed = [scores] + [{s: score(test_hits(m, stream, t)) for s, m in again.items()}
+        scores_by_seed = [scores] + [{s: score(test_hits(m.model, stream, t)) for s, m in again.items()}
                                      for again in retrained]
         earlier_significant = recurring_shifts(tuple(history), setup.policy.history_window)
         history.append(ShiftHistoryEntry(t, report.severity, report.p_value, report.novel_classes))
@@ -171,6 +175,37 @@ def run_retain(stream: Stream, setup: Setup, seed: int) -> tuple[Run, list[Polic
         run.rows.append(test_accuracies(production, stream, t))
     run.final_hits = test_hits(production, stream, len(stream.experiences) - 1)
     return run, records
+
+
+def run_fixed(stream: Stream, setup: Setup, strategy: Strategy, seed: int) -> Run:
+    """The stream as the daemon would run it with ``policy.strategy`` pinned (no fallback):
+    the accuracy matrix and its training seconds."""
+    first = stream.experiences[0]
+    x0, y0 = first.train
+    train0, holdout0 = split_holdout(x0, y0, setup.holdout_fraction, seed)
+    production = train_initial(new_model(stream, int(y0.max()) + 1, setup, seed), *train0, setup.initial_training)
+    memory = remember(ReplayMemory.empty((stream.dim,)), train0, holdout0, 0, setup.capacity, setup.audit_fraction,
+                      seed)
+    run = Run([test_accuracies(production, stream, 0)])
+    history: list[ShiftHistoryEntry] = []
+    meta_init: MetaInit | None = None
+    policy = replace(setup.policy, strategy=strategy, fallback=False)
+    for t, experience in enumerate(stream.experiences[1:], start=1):
+        x, y = experience.train
+        settings = StepSettings(policy=policy, thresholds=setup.thresholds,
+                                training=replace(setup.training, seed=seed + t), reptile=setup.reptile,
+                                gate=replace(setup.gate, holdout_fraction=setup.holdout_fraction),
+                                replay_capacity=setup.capacity, audit_fraction=setup.audit_fraction)
+        step = adapt_step(production, memory, NewBatch(x, y, source=t, num_classes=stream.max_classes),
+                          tuple(history), settings, meta_init=meta_init)
+        run.training_seconds += sum(c.duration for c in step.candidates)
+        history.append(ShiftHistoryEntry(t, step.report.severity, step.report.p_value, step.report.novel_classes))
+        if step.accepted is not None:
+            production, memory = step.accepted.model, step.memory
+            meta_init = step.accepted.meta_init or meta_init
+        run.rows.append(test_accuracies(production, stream, t))
+    run.final_hits = test_hits(production, stream, len(stream.experiences) - 1)
+    return run
 
 
 def record_json(stream: str, seed: int, record: PolicyRecord) -> dict:
@@ -335,7 +370,63 @@ class Totals:
                 f"{100 * self.mean_hits / batches:.0f}% of batches ({mean_fixed})")
 
 
-def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) -> None:
+CONTINUED = "meta continued"  # meta with meta.continue_steps: the lineage's initialisation carried forward
+COST_METHODS = ("policy", *STRATEGIES, CONTINUED)
+
+
+@dataclass
+class Costs:
+    """Per method (the policy, each strategy pinned, meta continuing the lineage's initialisation),
+    per stream: final accuracy and forgetting in points, training seconds, batches."""
+
+    final: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in COST_METHODS})
+    forgetting: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in COST_METHODS})
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in COST_METHODS})
+    batches: list[int] = field(default_factory=list)
+
+    def add(self, runs: dict[str, Run], batches: int) -> None:
+        for method, run in runs.items():
+            self.final[method].append(100 * run.final_accuracy)
+            self.forgetting[method].append(100 * run.forgetting)
+            self.seconds[method].append(run.training_seconds)
+        self.batches.append(batches)
+
+    def per_batch(self, method: str) -> float:
+        """Mean training seconds per batch over every stream's batches."""
+        return sum(self.seconds[method]) / sum(self.batches)
+
+    def summary(self) -> str:
+        means = "; ".join(f"{m} {np.mean(self.final[m]):.1f} / {np.mean(self.forgetting[m]):.1f} / "
+                          f"{self.per_batch(m):.2f} s" for m in COST_METHODS)
+        return (f"mean final accuracy / forgetting / training seconds per batch: {means}; "
+                f"meta's seconds per batch {self.per_batch(Strategy.META) / self.per_batch(Strategy.FINETUNE):.2f}x "
+                f"finetune's ({self.per_batch(CONTINUED) / self.per_batch(Strategy.FINETUNE):.2f}x continued, "
+                f"final accuracy {np.mean(self.final[CONTINUED]) - np.mean(self.final[Strategy.META]):+.2f} points "
+                f"against meta's)")
+
+
+def cost_runs(stream: Stream, setup: Setup, seed: int, policy: Run, continue_steps: int) -> dict[str, Run]:
+    """The policy's run beside each strategy pinned for the whole stream, through the gate, and
+    meta carrying its initialisation forward for ``continue_steps``."""
+    runs = {"policy": policy}
+    runs |= {strategy: run_fixed(stream, setup, strategy, seed) for strategy in STRATEGIES}
+    carried = replace(setup, reptile=replace(setup.reptile, continue_steps=continue_steps))
+    runs[CONTINUED] = run_fixed(stream, carried, Strategy.META, seed)
+    return runs
+
+
+def cost_table(rows: list[tuple[str, dict[str, Run]]]) -> str:
+    header = f"{'stream':32} " + " ".join(f"{m:>21}" for m in COST_METHODS)
+    lines = ["cost: final acc / forgetting in points / training seconds, the policy and each strategy pinned "
+             "(no fallback), all through the gate", header, "-" * len(header)]
+    for name, runs in rows:
+        cells = (f"{100 * r.final_accuracy:7.1f}/{100 * r.forgetting:5.1f}/{r.training_seconds:6.1f}s"
+                 for r in runs.values())
+        lines.append(f"{name:32} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals, costs: Costs) -> None:
     """One table: every stream built and run with ``seed``."""
     setup = replace(setup, training=replace(setup.training, seed=seed))
     header = (f"{'stream':32} {'picks best':>10} {'tied':>5} {'regret':>7} | {'final acc':>9} {'forgetting':>10} | "
@@ -344,7 +435,7 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
           "baselines as final acc / forgetting")
     print(header)
     print("-" * len(header))
-    here = Totals()
+    here, here_costs, cost_rows = Totals(), Costs(), []
     started = time.monotonic()
     for name in args.streams:
         stream = STREAMS[name](seed)
@@ -365,6 +456,11 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
             for method, run in baselines.items():
                 counts.baseline_final.setdefault(method, []).append(100 * run.final_accuracy)
                 counts.baseline_forgetting.setdefault(method, []).append(100 * run.forgetting)
+        if args.cost:
+            runs = cost_runs(stream, setup, seed, retain_run, args.continue_steps)
+            cost_rows.append((stream.name, runs))
+            for counts in (here_costs, costs):
+                counts.add(runs, len(records))
         cells = " ".join(f"{100 * b.final_accuracy:5.1f}/{100 * b.forgetting:5.1f}" for b in baselines.values())
         print(f"{stream.name:32} {best:>4}/{len(records):<2} {100 * best / len(records):3.0f}% "
               f"{100 * tied / len(records):4.0f}% {np.mean(regrets):6.2f} | "
@@ -387,6 +483,10 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals) 
     print("-" * len(header))
     print("* final accuracy significantly below the best baseline's (one-sided paired z-test, 5 %)")
     print(f"{here.summary()}; {time.monotonic() - started:.0f} s")
+    if args.cost:
+        print()
+        print(cost_table(cost_rows))
+        print(here_costs.summary())
 
 
 def main() -> None:
@@ -408,7 +508,11 @@ def main() -> None:
     parser.add_argument("--max-forgetting", type=float, default=GateConfig().max_forgetting)
     parser.add_argument("--max-forgetting-new-classes", type=float, default=GateConfig().max_forgetting_new_classes)
     parser.add_argument("--meta-steps", type=int, default=ReptileSettings().meta_steps)
+    parser.add_argument("--continue-steps", type=int, default=30,
+                        help="meta.continue_steps for the cost table's 'meta continued' column")
     parser.add_argument("--distillation", type=float, default=TrainingSettings().distillation)
+    parser.add_argument("--no-cost", dest="cost", action="store_false",
+                        help="skip the cost table (each strategy pinned for a whole stream)")
     parser.add_argument("--holdout-fraction", type=float, default=Setup.holdout_fraction,
                         help="share of every batch retain holds out for the gate (never trained on)")
     args = parser.parse_args()
@@ -428,12 +532,14 @@ def main() -> None:
         holdout_fraction=args.holdout_fraction,
         retrain_seeds=args.retrain_seeds,
     )
-    totals = Totals()
+    totals, costs = Totals(), Costs()
     for seed in args.seeds:
-        run_seed(args, setup, seed, totals)
+        run_seed(args, setup, seed, totals, costs)
         print()
     if len(args.seeds) > 1:
         print(f"all seeds {args.seeds}: {totals.summary()}")
+        if args.cost:
+            print(f"all seeds {args.seeds}: {costs.summary()}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class Run:
 
     rows: list[list[float]] = field(default_factory=list)
     final_hits: list[np.ndarray] = field(default_factory=list)  # the final model, per test sample
+    training_seconds: float = 0.0  # every candidate's, fallbacks included
 
     @property
     def final_accuracy(self) -> float:

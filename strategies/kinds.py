@@ -36,7 +36,7 @@ class GateDecision(StrEnum):
 class MetaStart(StrEnum):
     """Where a ``meta`` candidate's Reptile initialisation started."""
 
-    CONTINUED = "continued"  # from the lineage's stored initialisation, for ``continue_steps``
+    CONTINUED = "continued"  # from the lineage's stored initialisation, for ``meta.continue_steps``
     LEARNED = "learned"  # from the production weights, for ``meta_steps``: none fitted
 
 

@@ -2,13 +2,14 @@
 at hand — the past batches held in the replay buffer and the new batch's support split —
 then adapt from it on the new batch.
 
-The initialisation is the lineage's meta-knowledge, not one batch's: the version keeps it as
-an artifact and the next ``meta`` candidate continues it for ``continue_steps`` outer updates,
-with the new batch as one more task, instead of ``meta_steps`` from the production weights.
+With ``continue_steps`` set, the initialisation is carried along the lineage: the version
+keeps it as an artifact and the next ``meta`` candidate continues it for ``continue_steps``
+outer updates, with the new batch as one more task, instead of ``meta_steps`` from the
+production weights.
 
 Reptile runs inside Avalanche as a plugin at the start of the experience, so the ordinary
-training that follows (with replay) and the forgetting gate apply unchanged. It is written
-with ``torch.func`` (``functional_call`` and ``grad``): no ``higher`` or ``learn2learn``.
+training that follows (with replay) and the forgetting gate apply unchanged. First-order, in
+plain PyTorch: no ``higher`` or ``learn2learn``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, replace_all_batch_norm_modules_
+from torch.func import replace_all_batch_norm_modules_
 from torch.nn import functional as F
 
 from retain.strategies.job import MetaInit, TrainedCandidate, TrainingJob
@@ -41,30 +42,34 @@ def reptile(model: nn.Module, tasks: list[Task], settings: ReptileSettings, seed
         return model
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    params = {name: p.detach().clone() for name, p in model.named_parameters()}
-    # Under ``grad`` a BatchNorm layer may not update its running statistics in place, so the
-    # inner loops run on a copy whose BatchNorm layers use batch statistics only. Reptile
+    # The inner loops train a copy whose BatchNorm layers use batch statistics only: Reptile
     # moves the parameters; the training that follows updates the model's own statistics.
+    # Plain autograd on that copy, not ``torch.func``: on a small model ``grad`` over
+    # ``functional_call`` costs several times a step's arithmetic in Python overhead.
     scratch = replace_all_batch_norm_modules_(copy.deepcopy(model)).train()
-
-    def loss(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(scratch, weights, (x,)), y)
-
-    task_gradient = grad(loss)
+    fast = [p.requires_grad_(True) for p in scratch.parameters()]
+    initial = [p.detach().clone() for p in fast]
     for step in range(steps):
         x, y = tasks[int(torch.randint(len(tasks), (1,), generator=generator))]
-        fast = dict(params)
+        with torch.no_grad():
+            for weight, start_at in zip(fast, initial, strict=True):
+                weight.copy_(start_at)
         for _ in range(settings.inner_steps):
             idx = torch.randint(len(y), (min(settings.batch_size, len(y)),), generator=generator)
-            gradients = task_gradient(fast, x[idx].to(device), y[idx].to(device))
-            fast = {name: fast[name] - settings.inner_lr * gradients[name] for name in fast}
+            loss = F.cross_entropy(scratch(x[idx].to(device)), y[idx].to(device))
+            gradients = torch.autograd.grad(loss, fast)
+            with torch.no_grad():
+                for weight, gradient in zip(fast, gradients, strict=True):
+                    weight.sub_(settings.inner_lr * gradient)
             if on_step is not None:
                 on_step(len(idx))
         step_size = settings.meta_lr * (1.0 - step / steps)
-        params = {name: params[name] + step_size * (fast[name] - params[name]) for name in params}
+        with torch.no_grad():
+            for start_at, weight in zip(initial, fast, strict=True):
+                start_at.add_(step_size * (weight - start_at))
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            parameter.copy_(params[name])
+        for parameter, learned in zip(model.parameters(), initial, strict=True):
+            parameter.copy_(learned)
     return model
 
 
@@ -115,10 +120,12 @@ def meta_tasks(
 
 
 def meta(job: TrainingJob, lr: float) -> TrainedCandidate:
-    """A candidate adapted on the new batch from a meta-learned initialisation: the lineage's
-    (``job.meta_init``) continued where it fits, else one learned from the production weights."""
+    """A candidate adapted on the new batch from a meta-learned initialisation: with
+    ``continue_steps`` set, the lineage's (``job.meta_init``) continued where it fits and the new
+    one returned; otherwise, or when none fits, one learned from the production weights."""
     candidate = prepare_candidate(job.production, job.head, job.labels())
-    continued = job.meta_init is not None and continue_from(candidate, job.head, job.meta_init)
+    carried = job.reptile.continue_steps is not None
+    continued = carried and job.meta_init is not None and continue_from(candidate, job.head, job.meta_init)
     steps = job.reptile.continue_steps if continued else job.reptile.meta_steps
     tasks = meta_tasks(job.rehearsal, job.sources, job.train)
     initialisation = meta_plugin(tasks, job.reptile, job.settings.seed, steps, job.hooks.on_step)
@@ -127,4 +134,5 @@ def meta(job: TrainingJob, lr: float) -> TrainedCandidate:
         plugins=[initialisation, *rehearsal_plugins(job.production, job.rehearsal, job.train[1], job.settings)],
         hooks=job.hooks,
     )
-    return TrainedCandidate(model, initialisation.initialisation, MetaStart.CONTINUED if continued else MetaStart.LEARNED)
+    start = MetaStart.CONTINUED if continued else MetaStart.LEARNED
+    return TrainedCandidate(model, initialisation.initialisation if carried else None, start)

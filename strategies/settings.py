@@ -84,9 +84,11 @@ class ReptileSettings:
     """``[meta]``: the Reptile initialisation that ``meta`` adapts from."""
 
     meta_steps: int = Field(default=200, ge=1)  # outer updates from the production weights
-    # Outer updates when continuing the lineage's stored initialisation: it already fits the
-    # earlier tasks, so the new batch needs a fraction of a fresh start's.
-    continue_steps: int = Field(default=30, ge=1)
+    # Set: each version keeps the Reptile initialisation, and the next meta candidate continues
+    # it for this many outer updates instead of learning one from the production weights. Off
+    # by default: on benchmarks/policy_regret.py's streams it cost accuracy at every step count
+    # (production's weights already descend from the last initialisation; the README has it).
+    continue_steps: int | None = Field(default=None, ge=1)
     inner_steps: int = Field(default=5, ge=1)  # SGD steps on one task per outer update
     inner_lr: float = Field(default=0.05, gt=0)
     meta_lr: float = Field(default=0.5, gt=0, le=1)  # interpolation towards the adapted weights, annealed to 0

@@ -117,7 +117,6 @@ def test_reptile_without_tasks_leaves_the_model_unchanged():
 
 
 def test_distillation_keeps_replayed_outputs_closer_to_production():
-
     torch.manual_seed(0)
     production = mlp((4,), 3, hidden=(16,))
     rehearsal = blobs(60, 3, 4, 2)
@@ -232,3 +231,26 @@ def test_an_initialisation_from_another_architecture_is_ignored():
     assert not continue_from(candidate, "head", stored)
     assert not continue_from(candidate, "head", {"head.weight": candidate.head.weight})
     assert all(torch.equal(before[k], v) for k, v in candidate.state_dict().items())
+
+
+def test_by_default_meta_learns_its_initialisation_from_production_and_keeps_none():
+    from retain.strategies.meta import meta
+
+    production = mlp((4,), 3, hidden=(8,))
+    stored = {name: p.detach() + 1.0 for name, p in production.named_parameters()}
+    job = TrainingJob(production, blobs(60, 3, 4, 1), blobs(20, 3, 4, 2), SETTINGS,
+                      reptile=ReptileSettings(meta_steps=3), meta_init=stored)
+    trained = meta(job, lr=0.01)
+    assert (trained.meta_start, trained.meta_init) == ("learned", None)
+
+
+def test_reptile_with_the_same_seed_reaches_the_same_parameters_and_moves_no_buffer():
+    model = small_cnn((1, 8, 8), 3, channels=(4,), features=8)
+    tasks = [(torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(i)), torch.arange(40) % 3)
+             for i in range(3)]
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    moved = reptile(copy.deepcopy(model), tasks, ReptileSettings(meta_steps=4), seed=1)
+    again = reptile(copy.deepcopy(model), tasks, ReptileSettings(meta_steps=4), seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(moved.parameters(), again.parameters(), strict=True))
+    assert all(torch.equal(v, dict(moved.named_buffers())[k]) for k, v in buffers.items())
+    assert any(not torch.equal(a, b) for a, b in zip(moved.parameters(), model.parameters(), strict=True))
