@@ -151,3 +151,19 @@ def test_meta_continues_the_initialisation_its_lineage_keeps_and_other_strategie
     finetuned = json.loads(retain(workspace, "show", "4", "--json").stdout)
     assert finetuned["strategy"] == "finetune" and "meta_start" not in finetuned["details"]
     assert finetuned["meta_init_sha256"] == continued["meta_init_sha256"]
+
+
+def test_a_lost_meta_initialisation_costs_meta_a_fresh_start_not_the_batch(workspace, digit_data):
+    x, y = digit_data
+    write_config(workspace.parent, policy={"strategy": "meta", "fallback": False},
+                 gate={"max_forgetting": 1.0, "min_gain": -1.0}, meta={"meta_steps": 20, "continue_steps": 4})
+    save_npz(workspace.parent / "inbox" / "b1.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    digest = json.loads(retain(workspace, "show", "2", "--json").stdout)["meta_init_sha256"]
+    (workspace.parent / "artifacts" / "sha256" / digest[:2] / digest).unlink()
+    save_npz(workspace.parent / "inbox" / "b2.npz", x[700:900], y[700:900])
+    result = retain(workspace, "run", "--once")
+    assert "meta initialisation unreadable" in result.stderr
+    assert [b["state"] for b in json.loads(retain(workspace, "batches", "--json").stdout)] == ["done", "done"]
+    again = json.loads(retain(workspace, "show", "3", "--json").stdout)
+    assert again["details"]["meta_start"] == "learned" and again["meta_init_sha256"] not in (None, digest)
