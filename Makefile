@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # dependency of retain.
 MLFLOW_VENV := .venv-mlflow
 MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
+# alibi-detect, for benchmarks/shift_mmd.py's comparison only, likewise.
+ALIBI_VENV := .venv-alibi
+ALIBI_STAMP := $(ALIBI_VENV)/.installed
 DEMO_DIR ?= retain-demo
 
 .PHONY: demo test bench install clean
@@ -23,6 +26,11 @@ $(MLFLOW_STAMP):
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet "mlflow-skinny>=3,<4" "sqlalchemy>=2" alembic
 	touch $(MLFLOW_STAMP)
 
+$(ALIBI_STAMP):
+	test -x $(ALIBI_VENV)/bin/python || $(PYTHON) -m venv $(ALIBI_VENV)
+	$(ALIBI_VENV)/bin/python -m pip install --quiet "alibi-detect[torch]==0.13.*" "torch>=2.14,<2.15"
+	touch $(ALIBI_STAMP)
+
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/retain demo --workdir $(DEMO_DIR)
@@ -32,10 +40,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
-bench: $(STAMP) $(MLFLOW_STAMP)
+bench: $(STAMP) $(MLFLOW_STAMP) $(ALIBI_STAMP)
 	$(BIN)/python benchmarks/chaos.py
 	$(BIN)/python benchmarks/scale_out.py --mlflow-python $(MLFLOW_VENV)/bin/python
-	$(BIN)/python benchmarks/shift_mmd.py
+	$(BIN)/python benchmarks/shift_mmd.py --alibi-python $(ALIBI_VENV)/bin/python
 	$(BIN)/python benchmarks/gate_errors.py
 	records=$$(mktemp) && trap 'rm -f "$$records"' EXIT && \
 	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3 --retrain-seeds 3 --records "$$records" && \
@@ -43,4 +51,4 @@ bench: $(STAMP) $(MLFLOW_STAMP)
 	$(BIN)/python benchmarks/new_class_forgetting.py
 
 clean:
-	rm -rf $(VENV) $(MLFLOW_VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(MLFLOW_VENV) $(ALIBI_VENV) $(DEMO_DIR) .pytest_cache

@@ -91,7 +91,7 @@ def measure_unlabelled(
         raise UnusableBatch("the production model's features overflow on this batch: scale the features")
     audit_accuracy = accuracy(audit_logits, audit_y)
     mmd = mmd_permutation_test(reference_features, batch_features, permutations=thresholds.permutations,
-                               max_samples=thresholds.max_samples, seed=seed)
+                               features=thresholds.kernel_features, max_samples=thresholds.max_samples, seed=seed)
     distance = label_distance(reference_logits.argmax(1), batch_logits.argmax(1), num_classes)
     severity, reasons = classify_severity(mmd.p_value, distance, (), 0.0, thresholds)
     return ShiftReport(mmd2=mmd.statistic, p_value=mmd.p_value, label_distance=distance, novel_classes=(),

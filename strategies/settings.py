@@ -24,7 +24,10 @@ class ShiftThresholds:
 
     alpha: float = Field(default=0.01, gt=0, lt=1)  # MMD permutation test significance level
     permutations: int = Field(default=200, ge=20)
-    max_samples: int = Field(default=500, ge=10)  # per side; larger inputs are subsampled
+    # Random Fourier features approximating the test's Gaussian kernel: time and memory grow
+    # with them, power levels off (benchmarks/shift_mmd.py).
+    kernel_features: int = Field(default=256, ge=16, le=8192, multiple_of=2)
+    max_samples: int | None = Field(default=None, ge=10)  # per side; None tests every sample
     mild_label_distance: float = Field(default=0.15, ge=0, le=1)
     moderate_label_distance: float = Field(default=0.35, ge=0, le=1)
     mild_accuracy_drop: float = 0.03

@@ -32,9 +32,11 @@ class ShiftEvidence:
 
 @dataclass(frozen=True)
 class MMDResult:
-    statistic: float  # biased MMD² estimate with a Gaussian kernel
+    statistic: float  # MMD² of the random-Fourier-feature kernel (the squared distance of the mean features)
     p_value: float
-    bandwidth: float
+    bandwidth: float  # h of the Gaussian kernel exp(-|a - b|² / h): the median pairwise squared distance
+    n_x: int  # samples tested per side, after any max_samples cap
+    n_y: int
 
 
 @dataclass(frozen=True)
@@ -64,46 +66,128 @@ class ShiftReport:
         return self.severity != Severity.NONE
 
 
-def _subsample(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    if len(x) <= n:
+def _subsample(x: torch.Tensor, n: int | None, generator: torch.Generator) -> torch.Tensor:
+    if n is None or len(x) <= n:
         return x
     return x[torch.randperm(len(x), generator=generator)[:n]]
+
+
+# Rows whose Fourier features are held at once: bounds the test's memory at
+# ``_ROW_CHUNK * features`` floats, whatever the sample sizes.
+_ROW_CHUNK = 8192
+# Samples the median heuristic looks at: the median of their 125,000 pairwise distances is
+# within a fraction of a percent of the full sample's, closer than the bandwidth needs to be.
+_BANDWIDTH_SAMPLES = 500
+# Permutations move blocks of samples, at most this many blocks in all (one sample per
+# block below it): beyond a few thousand exchangeable units the permutation distribution
+# no longer changes, while its cost would keep growing with the sample.
+_MAX_BLOCKS = 4096
+# ... and never fewer than this many blocks on the smaller side, so a small reference
+# against a large batch still has enough ways to be rearranged.
+_MIN_BLOCKS_PER_SIDE = 8
+
+
+def median_bandwidth(z: torch.Tensor) -> float:
+    """The median pairwise squared distance of the samples (their mean where the median is 0)."""
+    sq_dists = torch.pdist(z.float()).square()
+    bandwidth = float(sq_dists.median()) if sq_dists.numel() else 1.0
+    if bandwidth <= 0.0:
+        bandwidth = float(sq_dists.mean()) if sq_dists.numel() else 1.0
+    return bandwidth or 1.0
+
+
+def gaussian_frequencies(dim: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` frequency vectors (columns) with N(0, I) marginals, orthogonal in blocks of
+    ``dim``: orthogonal random features approximate the kernel with less variance than
+    independent ones (Yu et al., 2016) at the same cost."""
+    blocks = []
+    for _ in range(-(-count // dim)):
+        q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
+        q = q * torch.sign(torch.diagonal(r))  # Haar-distributed, not QR's biased signs
+        lengths = torch.randn(dim, dim, generator=generator, dtype=torch.float64).norm(dim=0)
+        blocks.append(q * lengths)
+    return torch.cat(blocks, dim=1)[:, :count]
+
+
+def block_size(n: int, m: int) -> int:
+    """Samples per permuted block for sides of ``n`` and ``m``."""
+    size = -(-(n + m) // _MAX_BLOCKS)
+    return max(1, min(size, min(n, m) // _MIN_BLOCKS_PER_SIDE))
 
 
 def mmd_permutation_test(
     x: torch.Tensor,
     y: torch.Tensor,
     permutations: int = 200,
-    max_samples: int = 500,
+    features: int = 256,
+    max_samples: int | None = None,
     seed: int = 0,
 ) -> MMDResult:
-    """Kernel two-sample test: biased MMD² with a median-heuristic Gaussian kernel.
+    """Kernel two-sample test on every sample, in time linear in the sample sizes.
 
-    Every permutation's statistic is the quadratic form ``aᵀKa`` of one fixed kernel matrix
-    with a signed weight vector ``a`` (1/n for one side, −1/m for the other), so all
-    permutations are evaluated together as one matrix product instead of P kernel rebuilds.
+    The Gaussian kernel ``exp(-|a - b|² / h)`` (``h`` by the median heuristic on the pooled
+    sample) is approximated by ``features`` random Fourier features φ, so MMD² is the squared
+    distance between the two sides' mean φ, and a permuted statistic needs only sums of φ.
+    Each side is shuffled and cut into equal blocks (one sample each up to a few thousand
+    samples); a permutation reassigns whole blocks, which under no shift are exchangeable,
+    so the p-value is exact for the approximated kernel however few the features or blocks.
+    ``max_samples`` caps each side by random subsampling (``None``: all samples).
     """
     if len(x) < 2 or len(y) < 2:
         raise ValueError("MMD test needs at least two samples on each side")
+    if features < 2 or features % 2:
+        raise ValueError(f"the MMD test needs an even number of random features, not {features}")
     generator = torch.Generator().manual_seed(seed)
-    x = _subsample(x.double().flatten(1), max_samples, generator)
-    y = _subsample(y.double().flatten(1), max_samples, generator)
-    z = torch.cat([x, y])
+    x = _subsample(x.flatten(1), max_samples, generator)
+    y = _subsample(y.flatten(1), max_samples, generator)
     n, m = len(x), len(y)
-    sq_dists = torch.cdist(z, z).square()
-    off_diagonal = sq_dists[~torch.eye(n + m, dtype=torch.bool)]
-    bandwidth = float(off_diagonal.median()) if off_diagonal.numel() else 1.0
-    if bandwidth <= 0.0:
-        bandwidth = float(off_diagonal.mean()) or 1.0
-    kernel = torch.exp(-sq_dists / bandwidth)
+    # From a random subset of the pooled sample, blind to which side a sample came from: a
+    # bandwidth that depended on the sides would break the permutations' exchangeability.
+    picked = torch.randperm(n + m, generator=generator)[:_BANDWIDTH_SAMPLES]
+    bandwidth = median_bandwidth(torch.cat([x[picked[picked < n]], y[picked[picked >= n] - n]]))
+    # exp(-|δ|²/h) is the characteristic function of N(0, 2/h · I) at δ.
+    frequencies = (gaussian_frequencies(x.shape[1], features // 2, generator) * (2.0 / bandwidth) ** 0.5).float()
 
-    signs = torch.cat([torch.full((n,), 1.0 / n), torch.full((m,), -1.0 / m)]).double()
-    observed = float(signs @ kernel @ signs)
-    order = torch.argsort(torch.rand(permutations, n + m, generator=generator), dim=1)
-    weights = signs[order].T  # (n+m, P): one permuted sign vector per column
-    permuted = (weights * (kernel @ weights)).sum(0)
-    exceed = int((permuted >= observed - 1e-12).sum())
-    return MMDResult(statistic=observed, p_value=(exceed + 1) / (permutations + 1), bandwidth=bandwidth)
+    size = block_size(n, m)
+    x_blocks, y_blocks = n // size, m // size
+    x_sums, x_rest = _block_sums(x, x_blocks, size, frequencies, generator)
+    y_sums, y_rest = _block_sums(y, y_blocks, size, frequencies, generator)
+    # Centred on the pooled mean, the sums keep their precision through a float32 product.
+    mean_phi = (x_sums.sum(0) + x_rest + y_sums.sum(0) + y_rest) / (n + m)
+    blocks = (torch.cat([x_sums, y_sums]) - size * mean_phi).float()
+    x_rest = x_rest - (n - x_blocks * size) * mean_phi
+    # Row 0 is the observed assignment (the x blocks first); each further row a random one.
+    # The samples left over from whole blocks stay on their side in every row.
+    on_x_side = torch.zeros(permutations + 1, len(blocks))
+    on_x_side[0, :x_blocks] = 1.0
+    chosen = torch.stack([torch.randperm(len(blocks), generator=generator)[:x_blocks] for _ in range(permutations)])
+    on_x_side[1:].scatter_(1, chosen, 1.0)
+    # With T the pooled sum, x/n - (T - x)/m = (x - n·mean)(1/n + 1/m).
+    x_excess = (on_x_side @ blocks).double() + x_rest
+    statistics = (x_excess * (1.0 / n + 1.0 / m)).square().sum(1)
+    observed = float(statistics[0])
+    # A relative tolerance: the observed and a permuted statistic that are equal in exact
+    # arithmetic must count as exceeding, whatever float rounding did to either.
+    exceed = int((statistics[1:] >= observed * (1 - 1e-9) - 1e-15).sum())
+    return MMDResult(statistic=observed, p_value=(exceed + 1) / (permutations + 1), bandwidth=bandwidth,
+                     n_x=n, n_y=m)
+
+
+def _block_sums(
+    side: torch.Tensor, blocks: int, size: int, frequencies: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums of φ over ``blocks`` random disjoint blocks of ``size`` samples of one side, and
+    over the samples left over; a chunk of rows at a time."""
+    order = torch.randperm(len(side), generator=generator)
+    features = 2 * frequencies.shape[1]
+    sums = torch.zeros(blocks + 1, features, dtype=torch.float64)  # the last row: leftovers
+    block_of = torch.clamp(torch.arange(len(side)) // size, max=blocks)
+    for start in range(0, len(side), _ROW_CHUNK):
+        stop = min(start + _ROW_CHUNK, len(side))
+        projected = side[order[start:stop]].float() @ frequencies
+        phi = torch.cat([projected.cos(), projected.sin()], dim=1) * (2.0 / features) ** 0.5
+        sums.index_add_(0, block_of[start:stop], phi.double())
+    return sums[:blocks], sums[blocks]
 
 
 def label_distance(reference: torch.Tensor, batch: torch.Tensor, num_classes: int) -> float:
@@ -181,7 +265,7 @@ def measure_shift(
     e = evidence
     mmd = mmd_permutation_test(
         e.reference_features, e.batch_features, permutations=thresholds.permutations,
-        max_samples=thresholds.max_samples, seed=seed,
+        features=thresholds.kernel_features, max_samples=thresholds.max_samples, seed=seed,
     )
     distance = label_distance(e.reference_labels, e.batch_labels, e.num_classes)
     novel = novel_classes(e.reference_labels, e.batch_labels)

@@ -1,10 +1,12 @@
 """Shift measurement on synthetic data with known shifts (pure, no files, no models)."""
 
+import pytest
 import torch
 
 from retain.strategies.shift import (
     ShiftEvidence,
     ShiftThresholds,
+    block_size,
     classify_severity,
     label_distance,
     measure_shift,
@@ -17,16 +19,13 @@ def gaussian(n: int, d: int = 8, mean: float = 0.0, seed: int = 0) -> torch.Tens
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) + mean
 
 
-def test_vectorised_permutations_equal_the_statistic_recomputed_per_permutation():
-    x, y = gaussian(30, seed=1), gaussian(20, seed=2)
-    result = mmd_permutation_test(x, y, permutations=50, seed=3)
+def test_random_features_approximate_the_exact_kernel_mmd():
+    x, y = gaussian(300, seed=1), gaussian(300, mean=0.3, seed=2)
+    result = mmd_permutation_test(x, y, permutations=20, features=4096, seed=3)
     z = torch.cat([x, y]).double()
     kernel = torch.exp(-torch.cdist(z, z).square() / result.bandwidth)
-
-    def biased_mmd(a_idx, b_idx):
-        return float(kernel[a_idx][:, a_idx].mean() + kernel[b_idx][:, b_idx].mean() - 2 * kernel[a_idx][:, b_idx].mean())
-
-    assert abs(biased_mmd(torch.arange(30), torch.arange(30, 50)) - result.statistic) < 1e-9
+    exact = float(kernel[:300, :300].mean() + kernel[300:, 300:].mean() - 2 * kernel[:300, 300:].mean())
+    assert abs(result.statistic - exact) < 0.1 * exact
 
 
 def test_no_shift_gives_roughly_uniform_p_values():
@@ -39,14 +38,43 @@ def test_no_shift_gives_roughly_uniform_p_values():
     assert float((p_values > 0.5).double().mean()) >= 0.3
 
 
+def test_permuting_blocks_of_a_large_sample_keeps_p_values_uniform_under_no_shift():
+    assert block_size(300, 20_000) > 1
+    p_values = torch.tensor(
+        [mmd_permutation_test(gaussian(300, seed=2 * i), gaussian(20_000, seed=2 * i + 1), permutations=100,
+                              features=64, seed=i).p_value for i in range(40)]
+    )
+    assert 0.3 < float(p_values.mean()) < 0.7
+    assert float((p_values < 0.05).double().mean()) <= 0.15
+
+
 def test_clear_mean_shift_is_detected():
     result = mmd_permutation_test(gaussian(100, seed=1), gaussian(100, mean=0.8, seed=2), permutations=200)
     assert result.p_value < 0.01
 
 
-def test_large_inputs_are_subsampled_to_max_samples():
-    result = mmd_permutation_test(gaussian(5000, seed=1), gaussian(5000, mean=0.5, seed=2), permutations=100, max_samples=300)
+def test_a_small_reference_against_a_large_batch_still_detects_a_shift():
+    result = mmd_permutation_test(gaussian(200, seed=1), gaussian(50_000, mean=0.3, seed=2), permutations=200)
+    assert (result.n_x, result.n_y) == (200, 50_000)
     assert result.p_value < 0.01
+
+
+def test_every_sample_is_tested_unless_max_samples_caps_a_side():
+    x, y = gaussian(3000, seed=1), gaussian(2000, seed=2)
+    every = mmd_permutation_test(x, y, permutations=20)
+    assert (every.n_x, every.n_y) == (3000, 2000)
+    capped = mmd_permutation_test(x, y, permutations=20, max_samples=500)
+    assert (capped.n_x, capped.n_y) == (500, 500)
+
+
+def test_the_same_seed_gives_the_same_p_value():
+    x, y = gaussian(500, seed=1), gaussian(700, mean=0.1, seed=2)
+    assert mmd_permutation_test(x, y, seed=5) == mmd_permutation_test(x, y, seed=5)
+
+
+def test_an_odd_number_of_random_features_is_refused():
+    with pytest.raises(ValueError, match="even number of random features"):
+        mmd_permutation_test(gaussian(10), gaussian(10), features=33)
 
 
 def test_label_distance_is_zero_for_equal_histograms_and_one_for_disjoint():
