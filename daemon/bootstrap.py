@@ -14,7 +14,8 @@ from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, DataSpec, load_batch, read_arrays
 from retain.daemon.logs import fields
 from retain.daemon.service import ensure_workdir
-from retain.daemon.versions import ModelSpec, open_artifacts, save_memory, save_model
+from retain.daemon.config import open_artifacts
+from retain.daemon.versions import ModelSpec, save_memory, save_model
 from retain.registry import (
     ModelVersion,
     NewVersion,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
 from dataclasses import asdict
@@ -18,6 +19,7 @@ from pydantic.dataclasses import dataclass
 
 from retain.daemon.export import ExportFormat
 from retain.errors import RetainError
+from retain.registry.artifacts import ArtifactStore, S3Objects
 from retain.registry.tables import DEFAULT_MODEL, MODEL_NAME_PATTERN, EventKind
 from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
 
@@ -379,3 +381,19 @@ def dump_config(sections: dict[str, dict[str, Any] | list[dict[str, Any]]]) -> s
     text = "\n".join(lines) + "\n"
     tomllib.loads(text)  # what we write must read back
     return text
+
+
+def add_factory_folder(folder: Path) -> None:
+    """Let factories be imported from ``folder`` (a config's): a module beside ``retain.toml``
+    needs no ``PYTHONPATH``. Appended, so it never shadows an installed module. Here, not
+    beside the factories, so the commands that never build a model need not import torch."""
+    entry = str(Path(folder).resolve())
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
+def open_artifacts(config: Config) -> ArtifactStore:
+    """The workspace's artifact store: its folder, in front of the bucket when there is one."""
+    section = config.artifacts
+    remote = S3Objects(section.url, section.endpoint_url, section.region) if section.url else None
+    return ArtifactStore(config.artifacts_dir, remote)

@@ -139,6 +139,10 @@ class ServiceMetrics:
             buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r,
         )
+        self.phase_duration = Counter(
+            "retain_batch_phase_seconds", "Seconds spent processing batches, by phase (load, shift, probe, ...)",
+            [*m, "phase"], registry=r,
+        )
         self.training_steps = Counter("retain_training_steps", "Optimizer steps taken training candidates",
                                       [*m, "strategy"], registry=r)
         self.training_samples = Counter("retain_training_samples", "Samples seen training candidates (rehearsal too)",
@@ -213,6 +217,7 @@ class ModelMetrics:
         self.gate_findings = _ForModel(service.gate_findings, model)
         self.training_duration = _ForModel(service.training_duration, model)
         self.training_steps = _ForModel(service.training_steps, model)
+        self.phase_duration = _ForModel(service.phase_duration, model)
         self.training_samples = _ForModel(service.training_samples, model)
         self.old_accuracy = _ForModel(service.old_accuracy, model)
         self.new_accuracy = _ForModel(service.new_accuracy, model)

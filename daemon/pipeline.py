@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,8 +51,10 @@ from retain.registry import (
     atomic_write,
 )
 from retain.strategies.job import MetaInit
+from retain.strategies.kinds import Phase
 from retain.strategies.measure import UnusableBatch, measure_batch, measure_unlabelled
 from retain.strategies.models import head_module
+from retain.strategies.phases import PhaseTimes
 from retain.strategies.policy import Choice, ShiftHistoryEntry
 from retain.strategies.replay import ReplayMemory
 from retain.strategies.shift import ShiftReport
@@ -74,6 +76,7 @@ class BatchOutcome:
     decision: str | None = None
     reason: str | None = None
     requeue: Path | None = None  # a file to record again: it holds new content
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (PhaseTimes.rounded)
 
 
 @dataclass(frozen=True)
@@ -293,34 +296,45 @@ class Pipeline:
 
     def process(self, batch: Batch) -> BatchOutcome:
         """Run one claimed batch to a final state. ``TrainingInterrupted`` propagates."""
+        phases = PhaseTimes()
+        outcome = self._process(batch, phases)
+        for phase, seconds in phases.seconds.items():
+            self.metrics.phase_duration.labels(phase=phase).inc(seconds)
+        log.info("batch timed", extra=self._fields(batch=batch.id, seconds=round(phases.total(), 3),
+                                                   **phases.rounded()))
+        return replace(outcome, phases=phases.rounded())
+
+    def _process(self, batch: Batch, phases: PhaseTimes) -> BatchOutcome:
         assert batch.id is not None
         path = Path(batch.path)
         incoming = self.config.incoming_dir
-        registered = self.registry.batch_versions(batch.id)
+        with phases.timed(Phase.REGISTRY):
+            registered = self.registry.batch_versions(batch.id)
         if registered:
             return self._finish_registered(batch, incoming_path(batch, incoming) if is_remote(batch) else path,
                                            registered)
-        if is_remote(batch):  # ingested into the bucket from another host
+        with phases.timed(Phase.LOAD):
+            if is_remote(batch):  # ingested into the bucket from another host
+                try:
+                    path = fetch_batch(batch, self.artifacts, incoming, self.config.data.max_file_bytes)
+                except BatchRejected as exc:
+                    return self._reject(batch, None, exc.reason)
+            production, model, memory = self.production()
+            spec = spec_of(production)
             try:
-                path = fetch_batch(batch, self.artifacts, incoming, self.config.data.max_file_bytes)
+                loaded = load_batch(path, self.data_spec(spec))
             except BatchRejected as exc:
-                return self._reject(batch, None, exc.reason)
-        production, model, memory = self.production()
-        spec = spec_of(production)
-        try:
-            loaded = load_batch(path, self.data_spec(spec))
-        except BatchRejected as exc:
-            return self._reject(batch, path, exc.reason)
-        except FileNotFoundError:
-            return self._reject(batch, path, "file disappeared from the inbox before it was read")
+                return self._reject(batch, path, exc.reason)
+            except FileNotFoundError:
+                return self._reject(batch, path, "file disappeared from the inbox before it was read")
+            meta_init = self.meta_init(production)
         if loaded.sha256 != batch.sha256 and is_remote(batch):
             return self._reject(batch, path, f"the object in the bucket does not match the sha256 recorded when it "
                                              f"was ingested ({batch.sha256[:12]} recorded, {loaded.sha256[:12]} read)")
         if loaded.sha256 != batch.sha256:
             return self._changed_since_queued(batch, path, loaded.sha256)
         try:
-            return self._adapt(BatchJob(batch, path, loaded, production, model, memory, spec,
-                                        self.meta_init(production)))
+            return self._adapt(BatchJob(batch, path, loaded, production, model, memory, spec, meta_init), phases)
         except UnusableBatch as exc:
             return self._reject(batch, path, str(exc))
 
@@ -356,12 +370,13 @@ class Pipeline:
         return BatchOutcome(batch.id, BatchState.INVALID, reason=reason)
 
     def measure(
-        self, model: nn.Module, spec: ModelSpec, memory: ReplayMemory, loaded: LoadedBatch, seed: int
+        self, model: nn.Module, spec: ModelSpec, memory: ReplayMemory, loaded: LoadedBatch, seed: int,
+        phases: PhaseTimes | None = None,
     ) -> ShiftReport:
         """Step 3: the batch against the replay memory in the production feature space."""
         assert loaded.y is not None
         return measure_batch(
-            model, spec.head, memory, loaded.x, loaded.y, spec.num_classes, self.config.shift, seed
+            model, spec.head, memory, loaded.x, loaded.y, spec.num_classes, self.config.shift, seed, phases
         )
 
     def history(self) -> tuple[ShiftHistoryEntry, ...]:
@@ -436,12 +451,14 @@ class Pipeline:
 
         return report
 
-    def _adapt(self, job: BatchJob) -> BatchOutcome:
+    def _adapt(self, job: BatchJob, phases: PhaseTimes) -> BatchOutcome:
         batch, loaded, spec = job.batch, job.loaded, job.spec
         seed = batch_seed(batch.sha256)
         assert loaded.y is not None
-        report = self.measure(job.model, spec, job.memory, loaded, seed)
-        self._renew_lease(batch)
+        report = self.measure(job.model, spec, job.memory, loaded, seed, phases)
+        with phases.timed(Phase.REGISTRY):
+            self._renew_lease(batch)
+            history = self.history()
         self.metrics.shift_score.set(report.mmd2)
         self.metrics.shift_pvalue.set(report.p_value)
         log.info(
@@ -465,21 +482,25 @@ class Pipeline:
         )
         step = adapt_step(
             job.model, job.memory, NewBatch(loaded.x, loaded.y, source=batch.id, num_classes=spec.num_classes),
-            self.history(), settings, hooks=self._hooks(batch), report=report,
+            history, settings, hooks=self._hooks(batch), report=report,
             on_choice=self._log_choice(batch), on_candidate=self._log_candidate(batch), meta_init=job.meta_init,
+            phases=phases,
         )
         candidates, production = list(step.candidates), job.production
 
-        replay_sha256 = save_memory(step.memory, self.artifacts)
-        news = [self._new_version(job, step, candidate, replay_sha256) for candidate in candidates]
-        self._renew_lease(batch)  # uploads to a bucket can take a while
-        accepted = [i for i, c in enumerate(candidates) if c.verdict.accepted]
-        promote_index = accepted[0] if accepted and self.config.registry.auto_promote else None
-        if accepted and promote_index is None:  # auto-promotion off: it waits for `retain approve`
-            news[accepted[0]] = news[accepted[0]].model_copy(update={"review": Review.PENDING})
-        rows, moved = self.registry.register_versions(news, promote_index=promote_index, actor=f"daemon:{self.owner}")
-        target = move_file(job.path, self.config.processed_dir, batch.id, batch.name)
-        self.registry.move_batch(batch.id, str(target), n_samples=len(loaded))
+        with phases.timed(Phase.ARTIFACTS):
+            replay_sha256 = save_memory(step.memory, self.artifacts)
+            news = [self._new_version(job, step, candidate, replay_sha256) for candidate in candidates]
+        with phases.timed(Phase.REGISTRY):
+            self._renew_lease(batch)  # uploads to a bucket can take a while
+            accepted = [i for i, c in enumerate(candidates) if c.verdict.accepted]
+            promote_index = accepted[0] if accepted and self.config.registry.auto_promote else None
+            if accepted and promote_index is None:  # auto-promotion off: it waits for `retain approve`
+                news[accepted[0]] = news[accepted[0]].model_copy(update={"review": Review.PENDING})
+            rows, moved = self.registry.register_versions(news, promote_index=promote_index,
+                                                          actor=f"daemon:{self.owner}")
+            target = move_file(job.path, self.config.processed_dir, batch.id, batch.name)
+            self.registry.move_batch(batch.id, str(target), n_samples=len(loaded))
 
         final = candidates[accepted[0]] if accepted else candidates[-1]
         final_row = rows[accepted[0]] if accepted else rows[-1]

@@ -15,7 +15,7 @@ from retain.daemon.config import Config, ConfigError
 from retain.daemon.loading import BatchRejected, file_sha256
 from retain.daemon.logs import fields
 from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_alive
-from retain.daemon.versions import open_artifacts
+from retain.daemon.config import open_artifacts
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file

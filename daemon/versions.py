@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from retain.daemon.config import Config
-from retain.registry import ArtifactStore, ModelVersion, S3Objects
+from retain.registry import ArtifactStore, ModelVersion
 from retain.strategies.job import MetaInit
 from retain.strategies.models import build_model
 from retain.strategies.replay import ReplayMemory
@@ -42,13 +42,6 @@ class ModelSpec:
             head=data.get("head", "head"),
             kwargs=dict(data.get("kwargs", {})),
         )
-
-
-def open_artifacts(config: Config) -> ArtifactStore:
-    """The workspace's artifact store: its folder, in front of the bucket when there is one."""
-    section = config.artifacts
-    remote = S3Objects(section.url, section.endpoint_url, section.region) if section.url else None
-    return ArtifactStore(config.artifacts_dir, remote)
 
 
 def spec_of(version: ModelVersion) -> ModelSpec:

@@ -75,7 +75,8 @@ class InboxWatcher(FileSystemEventHandler):
         if complete and path.parent in self.inboxes:
             note = (time.monotonic(), None)
         else:
-            note = (time.monotonic() + self.settle_seconds, signature(path))
+            found = signature(path)
+            note = (time.monotonic() + self._unsettled_for(found), found)
         with self._changed:
             self._notes[path] = note
             self._changed.notify_all()
@@ -115,8 +116,17 @@ class InboxWatcher(FileSystemEventHandler):
                 continue
             with self._changed:
                 if path not in self._notes:
-                    self._notes[path] = (time.monotonic() + self.settle_seconds, found)
+                    self._notes[path] = (time.monotonic() + self._unsettled_for(found), found)
                     self._changed.notify_all()
+
+    def _unsettled_for(self, found: Signature | None) -> float:
+        """Seconds until a file unchanged since ``found`` has settled: a file last modified
+        ``settle_seconds`` ago or more has settled already (a backlog found at start is not
+        made to wait), one modified in the future by a skewed clock waits the full time."""
+        if found is None:
+            return self.settle_seconds
+        age = time.time() - found[1] / 1e9
+        return self.settle_seconds if age < 0 else max(0.0, self.settle_seconds - age)
 
     def due(self) -> list[Path]:
         """Paths whose files are complete, oldest note first; they are forgotten here. A file

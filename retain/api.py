@@ -152,10 +152,10 @@ def connect(target: str | Path | Config = "retain.toml", artifacts: str | Path |
     With a URL, ``artifacts`` is the artifact folder (default: ``artifacts/`` beside a SQLite
     file, as ``retain init`` lays a workspace out) or an ``s3://`` URL.
     """
-    from retain.daemon.versions import open_artifacts
+    from retain.daemon.config import open_artifacts
 
     if isinstance(target, Config) or not str(target).partition("://")[1]:
-        from retain.strategies.models import add_factory_folder
+        from retain.daemon.config import add_factory_folder
 
         config = target if isinstance(target, Config) else load_config(Path(target))
         add_factory_folder(config.base_dir)

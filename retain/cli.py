@@ -78,7 +78,7 @@ class CliState:
     log_level: str
 
     def config(self) -> Config:
-        from retain.strategies.models import add_factory_folder
+        from retain.daemon.config import add_factory_folder
 
         config = load_config(find_config(self.config_path))
         add_factory_folder(config.base_dir)  # a model module beside retain.toml imports as it is
@@ -105,9 +105,33 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code) from None
 
 
-def main() -> None:
+def main() -> NoReturn:
     """The console script."""
-    app(prog_name="retain")
+    try:
+        app(prog_name="retain")
+        code: int | str | None = 0
+    except SystemExit as stop:
+        code = stop.code
+    exit_process(code)
+
+
+def exit_process(code: int | str | None) -> NoReturn:
+    """End the process as ``sys.exit(code)`` would, without tearing its modules down: once
+    torch and Avalanche are imported, the interpreter's finalisation takes seconds after the
+    last batch is done. Exit handlers still run, and the streams and logs are flushed."""
+    if "torch" not in sys.modules:
+        sys.exit(code)
+    import atexit
+    import logging
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 def emit_json(payload: Any) -> None:
@@ -152,7 +176,7 @@ def publish_production(config: Config, registry) -> None:
     if config.publish_dir is None:
         return
     from retain.daemon.publish import publish
-    from retain.daemon.versions import open_artifacts
+    from retain.daemon.config import open_artifacts
 
     production = registry.production()
     try:
@@ -286,7 +310,7 @@ def ingest(
             fail(f"{source}: no such file")
     if remote:
         from retain.daemon.remote_inbox import upload_batch
-        from retain.daemon.versions import open_artifacts
+        from retain.daemon.config import open_artifacts
 
         registry, artifacts = open_registry(config), open_artifacts(config)
         for source in files:
@@ -535,7 +559,7 @@ def batches(
 def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Every model: production version, versions, queue depth, last batch, forgetting."""
     from retain.api import Client
-    from retain.daemon.versions import open_artifacts
+    from retain.daemon.config import open_artifacts
     from retain.views import model_row, models_table
 
     config = ctx.obj.config()
@@ -615,7 +639,8 @@ def predict(
     """Predicted labels for a data file (labels in it are not needed; if the model has their
     classes, the accuracy is reported too)."""
     from retain.daemon.loading import DataSpec
-    from retain.daemon.versions import load_model, open_artifacts, spec_of
+    from retain.daemon.config import open_artifacts
+    from retain.daemon.versions import load_model, spec_of
     from retain.strategies.models import predict as model_predict
 
     config, registry, number = ctx.obj.lineage(model, version)
@@ -659,7 +684,8 @@ def check(
     anything. Without labels: the feature MMD, and production's prediction histogram on the
     file against its histogram on the replay memory."""
     from retain.daemon.pipeline import batch_seed, data_spec
-    from retain.daemon.versions import load_memory, load_model, open_artifacts, spec_of
+    from retain.daemon.config import open_artifacts
+    from retain.daemon.versions import load_memory, load_model, spec_of
     from retain.strategies.measure import measure_batch, measure_unlabelled
 
     config, registry, _ = ctx.obj.lineage(model)
@@ -714,7 +740,7 @@ def export(
     """Write a version for a model server: its weights, script or graph, and model.json.
     TorchScript and ONNX are checked against the model on its audit samples first."""
     from retain.daemon.export import ExportFormat, export_version
-    from retain.daemon.versions import open_artifacts
+    from retain.daemon.config import open_artifacts
 
     chosen = []
     for name in formats:

@@ -53,3 +53,15 @@ class WhenUnresolved(StrEnum):
 
     REFUSE = "refuse"
     ACCEPT_IF_GAIN_SIGNIFICANT = "accept_if_gain_significant"  # its new-data gain is itself significant
+
+
+class Phase(StrEnum):
+    """Where a batch's time goes (``PhaseTimes``; the ``batch timed`` log line, a metric)."""
+
+    LOAD = "load"  # reading and checking the file, the production model and memory
+    SHIFT = "shift"  # production's features and predictions, the MMD test
+    PROBE = "probe"  # the linear probe on frozen features
+    TRAINING = "training"  # every candidate's training
+    GATE = "gate"  # every candidate against production on audit set and holdout
+    ARTIFACTS = "artifacts"  # the replay memory updated, weights and memory written
+    REGISTRY = "registry"  # the policy's history read, versions registered, the batch finished

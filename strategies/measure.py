@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from retain.errors import RetainError
+from retain.strategies.kinds import Phase
 from retain.strategies.models import features_and_logits
+from retain.strategies.phases import PhaseTimes
 from retain.strategies.replay import ReplayMemory
 from retain.strategies.shift import (
     ShiftEvidence,
@@ -38,6 +40,7 @@ def measure_batch(
     num_classes: int,
     thresholds: ShiftThresholds,
     seed: int = 0,
+    phases: PhaseTimes | None = None,
 ) -> ShiftReport:
     """MMD on penultimate features, label distance, novel classes, the production model's
     accuracy drop (audit set vs batch) and a linear probe on frozen features.
@@ -45,14 +48,20 @@ def measure_batch(
     The probe is fitted on the batch and the replay memory together, so "the features
     separate the classes" means new classes apart from old ones too, not just each other.
     """
-    reference_features, _ = features_and_logits(model, head, memory.x)
-    audit_x, audit_y = memory.audit_set()
-    _, audit_logits = features_and_logits(model, head, audit_x)
-    batch_features, batch_logits = features_and_logits(model, head, x)
-    if not (torch.isfinite(batch_features).all() and torch.isfinite(batch_logits).all()):
-        raise UnusableBatch(
-            "the production model's features overflow on this batch (values beyond float32's range): "
-            "scale the features"
+    phases = phases or PhaseTimes()
+    with phases.timed(Phase.SHIFT):
+        reference_features, _ = features_and_logits(model, head, memory.x)
+        audit_x, audit_y = memory.audit_set()
+        _, audit_logits = features_and_logits(model, head, audit_x)
+        batch_features, batch_logits = features_and_logits(model, head, x)
+        if not (torch.isfinite(batch_features).all() and torch.isfinite(batch_logits).all()):
+            raise UnusableBatch(
+                "the production model's features overflow on this batch (values beyond float32's range): "
+                "scale the features"
+            )
+    with phases.timed(Phase.PROBE):
+        probe = linear_probe_accuracy(
+            torch.cat([batch_features, reference_features]), torch.cat([y, memory.y]), seed=seed % (2**31)
         )
     evidence = ShiftEvidence(
         reference_features=reference_features,
@@ -62,11 +71,10 @@ def measure_batch(
         accuracy_reference=accuracy(audit_logits, audit_y),
         accuracy_batch=accuracy(batch_logits, y),
         num_classes=max(num_classes, int(y.max()) + 1),
-        probe_accuracy=linear_probe_accuracy(
-            torch.cat([batch_features, reference_features]), torch.cat([y, memory.y]), seed=seed % (2**31)
-        ),
+        probe_accuracy=probe,
     )
-    return measure_shift(evidence, thresholds, seed)
+    with phases.timed(Phase.SHIFT):
+        return measure_shift(evidence, thresholds, seed)
 
 
 def measure_unlabelled(

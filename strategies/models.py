@@ -90,14 +90,6 @@ log = logging.getLogger("retain.strategies")
 _OLD_PACKAGES = ("daemon", "registry", "strategies")
 
 
-def add_factory_folder(folder: Path) -> None:
-    """Let factories be imported from ``folder`` (a config's): a module beside ``retain.toml``
-    needs no ``PYTHONPATH``. Appended, so it never shadows an installed module."""
-    entry = str(Path(folder).resolve())
-    if entry not in sys.path:
-        sys.path.append(entry)
-
-
 def _import_file(module_file: str):
     """A factory given as ``path/to/file.py:function``: the file, relative to the working
     directory or to a folder on ``sys.path`` (a config's is)."""

@@ -24,9 +24,9 @@ class ShiftThresholds:
 
     alpha: float = Field(default=0.01, gt=0, lt=1)  # MMD permutation test significance level
     permutations: int = Field(default=200, ge=20)
-    # Random Fourier features approximating the test's Gaussian kernel: time and memory grow
-    # with them, power levels off (benchmarks/shift_mmd.py).
-    kernel_features: int = Field(default=256, ge=16, le=8192, multiple_of=2)
+    # Random Fourier features approximating the test's Gaussian kernel; unset: 2048 up to
+    # 2,048 samples in all, halving as they double, 256 beyond 8,192 (benchmarks/shift_mmd.py).
+    kernel_features: int | None = Field(default=None, ge=16, le=8192, multiple_of=2)
     max_samples: int | None = Field(default=None, ge=10)  # per side; None tests every sample
     mild_label_distance: float = Field(default=0.15, ge=0, le=1)
     moderate_label_distance: float = Field(default=0.35, ge=0, le=1)

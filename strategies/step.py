@@ -15,8 +15,9 @@ from torch import nn
 from retain.strategies.adapt import train_candidate
 from retain.strategies.job import MetaInit, TrainedCandidate, TrainingJob
 from retain.strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
-from retain.strategies.kinds import MetaStart
+from retain.strategies.kinds import MetaStart, Phase
 from retain.strategies.measure import measure_batch
+from retain.strategies.phases import PhaseTimes
 from retain.strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
 from retain.strategies.replay import Data, ReplayMemory, remember, split_holdout
 from retain.strategies.settings import GateConfig, PolicyConfig, ReptileSettings, ShiftThresholds, TrainingSettings
@@ -95,6 +96,7 @@ def adapt_step(
     on_choice: Callable[[Choice], None] = lambda choice: None,
     on_candidate: Callable[[Candidate], None] = lambda candidate: None,
     meta_init: MetaInit | None = None,
+    phases: PhaseTimes | None = None,
 ) -> StepResult:
     """Adapt ``production`` to ``batch``; ``production`` and ``memory`` are left as they were.
 
@@ -102,23 +104,28 @@ def adapt_step(
     the same report); ``train`` replaces ``train_candidate`` (a benchmark that has trained every
     strategy looks its candidates up). ``on_choice`` and ``on_candidate`` report progress.
     ``meta_init`` is the lineage's Reptile initialisation (production's), which ``meta`` continues.
+    ``phases`` adds the step's seconds per phase.
     """
     seed = settings.training.seed
+    phases = phases or PhaseTimes()
     train_data, holdout = split_holdout(batch.x, batch.y, settings.gate.holdout_fraction, seed)
     if report is None:
         report = measure_batch(production, settings.head, memory, batch.x, batch.y, batch.num_classes,
-                               settings.thresholds, seed)
+                               settings.thresholds, seed, phases)
 
-    job = TrainingJob.from_memory(production, train_data, memory, settings.training, head=settings.head,
-                                  hooks=hooks, reptile=settings.reptile, meta_init=meta_init)
+    with phases.timed(Phase.TRAINING):
+        job = TrainingJob.from_memory(production, train_data, memory, settings.training, head=settings.head,
+                                      hooks=hooks, reptile=settings.reptile, meta_init=meta_init)
 
     def train_and_gate(choice: Choice) -> Candidate:
         on_choice(choice)
         counter = ComputeCounter()
         started = time.monotonic()
-        trained = train(choice, replace(job, hooks=replace(job.hooks, on_step=counter)))
+        with phases.timed(Phase.TRAINING):
+            trained = train(choice, replace(job, hooks=replace(job.hooks, on_step=counter)))
         duration = time.monotonic() - started
-        gate = evaluate_gate(production, trained.model, memory.audit_groups(), holdout)
+        with phases.timed(Phase.GATE):
+            gate = evaluate_gate(production, trained.model, memory.audit_groups(), holdout)
         candidate = Candidate(choice, trained.model, gate, verdict(gate, settings.gate, report.novel_classes),
                               duration, counter.steps, counter.samples, trained.meta_init, trained.meta_start)
         on_candidate(candidate)
@@ -130,6 +137,7 @@ def adapt_step(
         second = fallback_choice(first, report, settings.policy, settings.training.lr)
         if second is not None:
             candidates.append(train_and_gate(second))
-    remembered = remember(memory, train_data, holdout, source=batch.source, capacity=settings.replay_capacity,
-                          audit_fraction=settings.audit_fraction, seed=seed)
+    with phases.timed(Phase.ARTIFACTS):
+        remembered = remember(memory, train_data, holdout, source=batch.source, capacity=settings.replay_capacity,
+                              audit_fraction=settings.audit_fraction, seed=seed)
     return StepResult(report, tuple(candidates), train_data, holdout, remembered)

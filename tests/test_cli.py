@@ -188,3 +188,32 @@ def test_a_versions_compute_is_recorded_listed_and_shown(workspace, digit_data):
     assert candidate["samples_seen"] >= candidate["optimizer_steps"] > 0
     shown = retain(workspace, "show", str(candidate["version"])).stdout
     assert f"{candidate['optimizer_steps']} optimizer steps over {candidate['samples_seen']} samples on cpu" in shown
+
+
+READ_ONLY_COMMANDS = ["versions", "show 1", "status", "batches", "models", "history", "webhooks"]
+
+
+def test_read_only_commands_do_not_import_torch(workspace):
+    import subprocess
+    import sys
+
+    # One fresh interpreter for all of them: what one command imports, the next inherits.
+    probe = ("import sys; from typer.testing import CliRunner; from retain.cli import app; heavy = set()\n"
+             "for command in sys.argv[2:]:\n"
+             "    result = CliRunner().invoke(app, ['--config', sys.argv[1], *command.split()])\n"
+             "    assert result.exit_code == 0, (command, result.output)\n"
+             "    loaded = {m.split('.')[0] for m in sys.modules} & {'torch', 'avalanche', 'sklearn', 'scipy'}\n"
+             "    print(command, sorted(loaded - heavy)); heavy |= loaded\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(workspace), *READ_ONLY_COMMANDS],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.splitlines() == [f"{command} []" for command in READ_ONLY_COMMANDS]
+
+
+def test_the_process_exit_runs_exit_handlers_and_flushes_before_skipping_module_teardown():
+    import subprocess
+    import sys
+
+    script = ("import atexit, torch; from retain.cli import exit_process; "
+              "atexit.register(lambda: print(' handler ran', flush=True)); print('unflushed', end=''); exit_process(3)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (3, "unflushed handler ran\n")

@@ -227,3 +227,17 @@ def test_temporary_files_left_by_a_killed_daemon_are_swept_at_start(fast):
     run_once(fast)
     assert [p.exists() for p in stale] == [False, False]
     assert [p.exists() for p in kept] == [True, True]
+
+
+def test_a_file_found_by_a_scan_that_has_not_changed_for_the_settle_time_is_due_at_once(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    old, new = inbox / "old.npz", inbox / "new.npz"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    long_ago = time.time() - 60
+    os.utime(old, (long_ago, long_ago))
+    watcher = InboxWatcher([inbox], settle_seconds=30.0)
+    watcher.scan()
+    assert watcher.due() == [old]
+    assert watcher.pending() == 1  # the new one waits out its settle time

@@ -1,0 +1,174 @@
+"""One batch through retain's in-process pipeline, per strategy, beside a plain PyTorch loop
+that trains the same model for the same epochs on the same samples plus the same replayed
+samples, in the same run; with the pipeline's seconds per phase.
+
+    .venv/bin/python benchmarks/overhead.py [--batch-size 250] [--repeats 3]
+
+The pipeline is warm (a first batch has imported everything, as in a running daemon); each
+strategy adapts the same production version to the same batch, from a fresh copy of one
+initialised workspace, with the policy pinned and no fallback. The plain loop is what a
+hand-written fine-tuning script would do: Adam, cross-entropy, minibatches of new samples
+each with as many replayed ones as retain rehearses; for feature_extraction the backbone is
+frozen and only the head trains. retain adds distillation on the replayed samples, the
+shift test, the probe, the gate and the registry: what this measures is what those cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from retain.daemon.bootstrap import init_workspace
+from retain.daemon.config import dump_config, load_config, open_artifacts
+from retain.daemon.metrics import ServiceMetrics
+from retain.daemon.pipeline import batch_seed
+from retain.daemon.service import Service
+from retain.daemon.versions import load_memory, load_model
+from retain.daemon.watcher import ingest_file
+from retain.registry import Registry
+from retain.strategies.datasets import digits
+from retain.strategies.kinds import Phase, Strategy
+from retain.strategies.models import head_module
+from retain.strategies.replay import split_holdout
+from retain.strategies.training import limit_threads, make_optimizer, memory_batch_size
+
+CONFIG = {
+    "paths": {"workdir": ".", "inbox": "inbox"},
+    "registry": {"url": "sqlite:///registry.db", "auto_promote": True},
+    "model": {"factory": "retain.strategies.models:mlp", "kwargs": {"hidden": [128, 64]}, "head": "head",
+              "max_classes": 10},
+    "training": {"epochs": 8, "batch_size": 32, "lr": 0.003, "device": "cpu", "threads": 1},
+    "replay": {"capacity": 1000, "audit_fraction": 0.3},
+    "metrics": {"enabled": False},
+}
+
+
+def save_batch(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    np.savez(path, x=x.astype(np.float32), y=y)
+    return path
+
+
+def make_template(root: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """An initialised workspace on digits 0-7."""
+    template = root / "template"
+    template.mkdir()
+    (template / "retain.toml").write_text(dump_config(CONFIG))
+    init = save_batch(root / "init.npz", x[:600], y[:600])
+    init_workspace(load_config(template / "retain.toml"), init, train=True, actor="bench")
+    return template
+
+
+def run_pipeline(template: Path, workdir: Path, strategy: Strategy, batch: Path) -> tuple[float, dict[str, float]]:
+    """Wall seconds of the service processing ``batch`` once, and its phases."""
+    shutil.copytree(template, workdir)
+    config_path = workdir / "retain.toml"
+    config_path.write_text(dump_config({**CONFIG, "policy": {"strategy": str(strategy), "fallback": False}}))
+    config = load_config(config_path)
+    ingest_file(batch, config.inbox)
+    registry = Registry(config.registry_url)
+    try:
+        started = time.perf_counter()
+        [outcome] = Service(config, registry, ServiceMetrics()).run(once=True)
+        wall = time.perf_counter() - started
+    finally:
+        registry.close()
+    return wall, outcome.phases
+
+
+def plain_loop(template: Path, batch: Path, strategy: Strategy) -> float:
+    """Seconds a plain PyTorch loop takes for the same training."""
+    config = load_config(template / "retain.toml")
+    registry = Registry(config.registry_url)
+    try:
+        production = registry.production()
+    finally:
+        registry.close()
+    artifacts = open_artifacts(config)
+    model, memory = load_model(production, artifacts), load_memory(production, artifacts)
+    data = np.load(batch)
+    seed = batch_seed(hashlib.sha256(batch.read_bytes()).hexdigest())
+    (x, y), _ = split_holdout(torch.from_numpy(data["x"]), torch.from_numpy(data["y"]).long(),
+                              config.gate.holdout_fraction, seed)
+    replay_x, replay_y = memory.rehearsal()
+    settings = config.training.settings(seed=seed)
+    per_step = memory_batch_size(settings.batch_size, replay_y, y)
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    head = head_module(model, "head")
+    trained = head.parameters() if strategy == Strategy.FEATURE_EXTRACTION else model.parameters()
+    lr = settings.lr * (0.2 if strategy == Strategy.FINETUNE else 1.0)
+    optimizer = make_optimizer(trained, lr, settings.weight_decay)
+    loss_of = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(y))
+        for start in range(0, len(y), settings.batch_size):
+            picked = order[start:start + settings.batch_size]
+            replayed = torch.randint(len(replay_y), (per_step,))
+            inputs = torch.cat([x[picked], replay_x[replayed]])
+            labels = torch.cat([y[picked], replay_y[replayed]])
+            if strategy == Strategy.FEATURE_EXTRACTION:
+                with torch.no_grad():
+                    features = model.backbone(inputs)
+                logits = head(features)
+            else:
+                logits = model(inputs)
+            optimizer.zero_grad()
+            loss_of(logits, labels).backward()
+            optimizer.step()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=250, help="samples in the batch")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per strategy; the medians are printed")
+    args = parser.parse_args()
+    limit_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+
+    x, y = digits()
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order]
+    known = np.flatnonzero(y < 8)
+    x, y = x[known], y[known]
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        template = make_template(root, x, y)
+        batch = save_batch(root / "batch.npz", x[600:600 + args.batch_size], y[600:600 + args.batch_size])
+        warm_up = save_batch(root / "warm-up.npz", x[-200:], y[-200:])
+        for strategy in Strategy:  # imports, first-call costs: what a running daemon has paid already
+            run_pipeline(template, root / f"warm-{strategy}", strategy, warm_up)
+
+        phase_names = [str(p) for p in Phase]
+        print(f"One batch of {args.batch_size} digits (0-7) adapting an MLP (64-128-64-8), 8 epochs, one thread; "
+              f"medians of {args.repeats}")
+        print(f"{'strategy':<19} {'plain s':>8} {'retain s':>9} {'ratio':>6} " + " ".join(f"{p:>9}" for p in phase_names))
+        for strategy in Strategy:
+            walls, plains, phases = [], [], {p: [] for p in phase_names}
+            for repeat in range(args.repeats):
+                wall, seconds = run_pipeline(template, root / f"{strategy}-{repeat}", strategy, batch)
+                walls.append(wall)
+                plains.append(plain_loop(template, batch, strategy))
+                for p in phase_names:
+                    phases[p].append(seconds.get(p, 0.0))
+            wall, plain = statistics.median(walls), statistics.median(plains)
+            print(f"{strategy:<19} {plain:>8.3f} {wall:>9.3f} {wall / plain:>5.2f}x "
+                  + " ".join(f"{statistics.median(phases[p]):>9.3f}" for p in phase_names))
+        print("retain s: the whole Service.run(once=True) over the batch (start-up, claim, move, register included);"
+              " meta's plain loop is finetune's (Reptile has no plain-loop counterpart)")
+
+
+if __name__ == "__main__":
+    main()
