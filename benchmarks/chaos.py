@@ -167,8 +167,8 @@ class Check:
 def check_invariants(config: Path, dropped: dict[str, str], check: Check) -> dict[str, int]:
     """The queue's invariants; ``dropped`` maps each file's sha256 to its name."""
     from retain.daemon.config import load_config
-    from retain.daemon.versions import load_memory, load_model
-    from retain.registry import ArtifactStore, Registry
+    from retain.daemon.versions import load_memory, load_model, memory_artifacts
+    from retain.registry import ArtifactError, ArtifactStore, Registry
     from retain.strategies.models import predict
 
     settings = load_config(config)
@@ -195,7 +195,11 @@ def check_invariants(config: Path, dropped: dict[str, str], check: Check) -> dic
     check.expect(numbers == list(range(1, len(numbers) + 1)), f"version numbers not consecutive: {numbers}")
     bad_artifacts = []
     for version in versions:
-        for digest in (version.artifact_sha256, version.replay_sha256):
+        try:
+            stored = {version.artifact_sha256} | memory_artifacts(version.replay_sha256, artifacts)
+        except ArtifactError:
+            stored = {version.replay_sha256}
+        for digest in stored:
             path = artifacts.path(digest)
             if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
                 bad_artifacts.append(digest[:12])

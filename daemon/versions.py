@@ -7,13 +7,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from retain.daemon.config import Config
-from retain.registry import ArtifactStore, ModelVersion
+from retain.registry import ArtifactError, ArtifactStore, ModelVersion
 from retain.strategies.job import MetaInit
 from retain.strategies.models import build_model
-from retain.strategies.replay import ReplayMemory
+from retain.strategies.replay import ReplayMemory, concatenate
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,50 @@ def load_model(version: ModelVersion, artifacts: ArtifactStore) -> nn.Module:
     return model.eval()
 
 
+# A replay memory is stored as a manifest: per source batch, the digest of the chunk holding
+# that batch's samples (x and y, written once, when the batch is first saved in a memory) and
+# which rows of it the memory keeps, with their audit flags. A new version so stores its new
+# batch's samples and a manifest of a few bytes per sample, not the whole memory again.
+MANIFEST_MARK = "retain.replay_manifest"  # its value: the samples' shape
+
+
 def load_memory(version: ModelVersion, artifacts: ArtifactStore) -> ReplayMemory:
-    return ReplayMemory.from_tensors(artifacts.get_tensors(version.replay_sha256))
+    return read_memory(version.replay_sha256, artifacts)
+
+
+def read_memory(digest: str, artifacts: ArtifactStore) -> ReplayMemory:
+    """The memory a manifest (or, before chunks, one whole-memory artifact) describes."""
+    tensors = artifacts.get_tensors(digest)
+    if MANIFEST_MARK not in tensors:
+        return ReplayMemory.from_tensors(tensors)
+    parts = []
+    for source, chunk in manifest_chunks(tensors):
+        rows, audit = tensors[f"{source}/{chunk}/rows"].long(), tensors[f"{source}/{chunk}/audit"].bool()
+        stored = artifacts.get_tensors(chunk)
+        if len(audit) != len(rows) or (len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(stored["y"]))):
+            raise ArtifactError(f"replay manifest {digest}: its rows of chunk {chunk} are not in it")
+        parts.append(ReplayMemory(
+            x=stored["x"][rows].float(), y=stored["y"][rows].long(),
+            source=torch.full((len(rows),), source, dtype=torch.long), audit=audit,
+            chunk_row=rows, chunks={source: chunk},
+        ))
+    if not parts:
+        return ReplayMemory.empty(tuple(tensors[MANIFEST_MARK].tolist()))
+    return concatenate(parts)
+
+
+def manifest_chunks(tensors: dict[str, torch.Tensor]) -> list[tuple[int, str]]:
+    """``(source, chunk digest)`` of every chunk a manifest names, by source."""
+    named = {tuple(name.split("/")[:2]) for name in tensors if name.endswith("/rows")}
+    return sorted((int(source), chunk) for source, chunk in named)
+
+
+def memory_artifacts(digest: str, artifacts: ArtifactStore) -> set[str]:
+    """The artifacts a stored memory consists of: its manifest and chunks (or its one file)."""
+    tensors = artifacts.get_tensors(digest)
+    if MANIFEST_MARK not in tensors:
+        return {digest}
+    return {digest, *(chunk for _, chunk in manifest_chunks(tensors))}
 
 
 def load_meta_init(version: ModelVersion, artifacts: ArtifactStore) -> MetaInit | None:
@@ -73,4 +116,14 @@ def save_model(model: nn.Module, artifacts: ArtifactStore) -> str:
 
 
 def save_memory(memory: ReplayMemory, artifacts: ArtifactStore) -> str:
-    return artifacts.put_tensors(memory.to_tensors())
+    """Store ``memory``: a chunk for each source batch not stored yet, then its manifest."""
+    entries = {MANIFEST_MARK: torch.tensor(list(memory.x.shape[1:]), dtype=torch.long)}
+    for source in sorted(set(memory.source.tolist())):
+        selected = memory.source == source
+        rows, chunk = memory.chunk_row[selected], memory.chunks.get(source)
+        if chunk is None or bool((rows < 0).any()):
+            chunk = artifacts.put_tensors({"x": memory.x[selected], "y": memory.y[selected]})
+            rows = torch.arange(int(selected.sum()))
+        entries[f"{source}/{chunk}/rows"] = rows.int()
+        entries[f"{source}/{chunk}/audit"] = memory.audit[selected]
+    return artifacts.put_tensors(entries)

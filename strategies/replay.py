@@ -7,7 +7,8 @@ plain tensors, so it is saved and loaded with ``weights_only=True``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,10 +23,16 @@ class ReplayMemory:
     y: torch.Tensor  # int64 labels
     source: torch.Tensor  # int64 batch id each sample came from
     audit: torch.Tensor  # bool: True for the audit partition
+    # Where each sample is stored: its row in its source's chunk (chunks[source], an artifact
+    # digest), -1 for a sample not stored yet. A memory saved again stores only its new samples.
+    chunk_row: torch.Tensor | None = None
+    chunks: Mapping[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.x)
-        if not (len(self.y) == len(self.source) == len(self.audit) == n):
+        if self.chunk_row is None:
+            object.__setattr__(self, "chunk_row", torch.full((n,), -1, dtype=torch.long))
+        if not (len(self.y) == len(self.source) == len(self.audit) == len(self.chunk_row) == n):
             raise ValueError("replay memory tensors differ in length")
 
     def __len__(self) -> int:
@@ -91,15 +98,19 @@ def balanced_indices(labels: torch.Tensor, budget: int, generator: torch.Generat
 
 
 def _select(memory: ReplayMemory, keep: torch.Tensor) -> ReplayMemory:
-    return ReplayMemory(memory.x[keep], memory.y[keep], memory.source[keep], memory.audit[keep])
+    return ReplayMemory(memory.x[keep], memory.y[keep], memory.source[keep], memory.audit[keep],
+                        memory.chunk_row[keep], memory.chunks)
 
 
-def _concat(parts: list[ReplayMemory]) -> ReplayMemory:
+def concatenate(parts: list[ReplayMemory]) -> ReplayMemory:
+    """The samples of ``parts``, in order, with where each is stored."""
     return ReplayMemory(
         x=torch.cat([p.x for p in parts]),
         y=torch.cat([p.y for p in parts]),
         source=torch.cat([p.source for p in parts]),
         audit=torch.cat([p.audit for p in parts]),
+        chunk_row=torch.cat([p.chunk_row for p in parts]),
+        chunks={source: digest for p in parts for source, digest in p.chunks.items()},
     )
 
 
@@ -131,7 +142,7 @@ def remember(
         )
 
     old_rehearsal = _select(memory, ~memory.audit)
-    pool = _concat([old_rehearsal, partition(*train, audit=False)])
+    pool = concatenate([old_rehearsal, partition(*train, audit=False)])
     rehearsal = _select(pool, balanced_indices(pool.y, n_rehearsal, generator))
 
     old_audit = _select(memory, memory.audit)
@@ -148,8 +159,8 @@ def remember(
         picked = _select(group, balanced_indices(group.y, share, generator))
         audit_parts.append(picked)
         remaining -= len(picked)
-    audit_memory = _concat(audit_parts) if audit_parts else _select(old_audit, old_audit.audit)
-    return _concat([rehearsal, audit_memory])
+    audit_memory = concatenate(audit_parts) if audit_parts else _select(old_audit, old_audit.audit)
+    return concatenate([rehearsal, audit_memory])
 
 
 def holdout_split(labels: torch.Tensor, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
