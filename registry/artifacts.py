@@ -67,6 +67,9 @@ def atomic_copy(source: Path, target: Path) -> None:
         atomic_write(target, lambda handle: shutil.copyfileobj(reader, handle))
 
 
+_DIGEST = re.compile("[0-9a-f]{64}")
+
+
 class ArtifactError(RetainError):
     """An artifact is missing or does not match its digest."""
 
@@ -162,6 +165,31 @@ class S3Objects:
             if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise ArtifactError(f"artifact {digest}: upload to {self.url} failed: {exc}") from exc
 
+    def listed(self) -> dict[str, tuple[int, float]]:
+        """Every artifact in the bucket: digest -> (bytes, last modified, epoch seconds)."""
+        found = {}
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key("sha256") + "/")
+        for page in pages:
+            for item in page.get("Contents", []):
+                digest = item["Key"].rsplit("/", 1)[-1]
+                if _DIGEST.fullmatch(digest):
+                    found[digest] = (int(item["Size"]), item["LastModified"].timestamp())
+        return found
+
+    def delete(self, digest: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(digest))
+
+    def has(self, digest: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(digest))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise ArtifactError(f"artifact {digest}: cannot reach {self.url}: {exc}") from exc
+        return True
+
     def get(self, digest: str) -> bytes:
         from botocore.exceptions import ClientError
 
@@ -226,6 +254,27 @@ class ArtifactStore:
             raise ArtifactError(f"artifact {digest} is corrupt in {self.remote.url}: its content hashes to {actual}")
         self._write_local(target, data)
         return data
+
+    def listed(self) -> dict[str, tuple[int, float]]:
+        """Every artifact here and in the bucket: digest -> (bytes, last modified, epoch seconds)."""
+        found = {}
+        for path in (self.root / "sha256").glob("??/*"):
+            if _DIGEST.fullmatch(path.name):
+                info = path.stat()
+                found[path.name] = (info.st_size, info.st_mtime)
+        if self.remote is not None:
+            found.update(self.remote.listed())
+        return found
+
+    def has(self, digest: str) -> bool:
+        """Whether the artifact is here or in the bucket (unverified: ``get`` verifies)."""
+        return self.path(digest).is_file() or (self.remote is not None and self.remote.has(digest))
+
+    def delete(self, digest: str) -> None:
+        """Remove an artifact from the folder and the bucket (gone already is fine)."""
+        self.path(digest).unlink(missing_ok=True)
+        if self.remote is not None:
+            self.remote.delete(digest)
 
     def put_tensors(self, tensors: dict[str, Any]) -> str:
         """Store a dict of tensors (a ``state_dict`` or replay memory) as safetensors: a JSON

@@ -758,6 +758,18 @@ class Registry:
             emit(session, EventKind.VERSION_ROLLED_BACK, move_payload(move, target))
             return move
 
+    def stacked_versions(self) -> set[int]:
+        """Every version an alias points at or a rollback could return it to (its stack)."""
+        stacked: set[int] = set()
+        with self._reading() as session:
+            for alias in session.exec(select(Alias).where(self._mine(Alias))):
+                stacked.add(alias.version)
+                frame = self._top_frame(session, alias.name)
+                while frame is not None:
+                    stacked.add(frame.to_version)
+                    frame = session.get(AliasEvent, frame.below_event) if frame.below_event else None
+        return stacked
+
     def _top_frame(self, session: Session, name: str) -> AliasEvent | None:
         """The move that put the alias where it is: the top of its stack."""
         query = (select(AliasEvent).where(self._mine(AliasEvent), AliasEvent.alias == name)

@@ -170,6 +170,17 @@ def open_registry(config: Config):
         fail(f"{config.registry_url}: {exc}")
 
 
+def require_artifacts(config: Config, version) -> None:
+    """Fail, naming what is missing, unless every artifact of ``version`` is in the store."""
+    from retain.daemon.collect import missing_artifacts
+    from retain.daemon.config import open_artifacts
+
+    missing = missing_artifacts(version, open_artifacts(config))
+    if missing:
+        fail(f"version {version.version}'s artifacts are gone ({', '.join(d[:12] for d in missing)}): "
+             "`retain gc` deletes those of versions it does not keep")
+
+
 def publish_production(config: Config, registry) -> None:
     """After a move from the command line: publish the new production (with ``publish.dir``).
     The move stands if this fails; a running daemon publishes it at its next look."""
@@ -414,6 +425,7 @@ def promote(
     """Move a model's production alias to VERSION."""
 
     config, registry, number = ctx.obj.lineage(model, version)
+    require_artifacts(config, registry.version(number))
     moved = registry.promote(number, actor(), reason, force=force)
     out.print(f"{registry.model} production: {moved.from_version} -> {moved.to_version}")
     publish_production(config, registry)
@@ -444,6 +456,7 @@ def approve(
 ) -> None:
     """Make a candidate that awaits approval (registry.auto_promote = false) production."""
     config, registry, number = ctx.obj.lineage(model, version)
+    require_artifacts(config, registry.version(number))
     moved = registry.approve(number, actor(), reason)
     out.print(f"{registry.model} production: {moved.from_version} -> {moved.to_version} (approved)")
     publish_production(config, registry)
@@ -612,6 +625,55 @@ def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption =
     for name, state in per_model.items():
         if "warning" in state:
             out.print(f"warning: {'' if len(names) == 1 else f'model {name}: '}{state['warning']}")
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    keep_last: Annotated[int, typer.Option("--keep-last", min=0, help="Keep each model's last N versions too.")] = 10,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be deleted; delete nothing.")] = False,
+    grace: Annotated[float, typer.Option(
+        "--grace", min=0, help="Spare artifacts younger than this many seconds (a daemon may be registering them).",
+    )] = 3600.0,
+    as_json: JsonOption = False,
+    model: ModelOption = None,
+) -> None:
+    """Delete artifacts that no kept version references: never production, any alias, the
+    rollback stack, a candidate awaiting approval or the last --keep-last versions."""
+    from retain.daemon.collect import collect, plan_collection
+    from retain.daemon.config import open_artifacts
+
+    config = ctx.obj.config()
+    names = [config.for_model(model).model_name] if model is not None else config.model_names
+    registry = open_registry(config)
+    artifacts = open_artifacts(config)
+    plan = plan_collection(registry, artifacts, names, keep_last, grace)
+    if not dry_run:
+        collect(plan, artifacts)
+    payload = {"dry_run": dry_run, "artifacts": len(plan.garbage), "bytes": plan.freed_bytes, "spared": plan.spared,
+               "models": {name: {"kept": list(plan.kept[name]), "released": list(plan.released[name])}
+                          for name in names}}
+    if as_json:
+        emit_json(payload)
+        return
+    for name in names:
+        released = plan.released[name]
+        out.print(f"{name}: keeps versions {_ranges(plan.kept[name]) or '-'}; "
+                  f"{'no other versions' if not released else 'releases versions ' + _ranges(released)}")
+    verb = "would delete" if dry_run else "deleted"
+    spared = f" ({plan.spared} unreferenced but younger than --grace {grace:g} s, spared)" if plan.spared else ""
+    out.print(f"{verb} {len(plan.garbage)} artifacts, {plan.freed_bytes:,} bytes{spared}")
+
+
+def _ranges(numbers) -> str:
+    """``1-3, 7, 9-10``."""
+    spans: list[list[int]] = []
+    for number in sorted(numbers):
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def read_data(file: Path, spec):

@@ -151,3 +151,14 @@ def test_ingesting_remotely_without_a_bucket_and_a_worker_without_one_are_one_li
     assert result.returncode == 1 and "--remote needs artifacts.url" in result.stderr
     result = retain(workspace, "run", "--worker", check=False)
     assert result.returncode == 1 and "set artifacts.url" in result.stderr
+
+
+def test_the_bucket_lists_and_deletes_artifacts_for_gc(tmp_path, s3_server, bucket_url):
+    store = worker_store(tmp_path, "a", s3_server, bucket_url)
+    kept, dropped = store.put(b"production weights"), store.put(b"an old candidate")
+    other = worker_store(tmp_path, "b", s3_server, bucket_url)  # an empty cache: only the bucket lists them
+    assert {kept: len(b"production weights"), dropped: len(b"an old candidate")} == {
+        digest: size for digest, (size, _) in other.listed().items()}
+    other.delete(dropped)
+    assert other.has(kept) and not other.has(dropped) and set(store.remote.listed()) == {kept}
+    assert store.path(dropped).exists()  # each host's cache is its own: gc run there clears it

@@ -1,0 +1,93 @@
+"""``retain gc``: delete the artifacts that no kept version references.
+
+Kept, per model collected: the versions any alias points at or a rollback could return to,
+candidates awaiting approval, and the last ``keep_last``; every version of a model not
+collected. An artifact is deleted when no kept version of any model references it (weights,
+replay manifest and chunks, meta initialisation) and it is older than ``grace_seconds``: a
+running daemon writes a candidate's artifacts before it registers the version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from retain.daemon.logs import fields
+from retain.daemon.versions import memory_artifacts
+from retain.registry import ArtifactError, ArtifactStore, ModelVersion, Registry
+
+log = logging.getLogger("retain.gc")
+
+
+@dataclass(frozen=True)
+class CollectionPlan:
+    kept: dict[str, tuple[int, ...]]  # per collected model, the versions whose artifacts stay
+    released: dict[str, tuple[int, ...]]  # per collected model, the versions no longer kept
+    garbage: dict[str, int]  # artifact digest -> bytes, to delete
+    spared: int  # unreferenced artifacts younger than the grace period
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(self.garbage.values())
+
+
+def kept_versions(registry: Registry, keep_last: int) -> set[int]:
+    """The versions of ``registry``'s model whose artifacts must stay."""
+    kept = registry.stacked_versions() | {v.version for v in registry.awaiting_approval()}
+    if keep_last > 0:
+        kept |= {v.version for v in registry.versions(limit=keep_last)}
+    return kept
+
+
+def version_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> set[str]:
+    """Every artifact ``version`` needs to be loaded, promoted or continued."""
+    needed = {version.artifact_sha256} | memory_artifacts(version.replay_sha256, artifacts)
+    if version.meta_init_sha256 is not None:
+        needed.add(version.meta_init_sha256)
+    return needed
+
+
+def missing_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> list[str]:
+    """The artifacts ``version`` needs that the store no longer has (``retain gc`` deleted
+    them, or someone did): such a version cannot become production."""
+    try:
+        needed = version_artifacts(version, artifacts)
+    except ArtifactError:
+        return [version.replay_sha256]
+    return sorted(digest for digest in needed if not artifacts.has(digest))
+
+
+def plan_collection(
+    registry: Registry, artifacts: ArtifactStore, collected: Iterable[str], keep_last: int, grace_seconds: float,
+    now: float | None = None,
+) -> CollectionPlan:
+    """What ``collect`` would delete. ``ArtifactError`` if a kept version's memory manifest
+    cannot be read: its chunks would be unknown, so nothing is deleted."""
+    now = time.time() if now is None else now
+    collected = set(collected)
+    referenced: set[str] = set()
+    kept: dict[str, tuple[int, ...]] = {}
+    released: dict[str, tuple[int, ...]] = {}
+    for model in registry.models():
+        lineage = registry.for_model(model)
+        versions = lineage.versions()
+        keep = kept_versions(lineage, keep_last) if model in collected else {v.version for v in versions}
+        if model in collected:
+            kept[model] = tuple(sorted(keep))
+            released[model] = tuple(v.version for v in versions if v.version not in keep)
+        for version in versions:
+            if version.version in keep:
+                referenced |= version_artifacts(version, artifacts)
+    unreferenced = {d: (size, modified) for d, (size, modified) in artifacts.listed().items() if d not in referenced}
+    garbage = {d: size for d, (size, modified) in unreferenced.items() if now - modified >= grace_seconds}
+    return CollectionPlan(kept, released, garbage, spared=len(unreferenced) - len(garbage))
+
+
+def collect(plan: CollectionPlan, artifacts: ArtifactStore) -> None:
+    """Delete the plan's garbage."""
+    for digest in sorted(plan.garbage):
+        artifacts.delete(digest)
+    log.info("artifacts collected",
+             extra=fields(artifacts=len(plan.garbage), bytes=plan.freed_bytes, spared=plan.spared))
