@@ -4,7 +4,9 @@ Kept, per model collected: the versions any alias points at or a rollback could 
 candidates awaiting approval, and the last ``keep_last``; every version of a model not
 collected. An artifact is deleted when no kept version of any model references it (weights,
 replay manifest and chunks, meta initialisation) and it is older than ``grace_seconds``: a
-running daemon writes a candidate's artifacts before it registers the version.
+running daemon writes a candidate's artifacts before it registers the version. The data of
+batches ``retain forget`` erased goes whatever references it: their stored files and the
+chunks holding their samples.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from retain.daemon.logs import fields
-from retain.daemon.versions import memory_artifacts
+from retain.daemon.versions import artifacts_holding, memory_artifacts
 from retain.registry import ArtifactError, ArtifactStore, ModelVersion, Registry
 
 log = logging.getLogger("retain.gc")
@@ -27,6 +30,7 @@ class CollectionPlan:
     released: dict[str, tuple[int, ...]]  # per collected model, the versions no longer kept
     garbage: dict[str, int]  # artifact digest -> bytes, to delete
     spared: int  # unreferenced artifacts younger than the grace period
+    erased_files: tuple[Path, ...] = ()  # stored files of erased batches, to delete
 
     @property
     def freed_bytes(self) -> int:
@@ -80,14 +84,37 @@ def plan_collection(
         for version in versions:
             if version.version in keep:
                 referenced |= version_artifacts(version, artifacts)
-    unreferenced = {d: (size, modified) for d, (size, modified) in artifacts.listed().items() if d not in referenced}
+    listed = artifacts.listed()
+    unreferenced = {d: (size, modified) for d, (size, modified) in listed.items() if d not in referenced}
     garbage = {d: size for d, (size, modified) in unreferenced.items() if now - modified >= grace_seconds}
-    return CollectionPlan(kept, released, garbage, spared=len(unreferenced) - len(garbage))
+    spared = len(unreferenced) - len(garbage)
+    erased_chunks, erased_files = erased_data(registry, artifacts, collected)
+    garbage |= {d: listed[d][0] for d in erased_chunks if d in listed}
+    return CollectionPlan(kept, released, garbage, spared, erased_files)
+
+
+def erased_data(registry: Registry, artifacts: ArtifactStore, models: set[str]) -> tuple[set[str], tuple[Path, ...]]:
+    """The chunks holding erased batches' samples, whichever versions name them, and the
+    erased batches' stored files that are still there."""
+    chunks: set[str] = set()
+    files: list[Path] = []
+    for model in sorted(models):
+        lineage = registry.for_model(model)
+        erased = {batch.id: batch for batch in lineage.erased_batches()}
+        if not erased:
+            continue
+        files += [Path(b.path) for b in erased.values() if b.path and Path(b.path).is_file()]
+        for manifest in {v.replay_sha256 for v in lineage.versions()}:
+            if artifacts.has(manifest):
+                chunks |= artifacts_holding(manifest, set(erased), artifacts)
+    return chunks, tuple(files)
 
 
 def collect(plan: CollectionPlan, artifacts: ArtifactStore) -> None:
-    """Delete the plan's garbage."""
+    """Delete the plan's garbage and erased files."""
     for digest in sorted(plan.garbage):
         artifacts.delete(digest)
+    for path in plan.erased_files:
+        path.unlink(missing_ok=True)
     log.info("artifacts collected",
              extra=fields(artifacts=len(plan.garbage), bytes=plan.freed_bytes, spared=plan.spared))

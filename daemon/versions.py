@@ -94,6 +94,15 @@ def manifest_chunks(tensors: dict[str, torch.Tensor]) -> list[tuple[int, str]]:
     return sorted((int(source), chunk) for source, chunk in named)
 
 
+def artifacts_holding(digest: str, sources: set[int], artifacts: ArtifactStore) -> set[str]:
+    """The artifacts of a stored memory that hold samples of batches ``sources``: chunks, or
+    the memory itself where it was stored whole (before chunks)."""
+    tensors = artifacts.get_tensors(digest)
+    if MANIFEST_MARK not in tensors:
+        return {digest} if sources & set(tensors["source"].tolist()) else set()
+    return {chunk for source, chunk in manifest_chunks(tensors) if source in sources}
+
+
 def memory_artifacts(digest: str, artifacts: ArtifactStore) -> set[str]:
     """The artifacts a stored memory consists of: its manifest and chunks (or its one file)."""
     tensors = artifacts.get_tensors(digest)

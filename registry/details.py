@@ -101,6 +101,11 @@ class VersionDetails:
     n_holdout: int | None = None
     is_fallback: bool | None = None
     init_data: str | None = None  # the file ``retain init`` built the version from
+    # From ``retain forget``: the batch whose samples this version's memory no longer holds,
+    # why, and what happened to the weights (WeightsAfterErasure).
+    erased_batch: int | None = None
+    erasure_reason: str | None = None
+    weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         stored = {}
@@ -143,4 +148,7 @@ class VersionDetails:
             n_holdout=data.get("n_holdout"),
             is_fallback=data.get("is_fallback"),
             init_data=data.get("init_data"),
+            erased_batch=data.get("erased_batch"),
+            erasure_reason=data.get("erasure_reason"),
+            weights=data.get("weights"),
         )

@@ -733,30 +733,68 @@ class Registry:
         not the whole history.
         """
         with self._transaction() as session:
-            current = self._alias_row(session, PRODUCTION)
-            if current is None:
-                raise RegistryError(f"model {self.model!r} has no production version to roll back")
-            if to is not None:
-                if self._version_row(session, to) is None:
-                    raise UnknownVersion(to, self.model)
-                if to == current.version:
-                    raise RegistryError(f"version {to} is already {self.model!r}'s production")
-            frame = self._top_frame(session, PRODUCTION)
-            while True:
-                frame = session.get(AliasEvent, frame.below_event) if frame and frame.below_event else None
-                if frame is None:
-                    if to is None:
-                        raise RegistryError(f"{self.model!r}'s production (version {current.version}) has no earlier "
-                                            "production version")
-                    raise RegistryError(f"version {to} was never production before version {current.version}; "
-                                        "use promote to move production to it")
-                if to is None or frame.to_version == to:
-                    break
+            current, frame = self._rollback_frame(session, to)
             move = self._move_alias(session, PRODUCTION, current.version, frame.to_version, actor,
                                     AliasAction.ROLLBACK, reason, below=frame.below_event)
             target = self._version_row(session, move.to_version)
             emit(session, EventKind.VERSION_ROLLED_BACK, move_payload(move, target))
             return move
+
+    def rollback_target(self, to: int | None = None) -> int:
+        """The version ``rollback(to=to)`` would move production to (``RegistryError`` if none)."""
+        with self._reading() as session:
+            return self._rollback_frame(session, to)[1].to_version
+
+    def _rollback_frame(self, session: Session, to: int | None) -> tuple[Alias, AliasEvent]:
+        current = self._alias_row(session, PRODUCTION)
+        if current is None:
+            raise RegistryError(f"model {self.model!r} has no production version to roll back")
+        if to is not None:
+            if self._version_row(session, to) is None:
+                raise UnknownVersion(to, self.model)
+            if to == current.version:
+                raise RegistryError(f"version {to} is already {self.model!r}'s production")
+        frame = self._top_frame(session, PRODUCTION)
+        while True:
+            frame = session.get(AliasEvent, frame.below_event) if frame and frame.below_event else None
+            if frame is None:
+                if to is None:
+                    raise RegistryError(f"{self.model!r}'s production (version {current.version}) has no earlier "
+                                        "production version")
+                raise RegistryError(f"version {to} was never production before version {current.version}; "
+                                    "use promote to move production to it")
+            if to is None or frame.to_version == to:
+                return current, frame
+
+    def register_erasure(self, new: NewVersion, batch_id: int, actor: str, reason: str) -> tuple[ModelVersion, AliasEvent]:
+        """In one transaction: register ``new`` (production's successor without the batch's
+        samples), move ``production`` to it, and mark the batch erased with ``reason``."""
+        with self._transaction() as session:
+            if not self.is_sqlite:
+                session.exec(text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))")
+                             .bindparams(key=_VERSION_LOCK_KEY, model=self.model))
+            batch = session.get(Batch, batch_id)
+            if batch is None or batch.model != self.model:
+                raise RegistryError(f"model {self.model!r} has no batch {batch_id}")
+            if batch.state != BatchState.DONE:
+                raise RegistryError(f"batch {batch_id} is {batch.state}: only a done batch's samples can be erased")
+            current = self._alias_row(session, PRODUCTION)
+            if current is None or current.version != new.parent:
+                raise AliasConflict(f"{self.model!r}'s production moved away from version {new.parent} meanwhile")
+            latest = session.exec(select(func.max(ModelVersion.version)).where(self._mine(ModelVersion))).one() or 0
+            row = new.row(self.model, latest + 1)
+            session.add(row)
+            session.flush()
+            move = self._move_alias(session, PRODUCTION, new.parent, row.version, actor, AliasAction.ERASE,
+                                    f"batch {batch_id} erased: {reason}")
+            batch.state, batch.reason, batch.updated_at = BatchState.ERASED, f"erased: {reason}", utcnow()
+            session.add(batch)
+            emit(session, EventKind.VERSION_PROMOTED, move_payload(move, row))
+            return row, move
+
+    def erased_batches(self) -> list[Batch]:
+        with self._reading() as session:
+            return list(session.exec(select(Batch).where(self._mine(Batch), Batch.state == BatchState.ERASED)))
 
     def stacked_versions(self) -> set[int]:
         """Every version an alias points at or a rollback could return it to (its stack)."""

@@ -34,10 +34,11 @@ class BatchState(StrEnum):
     DONE = "done"
     INVALID = "rejected"
     FAILED = "failed"
+    ERASED = "erased"  # done, then ``retain forget``: its samples leave the replay memory
 
 
 IN_FLIGHT = (BatchState.PENDING, BatchState.PROCESSING)
-FINISHED = (BatchState.DONE, BatchState.INVALID, BatchState.FAILED)
+FINISHED = (BatchState.DONE, BatchState.INVALID, BatchState.FAILED, BatchState.ERASED)
 
 
 class VersionStatus(StrEnum):
@@ -63,6 +64,7 @@ class AliasAction(StrEnum):
     PROMOTE = "promote"
     AUTO_PROMOTE = "auto_promote"
     ROLLBACK = "rollback"
+    ERASE = "erase"  # production moved to a version without an erased batch's samples
 
 
 def _model_column(**kwargs):

@@ -365,6 +365,9 @@ def show(
     stored = registry.version(number)
     row = version_detail(stored, registry.alias(), registry.lineage(number))
     details = stored.version_details()
+    erased = {batch.id: batch for batch in registry.erased_batches()}
+    ancestors = registry.versions_numbered(set(row["lineage"])) if erased else []
+    row["trained_on_erased_batches"] = sorted({v.batch_id for v in ancestors if v.batch_id in erased})
     if as_json:
         emit_json(row)
         return
@@ -407,6 +410,9 @@ def show(
         start = {"continued": "; meta continued the lineage's initialisation",
                  "learned": "; meta learned its initialisation afresh"}.get(details.meta_start or "", "")
         out.print(f"compute: {details.training_seconds:.2f} s{steps} on {details.device or '?'}{start}")
+    for batch_id in row["trained_on_erased_batches"]:
+        out.print(f"erased data: its weights descend from training on batch {batch_id}, since erased "
+                  f"({erased[batch_id].reason.removeprefix('erased: ')})")
     out.print(f"rationale: {row['rationale']}")
     for reason in row["decision_reasons"]:
         out.print(f"gate: {reason}")
@@ -442,6 +448,7 @@ def rollback(
     """Move a model's production back to the version it held before."""
 
     config, registry, number = ctx.obj.lineage(model, to)
+    require_artifacts(config, registry.version(registry.rollback_target(to=number)))
     moved = registry.rollback(actor(), reason, to=number)
     out.print(f"{registry.model} production: {moved.from_version} -> {moved.to_version}")
     publish_production(config, registry)
@@ -628,6 +635,28 @@ def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption =
 
 
 @app.command()
+def forget(
+    ctx: typer.Context,
+    batch: Annotated[int, typer.Option("--batch", help="The batch whose samples to erase (see `retain batches`).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log); required.")],
+    model: ModelOption = None,
+) -> None:
+    """Erase a batch's samples: a new production version whose replay memory no longer holds
+    them (weights unchanged); the next `retain gc` deletes the batch's file and chunks."""
+    from retain.daemon.erasure import WEIGHTS_UNCHANGED_WHY, forget_batch
+    from retain.daemon.config import open_artifacts
+
+    config = ctx.obj.config().for_model(model)
+    registry = open_registry(config)
+    use_threads(config)
+    row = forget_batch(registry, open_artifacts(config), batch, reason, actor())
+    out.print(f"{registry.model} production: {row.parent} -> {row.version}, without batch {batch}'s samples")
+    out.print(f"{WEIGHTS_UNCHANGED_WHY}; `retain show` marks the versions trained on it")
+    out.print("the batch's file and the chunks holding its samples are deleted at the next `retain gc`")
+    publish_production(config, registry)
+
+
+@app.command()
 def gc(
     ctx: typer.Context,
     keep_last: Annotated[int, typer.Option("--keep-last", min=0, help="Keep each model's last N versions too.")] = 10,
@@ -651,6 +680,7 @@ def gc(
     if not dry_run:
         collect(plan, artifacts)
     payload = {"dry_run": dry_run, "artifacts": len(plan.garbage), "bytes": plan.freed_bytes, "spared": plan.spared,
+               "erased_files": [str(p) for p in plan.erased_files],
                "models": {name: {"kept": list(plan.kept[name]), "released": list(plan.released[name])}
                           for name in names}}
     if as_json:
@@ -663,6 +693,8 @@ def gc(
     verb = "would delete" if dry_run else "deleted"
     spared = f" ({plan.spared} unreferenced but younger than --grace {grace:g} s, spared)" if plan.spared else ""
     out.print(f"{verb} {len(plan.garbage)} artifacts, {plan.freed_bytes:,} bytes{spared}")
+    for path in plan.erased_files:
+        out.print(f"{verb} erased batch file {path}")
 
 
 def _ranges(numbers) -> str:

@@ -62,6 +62,10 @@ class ReplayMemory:
             groups[int(source)] = (self.x[keep], self.y[keep])
         return groups
 
+    def without_source(self, source: int) -> "ReplayMemory":
+        """This memory less every sample of batch ``source``."""
+        return _select(self, self.source != source)
+
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {"x": self.x, "y": self.y, "source": self.source, "audit": self.audit}
 
