@@ -162,8 +162,11 @@ def features_and_logits(
     device = next(model.parameters()).device
     logits = []
     try:
-        for start in range(0, len(x), batch_size):
-            logits.append(model(x[start : start + batch_size].to(device)).cpu())
+        # No graph: with one, every chunk's activations would stay alive through its logits,
+        # and a 100,000-sample batch through a CNN would hold gigabytes of them.
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                logits.append(model(x[start : start + batch_size].to(device)).cpu())
     finally:
         hook.remove()
         model.train(was_training)

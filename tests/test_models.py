@@ -163,3 +163,11 @@ def test_a_version_is_named_by_number_or_alias_with_or_without_its_model(text, r
 def test_text_that_names_no_version_is_refused(text):
     with pytest.raises(BadVersionRef):
         VersionRef.parse(text)
+
+
+def test_features_and_logits_keep_no_autograd_graph_alive():
+    from retain.strategies.models import features_and_logits, mlp
+
+    features, logits = features_and_logits(mlp((4,), 3), "head", torch.randn(1100, 4), batch_size=512)
+    assert (features.shape, logits.shape) == ((1100, 64), (1100, 3))
+    assert logits.grad_fn is None and not logits.requires_grad  # a graph would hold every chunk's activations
