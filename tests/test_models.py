@@ -166,6 +166,8 @@ def test_text_that_names_no_version_is_refused(text):
 
 
 def test_features_and_logits_keep_no_autograd_graph_alive():
+    import torch
+
     from retain.strategies.models import features_and_logits, mlp
 
     features, logits = features_and_logits(mlp((4,), 3), "head", torch.randn(1100, 4), batch_size=512)
