@@ -142,6 +142,12 @@ def panels() -> list[dict]:
             target(f"retain_gate_audit_samples{{{SEL}}}", "{{model}} audit samples ({{instance}})"),
             target(f"retain_gate_audit_samples_needed{{{SEL}}}", "{{model}} samples the limit takes ({{instance}})"),
         ], 12, 60, description="Unresolved findings mean an audit set too small for the limit"),
+        panel("bargauge", "Where batches spend their time", [
+            target(f"sum by (model, phase) (retain_batch_phase_seconds_total{{{SEL}}})",
+                   "{{model}} {{phase}}", instant=True),
+        ], 0, 68, w=24, displayMode="basic", orientation="horizontal",
+            description="Seconds per phase over every batch since the daemons started "
+                        "(load, shift, probe, training, gate, artifacts, registry)"),
     ]
     for number, item in enumerate(rows, start=1):
         item["id"] = number
