@@ -160,7 +160,8 @@ def main() -> None:
         phase_names = [str(p) for p in Phase]
         print(f"One batch of {args.batch_size} digits (0-7) adapting an MLP (64-128-64-8), 8 epochs, one thread; "
               f"medians of {args.repeats}")
-        print(f"{'strategy':<19} {'plain s':>8} {'retain s':>9} {'ratio':>6} " + " ".join(f"{p:>9}" for p in phase_names))
+        print(f"{'strategy':<19} {'plain s':>8} {'retain s':>9} {'ratio':>6} "
+              + " ".join(f"{p:>9}" for p in phase_names))
         for strategy in Strategy:
             walls, plains, phases = [], [], {p: [] for p in phase_names}
             for repeat in range(args.repeats):

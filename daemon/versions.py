@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from retain.daemon.config import Config
 from retain.registry import ArtifactError, ArtifactStore, ModelVersion
 from retain.strategies.job import MetaInit
 from retain.strategies.models import build_model

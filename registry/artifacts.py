@@ -168,7 +168,8 @@ class S3Objects:
     def listed(self) -> dict[str, tuple[int, float]]:
         """Every artifact in the bucket: digest -> (bytes, last modified, epoch seconds)."""
         found = {}
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key("sha256") + "/")
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                      Prefix=self._key("sha256") + "/")
         for page in pages:
             for item in page.get("Contents", []):
                 digest = item["Key"].rsplit("/", 1)[-1]

@@ -766,7 +766,9 @@ class Registry:
             if to is None or frame.to_version == to:
                 return current, frame
 
-    def register_erasure(self, new: NewVersion, batch_id: int, actor: str, reason: str) -> tuple[ModelVersion, AliasEvent]:
+    def register_erasure(
+        self, new: NewVersion, batch_id: int, actor: str, reason: str
+    ) -> tuple[ModelVersion, AliasEvent]:
         """In one transaction: register ``new`` (production's successor without the batch's
         samples), move ``production`` to it, and mark the batch erased with ``reason``."""
         with self._transaction() as session:

@@ -269,8 +269,8 @@ def linear_probe_accuracy(features: torch.Tensor, labels: torch.Tensor, seed: in
 
     The model of scikit-learn's ``LogisticRegression()`` (multinomial, L2 with C = 1, the
     intercept unpenalised, on standardised features), fitted by full-batch L-BFGS in torch
-    to the same tolerance: the same accuracies, without importing scikit-learn. ``None`` when there are too few samples or
-    a single class: nothing to separate.
+    to the same tolerance: the same accuracies, without importing scikit-learn. ``None`` when
+    there are too few samples or a single class: nothing to separate.
     """
     labels = labels.long()
     counts = torch.bincount(labels)

@@ -32,6 +32,13 @@ def save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return path
 
 
+def save_batches(inbox: Path, x: np.ndarray, y: np.ndarray, count: int, start: int = 500, size: int = 150) -> None:
+    """``count`` consecutive batches of ``size`` samples from ``start``, as ``b0.npz``, ``b1.npz``, ..."""
+    for i in range(count):
+        first = start + size * i
+        save_npz(inbox / f"b{i}.npz", x[first:first + size], y[first:first + size])
+
+
 def write_config(workdir: Path, **sections: dict) -> Path:
     """A fast test config: small model, few epochs, one thread, no metrics port, and a gate
     tolerance that a small audit set resolves (90 samples here; the paired rule itself, at its

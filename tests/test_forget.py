@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from conftest import retain, save_npz, write_config
+from conftest import retain, save_batches, save_npz, write_config
 from retain.daemon.config import load_config, open_artifacts
 from retain.daemon.versions import read_memory
 from retain.registry import Registry
@@ -13,8 +13,7 @@ def two_accepted_batches(workspace, digit_data) -> None:
     x, y = digit_data
     write_config(workspace.parent, policy={"strategy": "finetune", "fallback": False},
                  gate={"max_forgetting": 1.0, "min_gain": -1.0})
-    for i in range(2):
-        save_npz(workspace.parent / "inbox" / f"b{i}.npz", x[500 + 150 * i:650 + 150 * i], y[500 + 150 * i:650 + 150 * i])
+    save_batches(workspace.parent / "inbox", x, y, count=2)
     retain(workspace, "run", "--once")  # versions 2 (batch 1) and 3 (batch 2), each production
 
 

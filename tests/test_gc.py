@@ -2,15 +2,14 @@
 
 import json
 
-from conftest import retain, save_npz, write_config
+from conftest import retain, save_batches, save_npz, write_config
 
 
 def refused_batches(workspace, digit_data, count: int) -> None:
     """``count`` batches whose candidates the gate refuses: versions 2.. off production's stack."""
     x, y = digit_data
     write_config(workspace.parent, policy={"strategy": "finetune", "fallback": False}, gate={"min_gain": 1.0})
-    for i in range(count):
-        save_npz(workspace.parent / "inbox" / f"b{i}.npz", x[500 + 150 * i:650 + 150 * i], y[500 + 150 * i:650 + 150 * i])
+    save_batches(workspace.parent / "inbox", x, y, count)
     retain(workspace, "run", "--once")
 
 
@@ -57,8 +56,7 @@ def test_gc_never_deletes_the_rollback_stack(workspace, digit_data):
     x, y = digit_data
     write_config(workspace.parent, policy={"strategy": "finetune", "fallback": False},
                  gate={"max_forgetting": 1.0, "min_gain": -1.0})
-    for i in range(2):
-        save_npz(workspace.parent / "inbox" / f"b{i}.npz", x[500 + 150 * i:650 + 150 * i], y[500 + 150 * i:650 + 150 * i])
+    save_batches(workspace.parent / "inbox", x, y, count=2)
     retain(workspace, "run", "--once")  # 1 -> 2 -> 3, each promoted
     retain(workspace, "rollback")  # production 2; a rollback from here goes to 1
     report = json.loads(retain(workspace, "gc", "--keep-last", "0", "--grace", "0", "--json").stdout)

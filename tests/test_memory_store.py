@@ -55,8 +55,8 @@ def test_an_evicted_sample_leaves_the_manifest_not_the_shared_chunk(tmp_path):
 def test_a_manifest_whose_rows_are_not_in_its_chunk_is_an_artifact_error(tmp_path):
     store = ArtifactStore(tmp_path)
     chunk = store.put_tensors({"x": torch.zeros(2, 5), "y": torch.zeros(2, dtype=torch.long)})
-    manifest = store.put_tensors({"retain.replay_manifest": torch.tensor([5]),
-                                  f"0/{chunk}/rows": torch.tensor([0, 7]), f"0/{chunk}/audit": torch.tensor([True, False])})
+    manifest = store.put_tensors({"retain.replay_manifest": torch.tensor([5]), f"0/{chunk}/rows": torch.tensor([0, 7]),
+                                  f"0/{chunk}/audit": torch.tensor([True, False])})
     with pytest.raises(ArtifactError, match="rows of chunk"):
         read_memory(manifest, store)
 
