@@ -46,8 +46,12 @@ def kept_versions(registry: Registry, keep_last: int) -> set[int]:
 
 
 def version_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> set[str]:
-    """Every artifact ``version`` needs to be loaded, promoted or continued."""
-    needed = {version.artifact_sha256} | memory_artifacts(version.replay_sha256, artifacts)
+    """Every artifact ``version`` needs to be loaded, promoted or continued. A memory manifest
+    that is gone (an erasure's gc deleted it, say) names only itself: the version cannot be
+    loaded whatever else stays."""
+    memory = (memory_artifacts(version.replay_sha256, artifacts) if artifacts.has(version.replay_sha256)
+              else {version.replay_sha256})
+    needed = {version.artifact_sha256} | memory
     if version.meta_init_sha256 is not None:
         needed.add(version.meta_init_sha256)
     return needed
@@ -58,7 +62,7 @@ def missing_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> list[s
     them, or someone did): such a version cannot become production."""
     try:
         needed = version_artifacts(version, artifacts)
-    except ArtifactError:
+    except ArtifactError:  # a manifest there but unreadable
         return [version.replay_sha256]
     return sorted(digest for digest in needed if not artifacts.has(digest))
 
@@ -67,8 +71,9 @@ def plan_collection(
     registry: Registry, artifacts: ArtifactStore, collected: Iterable[str], keep_last: int, grace_seconds: float,
     now: float | None = None,
 ) -> CollectionPlan:
-    """What ``collect`` would delete. ``ArtifactError`` if a kept version's memory manifest
-    cannot be read: its chunks would be unknown, so nothing is deleted."""
+    """What ``collect`` would delete. ``ArtifactError`` if a kept version's memory manifest is
+    there but cannot be read (corrupt, the bucket unreachable): its chunks would be unknown,
+    so nothing is deleted."""
     now = time.time() if now is None else now
     collected = set(collected)
     referenced: set[str] = set()

@@ -61,6 +61,12 @@ def test_gc_after_forget_deletes_the_batch_file_and_its_chunks_even_under_kept_v
     assert 1 not in memory_sources(workspace, 4)
     result = retain(workspace, "rollback", check=False)  # version 3's memory held batch 1's samples
     assert result.returncode == 1 and "version 3's artifacts are gone" in result.stderr
+    # A kept version whose memory manifest is gone too (as an erasure leaves a memory stored whole,
+    # before chunks) does not stop the next gc.
+    manifest = json.loads(retain(workspace, "show", "3", "--json").stdout)["replay_sha256"]
+    (workspace.parent / "artifacts" / "sha256" / manifest[:2] / manifest).unlink()
+    again = json.loads(retain(workspace, "gc", "--keep-last", "10", "--grace", "0", "--json").stdout)
+    assert again["erased_files"] == [] and again["artifacts"] == 0
     x, y = digit_data
     predicted = retain(workspace, "predict", str(save_npz(workspace.parent / "probe.npz", x[:40], y[:40])))
     assert "version 4: 40 predictions" in predicted.stdout + predicted.stderr
