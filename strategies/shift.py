@@ -261,58 +261,26 @@ def classify_severity(
     return SEVERITIES[level], tuple(reasons)
 
 
-_PROBE_MAX_ITERATIONS = 500  # scikit-learn's LogisticRegression(max_iter=500), as retain used it
-
-
 def linear_probe_accuracy(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> float | None:
-    """Held-out accuracy of a logistic regression on frozen features (70/30 split, per class).
+    """Held-out accuracy of a logistic regression on frozen features (70/30 split).
 
-    The model of scikit-learn's ``LogisticRegression()`` (multinomial, L2 with C = 1, the
-    intercept unpenalised, on standardised features), fitted by full-batch L-BFGS in torch
-    to the same tolerance: the same accuracies, without importing scikit-learn. ``None`` when
-    there are too few samples or a single class: nothing to separate.
+    ``None`` when there are too few samples or a single class: nothing to separate.
     """
-    labels = labels.long()
-    counts = torch.bincount(labels)
-    if len(labels) < 20 or int((counts > 0).sum()) < 2 or int(counts[counts > 0].min()) < 2:
+    # scikit-learn's L-BFGS (scipy's) reaches this optimum in about half the time torch's
+    # takes to the same tolerance on the demo batches (30-65 ms against 70-140 ms, one thread).
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x = features.double().flatten(1).numpy()
+    y = labels.long().numpy()
+    counts = torch.bincount(labels.long())
+    if len(y) < 20 or int((counts > 0).sum()) < 2 or int(counts[counts > 0].min()) < 2:
         return None
-    train, test = _stratified_split(labels, test_fraction=0.3, seed=seed)
-    x = features.flatten(1).float()
-    mean, std = x[train].mean(0), x[train].std(0, unbiased=False)
-    x = (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
-    classes = len(counts)
-    weight = torch.zeros(x.shape[1], classes, requires_grad=True)
-    bias = torch.zeros(classes, requires_grad=True)
-    x_train, y_train = x[train], labels[train]
-    # scikit-learn's default tolerance (on the largest gradient entry) and iteration cap.
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=_PROBE_MAX_ITERATIONS, history_size=10,
-                                  tolerance_grad=1e-4, tolerance_change=1e-9, line_search_fn="strong_wolfe")
-
-    def objective() -> torch.Tensor:
-        optimizer.zero_grad()
-        # sklearn's C·Σ loss + ½|W|², divided by the sample count to keep the scale tame.
-        loss = (torch.nn.functional.cross_entropy(x_train @ weight + bias, y_train)
-                + 0.5 * weight.square().sum() / len(y_train))
-        loss.backward()
-        return loss
-
-    optimizer.step(objective)
-    with torch.no_grad():
-        predicted = (x[test] @ weight + bias).argmax(1)
-    return float((predicted == labels[test]).double().mean())
-
-
-def _stratified_split(labels: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train and test indices holding each class in proportion (at least one of each on each side)."""
-    generator = torch.Generator().manual_seed(seed)
-    train, test = [], []
-    for label in torch.unique(labels):
-        members = torch.nonzero(labels == label).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        held = min(max(1, round(test_fraction * len(members))), len(members) - 1)
-        test.append(members[:held])
-        train.append(members[held:])
-    return torch.cat(train), torch.cat(test)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
+    scaler = StandardScaler().fit(x_train)
+    probe = LogisticRegression(max_iter=500).fit(scaler.transform(x_train), y_train)
+    return float(probe.score(scaler.transform(x_test), y_test))
 
 
 def measure_shift(
