@@ -449,15 +449,13 @@ class Registry:
         after registering), those are returned and nothing new is written.
         """
         with self._transaction() as session:
-            if not self.is_sqlite:
-                session.exec(text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))")
-                             .bindparams(key=_VERSION_LOCK_KEY, model=self.model))
+            self._lock_version_numbers(session)
             batch_id = news[0].batch_id if news else None
             if batch_id is not None:
                 existing = self._batch_versions(session, batch_id)
                 if existing:
                     return existing, False
-            latest = session.exec(select(func.max(ModelVersion.version)).where(self._mine(ModelVersion))).one() or 0
+            latest = self._latest_number(session)
             rows = [new.row(self.model, latest + offset) for offset, new in enumerate(news, start=1)]
             session.add_all(rows)
             session.flush()
@@ -766,15 +764,22 @@ class Registry:
             if to is None or frame.to_version == to:
                 return current, frame
 
+    def _lock_version_numbers(self, session: Session) -> None:
+        """Serialise allocating this model's version numbers (SQLite's write lock already does)."""
+        if not self.is_sqlite:
+            session.exec(text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))")
+                         .bindparams(key=_VERSION_LOCK_KEY, model=self.model))
+
+    def _latest_number(self, session: Session) -> int:
+        return session.exec(select(func.max(ModelVersion.version)).where(self._mine(ModelVersion))).one() or 0
+
     def register_erasure(
         self, new: NewVersion, batch_id: int, actor: str, reason: str
     ) -> tuple[ModelVersion, AliasEvent]:
         """In one transaction: register ``new`` (production's successor without the batch's
         samples), move ``production`` to it, and mark the batch erased with ``reason``."""
         with self._transaction() as session:
-            if not self.is_sqlite:
-                session.exec(text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))")
-                             .bindparams(key=_VERSION_LOCK_KEY, model=self.model))
+            self._lock_version_numbers(session)
             batch = session.get(Batch, batch_id)
             if batch is None or batch.model != self.model:
                 raise RegistryError(f"model {self.model!r} has no batch {batch_id}")
@@ -783,8 +788,7 @@ class Registry:
             current = self._alias_row(session, PRODUCTION)
             if current is None or current.version != new.parent:
                 raise AliasConflict(f"{self.model!r}'s production moved away from version {new.parent} meanwhile")
-            latest = session.exec(select(func.max(ModelVersion.version)).where(self._mine(ModelVersion))).one() or 0
-            row = new.row(self.model, latest + 1)
+            row = new.row(self.model, self._latest_number(session) + 1)
             session.add(row)
             session.flush()
             move = self._move_alias(session, PRODUCTION, new.parent, row.version, actor, AliasAction.ERASE,
