@@ -88,11 +88,11 @@ class Watchdog(threading.Thread):
         self.interval = interval
         self.last_progress = last_progress
         self.stuck_after = stuck_after
-        self._stop = threading.Event()
+        self._stopping = threading.Event()  # not `_stop`: that is a method of Thread that join() calls
         self._stuck = False
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stopping.wait(self.interval):
             age = time.monotonic() - self.last_progress()
             if age <= self.stuck_after:
                 if self._stuck:
@@ -104,4 +104,7 @@ class Watchdog(threading.Thread):
                 log.error("pipeline stuck; watchdog pings withheld", extra=fields(seconds_without_progress=round(age, 1)))
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop pinging; once this returns no ping is in flight."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join()

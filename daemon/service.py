@@ -403,9 +403,9 @@ class Service:
                 queued = any(depths.get(name) for name in self.lineages)
                 self.watcher.wait(_BLOCKED_WAIT if queued else _IDLE_WAIT)
         finally:
-            self.notifier.stopping()
-            if watchdog is not None:
+            if watchdog is not None:  # first: a ping after STOPPING=1 would tell systemd the daemon still runs
                 watchdog.stop()
+            self.notifier.stopping()
             if sender is not None:
                 sender.stop()
             self._write_status(DaemonState.STOPPING, None, force=True)
