@@ -18,8 +18,8 @@ def backbone_parameters(model: nn.Module, head: str) -> list[tuple[str, nn.Param
 
 
 def frozen_backbone_plugin(model: nn.Module, head: str):
-    """Keeps everything but the head in eval mode: the template calls ``model.train()`` each
-    epoch, which would let BatchNorm statistics move."""
+    """Keeps everything but the head in eval mode: the template calls ``model.train()`` when
+    training starts, which would let BatchNorm statistics move."""
     from retain.strategies.avalanche_api import SupervisedPlugin
 
     target = head_module(model, head)
@@ -35,9 +35,6 @@ def frozen_backbone_plugin(model: nn.Module, head: str):
 
     class FrozenBackbone(SupervisedPlugin):
         def before_training_epoch(self, strategy, **kwargs):
-            freeze_modes()
-
-        def before_training_iteration(self, strategy, **kwargs):
             freeze_modes()
 
     return FrozenBackbone()

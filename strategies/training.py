@@ -11,11 +11,18 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
+from retain.strategies.minibatches import (
+    NEW_DATA_TASK,
+    REHEARSAL_TASK,
+    Rehearsal,
+    TensorMinibatches,
+    class_balanced_indices,
+)
 from retain.strategies.settings import TrainingSettings
 
 
@@ -77,10 +84,6 @@ class ComputeCounter:
         self.samples += samples
 
 
-NEW_DATA_TASK = 0
-REHEARSAL_TASK = 1  # marks replayed samples inside a mixed minibatch; the model ignores it
-
-
 def tensor_dataset(x: torch.Tensor, y: torch.Tensor, task_label: int = NEW_DATA_TASK):
     """An Avalanche classification dataset with a task label (replay buffers need one)."""
     from retain.strategies.avalanche_api import _make_taskaware_tensor_classification_dataset
@@ -98,9 +101,18 @@ def single_experience(x: torch.Tensor, y: torch.Tensor):
 
 
 def silent_evaluator():
+    """An evaluator with no metrics and no loggers. Avalanche's would still switch the
+    experience to its logging view and back on every callback: a tenth of a small batch's
+    training."""
     from retain.strategies.avalanche_api import EvaluationPlugin
 
-    return EvaluationPlugin(loggers=[])
+    class SilentEvaluator(EvaluationPlugin):
+        def _update_metrics_and_loggers(self, strategy, callback):
+            if not self.metrics and not self.loggers:
+                return []
+            return super()._update_metrics_and_loggers(strategy, callback)
+
+    return SilentEvaluator(loggers=[])
 
 
 def hook_plugin(hooks: TrainingHooks, epochs: int):
@@ -173,20 +185,35 @@ def replay_plugin(rehearsal_x: torch.Tensor, rehearsal_y: torch.Tensor, batch_si
     """A ``ReplayPlugin`` whose class-balanced buffer already holds the rehearsal samples.
 
     The buffer is not updated after training: what the memory keeps from a batch is decided
-    once, by ``strategies.replay.remember``, and saved with the version.
+    once, by ``strategies.replay.remember``, and saved with the version. Under ``run_template``
+    the minibatches are cut from the buffer's samples as tensors (``TensorMinibatches``); under
+    another template the plugin loads them as Avalanche's does.
     """
     with quiet_avalanche():
-        from retain.strategies.avalanche_api import ReplayPlugin
-        from retain.strategies.avalanche_api import ClassBalancedBuffer
+        from retain.strategies.avalanche_api import ClassBalancedBuffer, ReplayPlugin
+
+    size = max(len(rehearsal_y), 1)
+    # What the buffer keeps of the whole set, chosen here so that the tensors replayed are its
+    # contents; it is filled only where a template reads it (filling it costs 25 ms a batch).
+    kept = class_balanced_indices(rehearsal_y, size)
+    kept_x, kept_y = rehearsal_x[kept], rehearsal_y[kept]
+    buffer = ClassBalancedBuffer(max_size=size, adaptive_size=True)
 
     class FixedReplayPlugin(ReplayPlugin):
+        def before_training_exp(self, strategy, **kwargs):
+            if not len(kept_y):
+                return None
+            if isinstance(strategy.dataloader, TensorMinibatches):
+                per_step = self.batch_size_mem if self.batch_size_mem is not None else strategy.train_mb_size
+                strategy.dataloader = strategy.dataloader.with_rehearsal(Rehearsal(kept_x, kept_y, per_step))
+                return None
+            if not len(buffer.buffer):
+                buffer.update_from_dataset(tensor_dataset(kept_x, kept_y, task_label=REHEARSAL_TASK))
+            return super().before_training_exp(strategy, **kwargs)
+
         def after_training_exp(self, strategy, **kwargs):
             pass
 
-    size = max(len(rehearsal_y), 1)
-    buffer = ClassBalancedBuffer(max_size=size, adaptive_size=True)
-    if len(rehearsal_y):
-        buffer.update_from_dataset(tensor_dataset(rehearsal_x, rehearsal_y, task_label=REHEARSAL_TASK))
     return FixedReplayPlugin(mem_size=size, storage_policy=buffer, batch_size_mem=batch_size_mem)
 
 
@@ -205,13 +232,24 @@ def anchor_plugin(teacher: nn.Module, weight: float, temperature: float = 2.0):
     class Anchor(SupervisedPlugin):
         def before_training_exp(self, strategy, **kwargs):
             teacher.to(strategy.device)
+            loader = strategy.dataloader
+            # Production's outputs on the replayed samples do not change during training:
+            # computed once here, not on every draw (a forward pass each step).
+            if weight > 0 and isinstance(loader, TensorMinibatches) and loader.rehearsal is not None:
+                memory = loader.rehearsal
+                with torch.no_grad():
+                    outputs = torch.cat([teacher(chunk) for chunk in memory.x.split(1024)])
+                strategy.dataloader = loader.with_rehearsal(replace(memory, outputs=outputs))
 
         def before_backward(self, strategy, **kwargs):
             replayed = torch.as_tensor(strategy.mb_task_id) == REHEARSAL_TASK
             if weight <= 0 or not bool(replayed.any()):
                 return
             with torch.no_grad():
-                target = teacher(strategy.mb_x[replayed])
+                if len(strategy.mbatch) == 4:  # [x, y, production's outputs, task]
+                    target = strategy.mbatch[2][replayed]
+                else:
+                    target = teacher(strategy.mb_x[replayed])
             student = strategy.mb_output[replayed][:, : target.shape[1]]
             distillation = nn.functional.kl_div(
                 nn.functional.log_softmax(student / temperature, dim=1),
@@ -236,12 +274,17 @@ def run_template(
     plugins: Sequence[object] = (),
     hooks: TrainingHooks = TrainingHooks(),
 ) -> nn.Module:
-    """Train ``model`` in place on one experience with a ``SupervisedTemplate``."""
+    """Train ``model`` in place on one experience with a ``SupervisedTemplate`` whose
+    minibatches are cut from ``x`` and ``y`` by index (``TensorMinibatches``)."""
     with quiet_avalanche():
         from retain.strategies.avalanche_api import SupervisedTemplate
 
+        class TensorTemplate(SupervisedTemplate):
+            def make_train_dataloader(self, **kwargs):
+                self.dataloader = TensorMinibatches(x.float(), y.long(), self.train_mb_size, device=self.device)
+
         torch.manual_seed(settings.seed)
-        strategy = SupervisedTemplate(
+        strategy = TensorTemplate(
             model=model,
             optimizer=make_optimizer(model.parameters(), lr, settings.weight_decay),
             criterion=nn.CrossEntropyLoss(),

@@ -1,0 +1,116 @@
+"""The training data path: minibatches cut from tensors by index.
+
+Avalanche's loaders fetch every sample through its dataset's ``__getitem__`` (a stack of
+subset, concat and transform lookups) and collate them one by one: on a 250-sample digits
+batch that was half of the training time. A batch and a replay memory are tensors already,
+so a minibatch is one index per tensor, on the training device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+NEW_DATA_TASK = 0
+REHEARSAL_TASK = 1  # marks replayed samples inside a mixed minibatch; the model ignores it
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """Replayed samples joined to every minibatch: ``batch_size`` of them per step. With
+    ``outputs`` (a fixed model's output on each sample), minibatches carry them too."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+    outputs: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> Rehearsal:
+        outputs = self.outputs.to(device) if self.outputs is not None else None
+        return Rehearsal(self.x.to(device), self.y.to(device), self.batch_size, outputs)
+
+
+class TensorMinibatches:
+    """An epoch of shuffled ``[x, y, task_label]`` minibatches of ``batch_size`` new samples (the
+    last one shorter), each followed by ``rehearsal.batch_size`` replayed ones where a rehearsal
+    set is given. Replayed samples are drawn without replacement, reshuffling when the set runs
+    out, so each is seen about equally often, as Avalanche's ``ReplayDataLoader`` draws them.
+    Where the rehearsal has ``outputs``, minibatches are ``[x, y, outputs, task_label]`` (as
+    Avalanche's DER passes stored logits), NaN on the new samples' rows. Shuffles use torch's
+    global generator: seeding it makes an epoch reproducible."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        rehearsal: Rehearsal | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} samples but {len(y)} labels")
+        self.device = torch.device(device)
+        self.x, self.y = x.to(self.device), y.to(self.device)
+        self.batch_size = batch_size
+        self.rehearsal = None
+        if rehearsal is not None and len(rehearsal.y) and rehearsal.batch_size > 0:
+            self.rehearsal = rehearsal.to(self.device)
+
+    def with_rehearsal(self, rehearsal: Rehearsal) -> TensorMinibatches:
+        """The same new samples, each minibatch joined by draws from ``rehearsal``."""
+        return TensorMinibatches(self.x, self.y, self.batch_size, rehearsal, self.device)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        order = torch.randperm(len(self.y)).to(self.device)
+        replayed = self._replay_order(len(self))
+        for step, start in enumerate(range(0, len(self.y), self.batch_size)):
+            picked = order[start : start + self.batch_size]
+            x, y = self.x[picked], self.y[picked]
+            task = torch.full((len(picked),), NEW_DATA_TASK, device=self.device)
+            if replayed is None or self.rehearsal is None:
+                yield [x, y, task]
+                continue
+            memory = self.rehearsal
+            drawn = replayed[step * memory.batch_size : (step + 1) * memory.batch_size]
+            x, y = torch.cat([x, memory.x[drawn]]), torch.cat([y, memory.y[drawn]])
+            task = torch.cat([task, torch.full((len(drawn),), REHEARSAL_TASK, device=self.device)])
+            if memory.outputs is None:
+                yield [x, y, task]
+                continue
+            unknown = memory.outputs.new_full((len(picked), *memory.outputs.shape[1:]), float("nan"))
+            yield [x, y, torch.cat([unknown, memory.outputs[drawn]]), task]
+
+    def _replay_order(self, steps: int) -> torch.Tensor | None:
+        if self.rehearsal is None:
+            return None
+        needed = steps * self.rehearsal.batch_size
+        size = len(self.rehearsal.y)
+        passes = [torch.randperm(size) for _ in range(math.ceil(needed / size))]
+        return torch.cat(passes)[:needed].to(self.device)
+
+
+def class_balanced_indices(y: torch.Tensor, capacity: int) -> torch.Tensor:
+    """Indices of at most ``capacity`` samples, equally divided over the classes of ``y`` (the
+    first ``capacity % classes`` classes get one more) and drawn at random within a class where
+    it has more than its share: what Avalanche's adaptive ``ClassBalancedBuffer`` keeps when
+    filled with ``y``'s dataset at once."""
+    classes = y.unique().tolist()
+    if not classes or capacity < 1:
+        return torch.empty(0, dtype=torch.long)
+    share, extra = divmod(capacity, len(classes))
+    kept = []
+    for rank, label in enumerate(classes):
+        members = torch.nonzero(y == label).flatten()
+        limit = share + (1 if rank < extra else 0)
+        if len(members) > limit:
+            members = members[torch.randperm(len(members))[:limit]]
+        kept.append(members)
+    return torch.cat(kept).sort().values
