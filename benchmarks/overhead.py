@@ -4,9 +4,10 @@ samples, in the same run; with the pipeline's seconds per phase.
 
     .venv/bin/python benchmarks/overhead.py [--batch-size 250] [--repeats 3]
 
-The pipeline is warm (a first batch has imported everything, as in a running daemon); each
-strategy adapts the same production version to the same batch, from a fresh copy of one
-initialised workspace, with the policy pinned and no fallback. The plain loop is what a
+The pipeline is warm, as in a running daemon: each measured service has processed a warm-up
+batch first (imports, first calls, the registry's compiled statements), then the measured
+batch, from a fresh copy of one initialised workspace, with the policy pinned and no fallback.
+The plain loop trains from the production model and memory the measured batch meets. It is what a
 hand-written fine-tuning script would do: Adam, cross-entropy, minibatches of new samples
 each with as many replayed ones as retain rehearses; for feature_extraction the backbone is
 frozen and only the head trains. retain adds distillation on the replayed samples, the
@@ -68,32 +69,38 @@ def make_template(root: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return template
 
 
-def run_pipeline(template: Path, workdir: Path, strategy: Strategy, batch: Path) -> tuple[float, dict[str, float]]:
+def process(service: Service, batch: Path, inbox: Path) -> tuple[float, dict[str, float]]:
     """Wall seconds of a started service processing ``batch`` (recorded as its inbox event
     would have it recorded, then claimed, adapted, registered, moved), and its phases."""
-    shutil.copytree(template, workdir)
-    config_path = workdir / "retain.toml"
-    config_path.write_text(dump_config({**CONFIG, "policy": {"strategy": str(strategy), "fallback": False}}))
-    config = load_config(config_path)
-    arrived = ingest_file(batch, config.inbox)
-    registry = Registry(config.registry_url)
-    try:
-        service = Service(config, registry, ServiceMetrics())
-        for lineage in service.lineages.values():
-            lineage.pipeline.production()  # loaded at start, as `retain run` does before "ready"
-        started = time.perf_counter()
-        service.register_file(arrived)
-        outcome = service.process_one()
-        wall = time.perf_counter() - started
-    finally:
-        registry.close()
+    arrived = ingest_file(batch, inbox)
+    started = time.perf_counter()
+    service.register_file(arrived)
+    outcome = service.process_one()
+    wall = time.perf_counter() - started
     assert outcome is not None and outcome.state == "done", outcome
     return wall, outcome.phases
 
 
-def plain_loop(template: Path, batch: Path, strategy: Strategy) -> float:
-    """Seconds a plain PyTorch loop takes for the same training."""
-    config = load_config(template / "retain.toml")
+def measure(template: Path, workdir: Path, strategy: Strategy, warm_up: Path, batch: Path) -> tuple[float, float, dict]:
+    """Plain-loop seconds, then a warm service's seconds and phases, for ``batch``."""
+    shutil.copytree(template, workdir)
+    config_path = workdir / "retain.toml"
+    config_path.write_text(dump_config({**CONFIG, "policy": {"strategy": str(strategy), "fallback": False}}))
+    config = load_config(config_path)
+    registry = Registry(config.registry_url)
+    try:
+        service = Service(config, registry, ServiceMetrics())
+        process(service, warm_up, config.inbox)
+        plain = plain_loop(workdir, batch, strategy)
+        wall, phases = process(service, batch, config.inbox)
+    finally:
+        registry.close()
+    return plain, wall, phases
+
+
+def plain_loop(workdir: Path, batch: Path, strategy: Strategy) -> float:
+    """Seconds a plain PyTorch loop takes for the training ``batch`` gets in ``workdir``."""
+    config = load_config(workdir / "retain.toml")
     registry = Registry(config.registry_url)
     try:
         production = registry.production()
@@ -154,8 +161,8 @@ def main() -> None:
         template = make_template(root, x, y)
         batch = save_batch(root / "batch.npz", x[600:600 + args.batch_size], y[600:600 + args.batch_size])
         warm_up = save_batch(root / "warm-up.npz", x[-200:], y[-200:])
-        for strategy in Strategy:  # imports, first-call costs: what a running daemon has paid already
-            run_pipeline(template, root / f"warm-{strategy}", strategy, warm_up)
+        for strategy in Strategy:  # imports: what a running daemon has paid before "ready"
+            measure(template, root / f"warm-{strategy}", strategy, warm_up, batch)
 
         phase_names = [str(p) for p in Phase]
         print(f"One batch of {args.batch_size} digits (0-7) adapting an MLP (64-128-64-8), 8 epochs, one thread; "
@@ -165,9 +172,9 @@ def main() -> None:
         for strategy in Strategy:
             walls, plains, phases = [], [], {p: [] for p in phase_names}
             for repeat in range(args.repeats):
-                wall, seconds = run_pipeline(template, root / f"{strategy}-{repeat}", strategy, batch)
+                plain, wall, seconds = measure(template, root / f"{strategy}-{repeat}", strategy, warm_up, batch)
                 walls.append(wall)
-                plains.append(plain_loop(template, batch, strategy))
+                plains.append(plain)
                 for p in phase_names:
                     phases[p].append(seconds.get(p, 0.0))
             wall, plain = statistics.median(walls), statistics.median(plains)

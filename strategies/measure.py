@@ -9,6 +9,7 @@ from retain.errors import RetainError
 from retain.strategies.kinds import Phase
 from retain.strategies.models import features_and_logits
 from retain.strategies.phases import PhaseTimes
+from retain.strategies.probe import linear_probe_accuracy
 from retain.strategies.replay import ReplayMemory
 from retain.strategies.shift import (
     ShiftEvidence,
@@ -16,7 +17,6 @@ from retain.strategies.shift import (
     ShiftThresholds,
     classify_severity,
     label_distance,
-    linear_probe_accuracy,
     measure_shift,
     mmd_permutation_test,
 )

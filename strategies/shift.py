@@ -27,7 +27,7 @@ class ShiftEvidence:
     accuracy_reference: float  # on the replay audit set
     accuracy_batch: float
     num_classes: int
-    probe_accuracy: float | None = None  # a linear probe on the frozen features (linear_probe_accuracy)
+    probe_accuracy: float | None = None  # a linear probe on the frozen features (strategies.probe)
 
 
 @dataclass(frozen=True)
@@ -259,28 +259,6 @@ def classify_severity(
     if p_value < thresholds.alpha:
         raise_to(1, f"feature MMD p-value {p_value:.4f} < {thresholds.alpha}")
     return SEVERITIES[level], tuple(reasons)
-
-
-def linear_probe_accuracy(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> float | None:
-    """Held-out accuracy of a logistic regression on frozen features (70/30 split).
-
-    ``None`` when there are too few samples or a single class: nothing to separate.
-    """
-    # scikit-learn's L-BFGS (scipy's) reaches this optimum in about half the time torch's
-    # takes to the same tolerance on the demo batches (30-65 ms against 70-140 ms, one thread).
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-
-    x = features.double().flatten(1).numpy()
-    y = labels.long().numpy()
-    counts = torch.bincount(labels.long())
-    if len(y) < 20 or int((counts > 0).sum()) < 2 or int(counts[counts > 0].min()) < 2:
-        return None
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
-    scaler = StandardScaler().fit(x_train)
-    probe = LogisticRegression(max_iter=500).fit(scaler.transform(x_train), y_train)
-    return float(probe.score(scaler.transform(x_test), y_test))
 
 
 def measure_shift(

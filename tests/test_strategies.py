@@ -5,9 +5,15 @@ import math
 from dataclasses import replace
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from retain.strategies.feature_extraction import feature_extraction
+from retain.strategies.feature_extraction import (
+    feature_extraction,
+    head_features,
+    train_head_on_features,
+    train_with_frozen_backbone,
+)
 from retain.strategies.finetune import finetune
 from retain.strategies.job import TrainingJob
 from retain.strategies.meta import ReptileSettings, reptile
@@ -48,6 +54,40 @@ def test_feature_extraction_leaves_every_backbone_parameter_and_statistic_bit_id
         assert torch.equal(tensor, candidate.backbone.state_dict()[name]), name
     assert not torch.equal(production.head.weight, candidate.head.weight)
     assert all(p.requires_grad for p in candidate.parameters())  # saved model is a normal model
+
+
+class HalvedLogits(nn.Module):
+    """A user's model whose output is not its head's: the head's input cannot stand in for it."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = inner.backbone, inner.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)) / 2
+
+
+def test_feature_extraction_of_a_model_whose_output_is_not_its_heads_keeps_the_backbone_bit_identical():
+    production, (x, y), rehearsal = cnn_with_images()
+    production = HalvedLogits(production)
+    assert head_features(production, "head", x, rehearsal[0]) is None
+    candidate = feature_extraction(TrainingJob(production, (x, y), rehearsal, SETTINGS), lr=0.05).model
+    for name, tensor in production.backbone.state_dict().items():
+        assert torch.equal(tensor, candidate.backbone.state_dict()[name]), name
+    assert not torch.equal(production.head.weight, candidate.head.weight)
+
+
+def test_training_the_head_on_cached_features_matches_training_it_through_the_frozen_backbone():
+    production, (x, y), rehearsal = cnn_with_images()
+    job = TrainingJob(production, (x, y), rehearsal, SETTINGS)
+    through, cached = copy.deepcopy(production), copy.deepcopy(production)
+    torch.manual_seed(0)
+    train_with_frozen_backbone(through, job, lr=0.05)
+    torch.manual_seed(0)
+    train_head_on_features(cached, job, 0.05, *head_features(cached, "head", x, rehearsal[0]))
+    torch.testing.assert_close(cached.head.weight, through.head.weight, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cached.head.bias, through.head.bias, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(cached.head.weight, production.head.weight)
 
 
 def test_feature_extraction_widens_the_head_for_new_classes():
