@@ -39,8 +39,9 @@ class TensorMinibatches:
     set is given. Replayed samples are drawn without replacement, reshuffling when the set runs
     out, so each is seen about equally often, as Avalanche's ``ReplayDataLoader`` draws them.
     Where the rehearsal has ``outputs``, minibatches are ``[x, y, outputs, task_label]`` (as
-    Avalanche's DER passes stored logits), NaN on the new samples' rows. Shuffles use torch's
-    global generator: seeding it makes an epoch reproducible."""
+    Avalanche's DER passes stored logits) with ``outputs`` for the replayed rows alone, which
+    are the last ``len(outputs)`` rows. Shuffles use torch's global generator: seeding it makes
+    an epoch reproducible."""
 
     def __init__(
         self,
@@ -71,22 +72,25 @@ class TensorMinibatches:
     def __iter__(self) -> Iterator[list[torch.Tensor]]:
         order = torch.randperm(len(self.y)).to(self.device)
         replayed = self._replay_order(len(self))
+        memory = self.rehearsal
+        replayed_per_step = memory.batch_size if memory is not None else 0
+        # Every step but the last has the same task labels.
+        full_task = self._task_labels(self.batch_size, replayed_per_step)
         for step, start in enumerate(range(0, len(self.y), self.batch_size)):
             picked = order[start : start + self.batch_size]
+            task = full_task if len(picked) == self.batch_size else self._task_labels(len(picked), replayed_per_step)
             x, y = self.x[picked], self.y[picked]
-            task = torch.full((len(picked),), NEW_DATA_TASK, device=self.device)
-            if replayed is None or self.rehearsal is None:
+            if replayed is None or memory is None:
                 yield [x, y, task]
                 continue
-            memory = self.rehearsal
-            drawn = replayed[step * memory.batch_size : (step + 1) * memory.batch_size]
+            drawn = replayed[step * replayed_per_step : (step + 1) * replayed_per_step]
             x, y = torch.cat([x, memory.x[drawn]]), torch.cat([y, memory.y[drawn]])
-            task = torch.cat([task, torch.full((len(drawn),), REHEARSAL_TASK, device=self.device)])
-            if memory.outputs is None:
-                yield [x, y, task]
-                continue
-            unknown = memory.outputs.new_full((len(picked), *memory.outputs.shape[1:]), float("nan"))
-            yield [x, y, torch.cat([unknown, memory.outputs[drawn]]), task]
+            yield [x, y, task] if memory.outputs is None else [x, y, memory.outputs[drawn], task]
+
+    def _task_labels(self, new: int, replayed: int) -> torch.Tensor:
+        labels = torch.full((new + replayed,), NEW_DATA_TASK, device=self.device)
+        labels[new:] = REHEARSAL_TASK
+        return labels
 
     def _replay_order(self, steps: int) -> torch.Tensor | None:
         if self.rehearsal is None:
