@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retain.daemon.logs import fields
-from retain.daemon.versions import artifacts_holding, memory_artifacts
+from retain.daemon.versions import memory_parts
 from retain.registry import ArtifactError, ArtifactStore, ModelVersion, Registry
 
 log = logging.getLogger("retain.gc")
@@ -45,13 +45,42 @@ def kept_versions(registry: Registry, keep_last: int) -> set[int]:
     return kept
 
 
-def version_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> set[str]:
+class StoredMemories:
+    """The stored replay memories as gc reads them: each manifest once however many versions
+    name it, and presence from the store's listing where it has one (a bucket answers each
+    ``has`` with a request)."""
+
+    def __init__(self, artifacts: ArtifactStore, listed: Iterable[str] = ()) -> None:
+        self.artifacts = artifacts
+        self.listed = set(listed)
+        self._parts: dict[str, dict[int, set[str]]] = {}
+
+    def has(self, digest: str) -> bool:
+        # Not in the listing may mean written since: ask the store.
+        return digest in self.listed or self.artifacts.has(digest)
+
+    def parts(self, digest: str) -> dict[int, set[str]]:
+        """``memory_parts``, read once."""
+        if digest not in self._parts:
+            self._parts[digest] = memory_parts(digest, self.artifacts)
+        return self._parts[digest]
+
+    def consisting_of(self, digest: str) -> set[str]:
+        """The memory's manifest and chunks (or its one file)."""
+        return {digest}.union(*self.parts(digest).values())
+
+    def holding(self, digest: str, sources: set[int]) -> set[str]:
+        """The memory's artifacts that hold samples of batches ``sources``."""
+        parts = self.parts(digest)
+        return set().union(*(parts[source] for source in sources if source in parts))
+
+
+def version_artifacts(version: ModelVersion, memories: StoredMemories) -> set[str]:
     """Every artifact ``version`` needs to be loaded, promoted or continued. A memory manifest
     that is gone (an erasure's gc deleted it, say) names only itself: the version cannot be
     loaded whatever else stays."""
-    memory = (memory_artifacts(version.replay_sha256, artifacts) if artifacts.has(version.replay_sha256)
-              else {version.replay_sha256})
-    needed = {version.artifact_sha256} | memory
+    digest = version.replay_sha256
+    needed = {version.artifact_sha256} | (memories.consisting_of(digest) if memories.has(digest) else {digest})
     if version.meta_init_sha256 is not None:
         needed.add(version.meta_init_sha256)
     return needed
@@ -61,7 +90,7 @@ def missing_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> list[s
     """The artifacts ``version`` needs that the store no longer has (``retain gc`` deleted
     them, or someone did): such a version cannot become production."""
     try:
-        needed = version_artifacts(version, artifacts)
+        needed = version_artifacts(version, StoredMemories(artifacts))
     except ArtifactError:  # a manifest there but unreadable
         return [version.replay_sha256]
     return sorted(digest for digest in needed if not artifacts.has(digest))
@@ -76,6 +105,10 @@ def plan_collection(
     so nothing is deleted."""
     now = time.time() if now is None else now
     collected = set(collected)
+    # Listed first: whatever is written after the listing is not deleted, and an artifact listed
+    # but named by a version registered after the versions were read is younger than the grace.
+    listed = artifacts.listed()
+    memories = StoredMemories(artifacts, listed)
     referenced: set[str] = set()
     kept: dict[str, tuple[int, ...]] = {}
     released: dict[str, tuple[int, ...]] = {}
@@ -88,17 +121,16 @@ def plan_collection(
             released[model] = tuple(v.version for v in versions if v.version not in keep)
         for version in versions:
             if version.version in keep:
-                referenced |= version_artifacts(version, artifacts)
-    listed = artifacts.listed()
+                referenced |= version_artifacts(version, memories)
     unreferenced = {d: (size, modified) for d, (size, modified) in listed.items() if d not in referenced}
     garbage = {d: size for d, (size, modified) in unreferenced.items() if now - modified >= grace_seconds}
     spared = len(unreferenced) - len(garbage)
-    erased_chunks, erased_files = erased_data(registry, artifacts, collected)
+    erased_chunks, erased_files = erased_data(registry, memories, collected)
     garbage |= {d: listed[d][0] for d in erased_chunks if d in listed}
     return CollectionPlan(kept, released, garbage, spared, erased_files)
 
 
-def erased_data(registry: Registry, artifacts: ArtifactStore, models: set[str]) -> tuple[set[str], tuple[Path, ...]]:
+def erased_data(registry: Registry, memories: StoredMemories, models: set[str]) -> tuple[set[str], tuple[Path, ...]]:
     """The chunks holding erased batches' samples, whichever versions name them, and the
     erased batches' stored files that are still there."""
     chunks: set[str] = set()
@@ -110,8 +142,8 @@ def erased_data(registry: Registry, artifacts: ArtifactStore, models: set[str]) 
             continue
         files += [Path(b.path) for b in erased.values() if b.path and Path(b.path).is_file()]
         for manifest in {v.replay_sha256 for v in lineage.versions()}:
-            if artifacts.has(manifest):
-                chunks |= artifacts_holding(manifest, set(erased), artifacts)
+            if memories.has(manifest):
+                chunks |= memories.holding(manifest, set(erased))
     return chunks, tuple(files)
 
 

@@ -29,7 +29,7 @@ from retain.registry import (
     Registry,
     stale_temp_files,
 )
-from retain.strategies.training import TrainingInterrupted, TrainingProgress
+from retain.strategies.training import TrainingInterrupted, TrainingProgress, import_training_libraries
 
 log = logging.getLogger("retain.daemon")
 
@@ -355,8 +355,7 @@ class Service:
             self.watcher.scan()
             for lineage in self.lineages.values():
                 lineage.pipeline.production()  # fail fast without a production model
-            # Avalanche's import takes seconds: paid before ready, not by the first batch.
-            import retain.strategies.avalanche_api  # noqa: F401
+            import_training_libraries()
             self._initial_metrics()
             self._write_status(DaemonState.IDLE, force=True)
             folders = ", ".join(str(folder) for folder in self._by_folder)

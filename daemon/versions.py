@@ -93,21 +93,21 @@ def manifest_chunks(tensors: dict[str, torch.Tensor]) -> list[tuple[int, str]]:
     return sorted((int(source), chunk) for source, chunk in named)
 
 
-def artifacts_holding(digest: str, sources: set[int], artifacts: ArtifactStore) -> set[str]:
-    """The artifacts of a stored memory that hold samples of batches ``sources``: chunks, or
+def memory_parts(digest: str, artifacts: ArtifactStore) -> dict[int, set[str]]:
+    """Per source batch of a stored memory, the artifacts holding its samples: its chunk, or
     the memory itself where it was stored whole (before chunks)."""
     tensors = artifacts.get_tensors(digest)
     if MANIFEST_MARK not in tensors:
-        return {digest} if sources & set(tensors["source"].tolist()) else set()
-    return {chunk for source, chunk in manifest_chunks(tensors) if source in sources}
+        return {int(source): {digest} for source in tensors["source"].unique().tolist()}
+    parts: dict[int, set[str]] = {}
+    for source, chunk in manifest_chunks(tensors):
+        parts.setdefault(source, set()).add(chunk)
+    return parts
 
 
 def memory_artifacts(digest: str, artifacts: ArtifactStore) -> set[str]:
     """The artifacts a stored memory consists of: its manifest and chunks (or its one file)."""
-    tensors = artifacts.get_tensors(digest)
-    if MANIFEST_MARK not in tensors:
-        return {digest}
-    return {digest, *(chunk for _, chunk in manifest_chunks(tensors))}
+    return {digest}.union(*memory_parts(digest, artifacts).values())
 
 
 def load_meta_init(version: ModelVersion, artifacts: ArtifactStore) -> MetaInit | None:

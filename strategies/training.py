@@ -40,6 +40,16 @@ def limit_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
+def import_training_libraries() -> None:
+    """Import what adapting a batch would import on first use: Avalanche (seconds), and scipy's
+    optimiser and scikit-learn's splitter for the probe (a tenth of a second). A daemon pays
+    this before it says ready, not in its first batch."""
+    import scipy.optimize  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+    import retain.strategies.avalanche_api  # noqa: F401
+
+
 def resolve_device(device: str) -> str:
     """The device training runs on: ``auto`` is ``cuda`` where torch sees a GPU. ``ValueError``
     for ``cuda`` where there is none (a config error, rather than torch's from inside training)."""

@@ -81,3 +81,32 @@ def test_forget_refuses_without_a_reason_and_names_an_unknown_batch(workspace, d
     retain(workspace, "forget", "--batch", "1", "--reason", "x")
     again = retain(workspace, "forget", "--batch", "1", "--reason", "x", check=False)
     assert again.returncode == 1 and "batch 1 is erased" in again.stderr
+
+
+def test_gc_after_forget_reads_each_stored_memory_once(workspace, digit_data):
+    from retain.daemon.collect import plan_collection
+    from retain.registry import ArtifactStore
+
+    class CountedReads(ArtifactStore):
+        """The workspace's real store, counting reads of each artifact."""
+
+        def __init__(self, root):
+            super().__init__(root)
+            self.reads: dict[str, int] = {}
+
+        def get_tensors(self, digest):
+            self.reads[digest] = self.reads.get(digest, 0) + 1
+            return super().get_tensors(digest)
+
+    two_accepted_batches(workspace, digit_data)
+    retain(workspace, "forget", "--batch", "1", "--reason", "consent withdrawn")
+    config = load_config(workspace)
+    artifacts = CountedReads(open_artifacts(config).root)
+    registry = Registry(config.registry_url)
+    try:
+        plan = plan_collection(registry, artifacts, ["default"], keep_last=10, grace_seconds=0)
+        manifests = {v.replay_sha256 for v in registry.versions()}
+    finally:
+        registry.close()
+    assert plan.garbage  # the erased batch's chunks
+    assert set(artifacts.reads) == manifests and set(artifacts.reads.values()) == {1}
