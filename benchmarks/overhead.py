@@ -181,7 +181,8 @@ def main() -> None:
             measure(template, root / f"warm-{strategy}", strategy, warm_up, first)
 
         phase_names = [str(p) for p in Phase]
-        print(f"One batch of digits (0-7) adapting an MLP (64-128-64-8), 8 epochs, one thread; medians of {args.repeats}")
+        print("One batch of digits (0-7) adapting an MLP (64-128-64-8), 8 epochs, one thread; "
+              f"medians of {args.repeats}")
         print(f"{'strategy':<19} {'batch':>6} {'plain s':>8} {'retain s':>9} {'ratio':>6} "
               + " ".join(f"{p:>9}" for p in phase_names))
         for size in args.batch_sizes:
