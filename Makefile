@@ -45,6 +45,7 @@ bench: $(STAMP) $(MLFLOW_STAMP) $(ALIBI_STAMP)
 	$(BIN)/python benchmarks/scale_out.py --mlflow-python $(MLFLOW_VENV)/bin/python
 	$(BIN)/python benchmarks/shift_mmd.py --alibi-python $(ALIBI_VENV)/bin/python
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/probe.py
 	$(BIN)/python benchmarks/replay_storage.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/gate_errors.py
