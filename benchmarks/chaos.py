@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from processes import high_water_mark
+
 REPO = Path(__file__).resolve().parent.parent
 RETAIN = [sys.executable, "-m", "retain"]
 TERMINAL = ("done", "rejected", "failed")
@@ -116,9 +118,8 @@ class Daemon:
         return status.get("state", "unknown") if status.get("pid") == self.process.pid else "unknown"
 
     def peak_rss(self) -> int:
-        """The process's peak resident set so far, in bytes (Linux's VmHWM)."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) * 1024
+        """The process's peak resident set so far, in bytes."""
+        return high_water_mark(self.process.pid)
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, int]:
         if self.process.poll() is None:

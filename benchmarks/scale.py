@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from processes import high_water_mark
 from retain.daemon.config import dump_config
 
 MODELS = {
@@ -75,16 +76,6 @@ def run_once(config: Path) -> tuple[float, int, dict[str, float]]:
     if not timed:
         raise SystemExit(f"no batch was timed:\n{stderr[-3000:]}")
     return wall, peak, timed[-1]
-
-
-def high_water_mark(pid: int) -> int:
-    """Peak resident bytes of a live process (0 once it is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
-    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), "VmHWM: 0 kB")
-    return int(line.split()[1]) * 1024
 
 
 def main() -> None:
