@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from retain.daemon.config import Config, ConfigError, find_config, load_config
+from retain.daemon.config import Config, ConfigError, find_config, load_config, open_artifacts
 from retain.daemon.logs import LogFormat, configure_logging
 from retain.errors import RetainError
 
@@ -173,7 +173,6 @@ def open_registry(config: Config):
 def require_artifacts(config: Config, version) -> None:
     """Fail, naming what is missing, unless every artifact of ``version`` is in the store."""
     from retain.daemon.collect import missing_artifacts
-    from retain.daemon.config import open_artifacts
 
     missing = missing_artifacts(version, open_artifacts(config))
     if missing:
@@ -187,7 +186,6 @@ def publish_production(config: Config, registry) -> None:
     if config.publish_dir is None:
         return
     from retain.daemon.publish import publish
-    from retain.daemon.config import open_artifacts
 
     production = registry.production()
     try:
@@ -321,7 +319,6 @@ def ingest(
             fail(f"{source}: no such file")
     if remote:
         from retain.daemon.remote_inbox import upload_batch
-        from retain.daemon.config import open_artifacts
 
         registry, artifacts = open_registry(config), open_artifacts(config)
         for source in files:
@@ -579,7 +576,6 @@ def batches(
 def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Every model: production version, versions, queue depth, last batch, forgetting."""
     from retain.api import Client
-    from retain.daemon.config import open_artifacts
     from retain.views import model_row, models_table
 
     config = ctx.obj.config()
@@ -644,7 +640,6 @@ def forget(
     """Erase a batch's samples: a new production version whose replay memory no longer holds
     them (weights unchanged); the next `retain gc` deletes the batch's file and chunks."""
     from retain.daemon.erasure import WEIGHTS_UNCHANGED_WHY, forget_batch
-    from retain.daemon.config import open_artifacts
 
     config = ctx.obj.config().for_model(model)
     registry = open_registry(config)
@@ -670,7 +665,6 @@ def gc(
     """Delete artifacts that no kept version references: never production, any alias, the
     rollback stack, a candidate awaiting approval or the last --keep-last versions."""
     from retain.daemon.collect import collect, plan_collection
-    from retain.daemon.config import open_artifacts
 
     config = ctx.obj.config()
     names = [config.for_model(model).model_name] if model is not None else config.model_names
@@ -733,7 +727,6 @@ def predict(
     """Predicted labels for a data file (labels in it are not needed; if the model has their
     classes, the accuracy is reported too)."""
     from retain.daemon.loading import DataSpec
-    from retain.daemon.config import open_artifacts
     from retain.daemon.versions import load_model, spec_of
     from retain.strategies.models import predict as model_predict
 
@@ -778,7 +771,6 @@ def check(
     anything. Without labels: the feature MMD, and production's prediction histogram on the
     file against its histogram on the replay memory."""
     from retain.daemon.pipeline import batch_seed, data_spec
-    from retain.daemon.config import open_artifacts
     from retain.daemon.versions import load_memory, load_model, spec_of
     from retain.strategies.measure import measure_batch, measure_unlabelled
 
@@ -834,7 +826,6 @@ def export(
     """Write a version for a model server: its weights, script or graph, and model.json.
     TorchScript and ONNX are checked against the model on its audit samples first."""
     from retain.daemon.export import ExportFormat, export_version
-    from retain.daemon.config import open_artifacts
 
     chosen = []
     for name in formats:
