@@ -38,6 +38,7 @@ demo: $(STAMP)
 # pytest's own script, not `python -m pytest`: that would put the checkout on sys.path, where
 # the folders would import as top-level packages and hide a stale import.
 test: $(STAMP)
+	$(BIN)/ruff check --quiet .
 	$(BIN)/pytest -q
 
 bench: $(STAMP) $(MLFLOW_STAMP) $(ALIBI_STAMP)

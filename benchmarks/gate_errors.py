@@ -93,7 +93,8 @@ def candidates(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, float, float
         for step in np.linspace(0.0, 1.0, 201)[1:]:
             candidate = copy.deepcopy(production)
             with torch.no_grad():
-                for mine, start, end in zip(candidate.parameters(), production.parameters(), adapted.parameters()):
+                for mine, start, end in zip(candidate.parameters(), production.parameters(), adapted.parameters(),
+                                               strict=True):
                     mine.copy_(start + float(step) * (end - start))
             cand_a = correct(candidate, fresh_a, fresh_ya)
             path.append((candidate, cand_a, float(prod_a.mean() - cand_a.mean())))

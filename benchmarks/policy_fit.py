@@ -146,7 +146,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", nargs="+", help="files written by policy_regret.py --records")
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--show-tree", type=int, metavar="DEPTH", help="print the tree of this depth fitted on all seeds")
+    parser.add_argument("--show-tree", type=int, metavar="DEPTH",
+                        help="print the tree of this depth fitted on all seeds")
     args = parser.parse_args()
     batches = load(args.records)
     seeds = sorted({b.seed for b in batches})

@@ -473,11 +473,13 @@ def run_seed(args: argparse.Namespace, setup: Setup, seed: int, totals: Totals, 
             for r in records:
                 scores = " ".join(f"{s[:4]}={100 * v:.2f}/{100 * r.forgetting[s]:+.1f}" for s, v in r.scores.items())
                 probe = "-" if r.report.probe_accuracy is None else f"{r.report.probe_accuracy:.2f}"
-                print(f"    {r.batch:26} {r.report.severity:8} p {r.report.p_value:.3f} drop {r.report.accuracy_drop:+.2f} "
+                print(f"    {r.batch:26} {r.report.severity:8} p {r.report.p_value:.3f} "
+                      f"drop {r.report.accuracy_drop:+.2f} "
                       f"probe {probe} "
                       f"picked {r.picked:18} ({r.rule}); best {r.best:18} tied {','.join(t[:4] for t in r.tied):14} "
                       f"score/forgetting {scores}; {r.decision}"
-                      + (f"; best by training seed {' '.join('+'.join(sorted(x[:4] for x in b)) for b in r.best_by_seed)}"
+                      + ("; best by training seed "
+                         f"{' '.join('+'.join(sorted(x[:4] for x in b)) for b in r.best_by_seed)}"
                          f"; mean {' '.join(f'{s[:4]}={100 * v:.2f}' for s, v in r.mean_scores.items())}"
                          if len(r.best_by_seed) > 1 else ""))
     print("-" * len(header))
@@ -524,7 +526,8 @@ def main() -> None:
         default = getattr(PolicyConfig(), key)
         overrides[key] = (value.lower() == "true") if isinstance(default, bool) else type(default)(value)
     setup = Setup(
-        training=TrainingSettings(epochs=args.epochs, batch_size=32, lr=0.003, distillation=args.distillation, device="cpu"),
+        training=TrainingSettings(epochs=args.epochs, batch_size=32, lr=0.003, distillation=args.distillation,
+                                  device="cpu"),
         policy=replace(PolicyConfig(), **overrides),
         gate=GateConfig(max_forgetting=args.max_forgetting, max_forgetting_new_classes=args.max_forgetting_new_classes),
         reptile=ReptileSettings(meta_steps=args.meta_steps),

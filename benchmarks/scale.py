@@ -37,7 +37,7 @@ PHASES = ("load", "shift", "probe", "training", "gate", "artifacts", "registry")
 
 def parameters(hidden: list[int], classes: int = 10) -> int:
     widths = [int(np.prod(SHAPE)), *hidden, classes]
-    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+    return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
 
 
 def write_images(path: Path, n: int, seed: int) -> int:

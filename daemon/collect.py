@@ -11,17 +11,64 @@ chunks holding their samples.
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from retain.daemon.config import DataConfig
+from retain.daemon.loading import BatchRejected, file_sha256
 from retain.daemon.logs import fields
+from retain.daemon.remote_inbox import is_remote
 from retain.daemon.versions import memory_parts
-from retain.registry import ArtifactError, ArtifactStore, ModelVersion, Registry
+from retain.registry import ArtifactError, ArtifactStore, Batch, ModelVersion, Registry
 
 log = logging.getLogger("retain.gc")
+
+# A file in an inbox is hashed only to tell whether it is the erased batch's: no size limit.
+_NO_LIMIT = DataConfig(max_file_bytes=2**62)
+
+
+@dataclass(frozen=True)
+class ErasedFile:
+    batch: int
+    path: Path  # where it is; for one not found, where the registry says it is
+
+
+@dataclass(frozen=True)
+class BatchFolders:
+    """Where the daemon puts batch files: each model's inbox, and the folders files move to
+    under their batch's ``NNNNNN-`` prefix."""
+
+    inboxes: dict[str, Path]
+    moved_to: tuple[Path, ...]  # processed/, rejected/, incoming/
+
+    @classmethod
+    def of(cls, config) -> BatchFolders:
+        return cls({name: config.for_model(name).inbox for name in config.model_names},
+                   (config.processed_dir, config.rejected_dir, config.incoming_dir))
+
+    def files_of(self, batch: Batch) -> list[Path]:
+        """Every file that holds ``batch``'s content where the daemon may have left it: at its
+        recorded path, under its number's prefix (a crash between the move and the registry's
+        update, in a version before 0.3, left the path naming the inbox), or still in the
+        inbox under its name with its sha256."""
+        prefix = f"{batch.id:06d}-"
+        found = {Path(batch.path)} if batch.path and os.path.lexists(batch.path) else set()
+        for folder in self.moved_to:
+            if folder.is_dir():
+                found |= {path for path in folder.glob(glob.escape(prefix) + "*") if not path.name.endswith(".tmp")}
+        inbox = self.inboxes.get(batch.model or "")
+        if inbox is not None and (inbox / batch.name).is_file():
+            try:
+                if file_sha256(inbox / batch.name, _NO_LIMIT) == batch.sha256:
+                    found.add(inbox / batch.name)
+            except (OSError, BatchRejected):
+                pass
+        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -30,7 +77,8 @@ class CollectionPlan:
     released: dict[str, tuple[int, ...]]  # per collected model, the versions no longer kept
     garbage: dict[str, int]  # artifact digest -> bytes, to delete
     spared: int  # unreferenced artifacts younger than the grace period
-    erased_files: tuple[Path, ...] = ()  # stored files of erased batches, to delete
+    erased_files: tuple[ErasedFile, ...] = ()  # stored files of erased batches, to delete
+    erased_unfound: tuple[ErasedFile, ...] = ()  # erased batches whose file is nowhere retain puts one
 
     @property
     def freed_bytes(self) -> int:
@@ -98,7 +146,7 @@ def missing_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> list[s
 
 def plan_collection(
     registry: Registry, artifacts: ArtifactStore, collected: Iterable[str], keep_last: int, grace_seconds: float,
-    now: float | None = None,
+    folders: BatchFolders, now: float | None = None,
 ) -> CollectionPlan:
     """What ``collect`` would delete. ``ArtifactError`` if a kept version's memory manifest is
     there but cannot be read (corrupt, the bucket unreachable): its chunks would be unknown,
@@ -125,33 +173,54 @@ def plan_collection(
     unreferenced = {d: (size, modified) for d, (size, modified) in listed.items() if d not in referenced}
     garbage = {d: size for d, (size, modified) in unreferenced.items() if now - modified >= grace_seconds}
     spared = len(unreferenced) - len(garbage)
-    erased_chunks, erased_files = erased_data(registry, memories, collected)
+    erased_chunks, erased_files, unfound = erased_data(registry, memories, collected, folders)
     garbage |= {d: listed[d][0] for d in erased_chunks if d in listed}
-    return CollectionPlan(kept, released, garbage, spared, erased_files)
+    return CollectionPlan(kept, released, garbage, spared, erased_files, unfound)
 
 
-def erased_data(registry: Registry, memories: StoredMemories, models: set[str]) -> tuple[set[str], tuple[Path, ...]]:
-    """The chunks holding erased batches' samples, whichever versions name them, and the
-    erased batches' stored files that are still there."""
+def erased_data(
+    registry: Registry, memories: StoredMemories, models: set[str], folders: BatchFolders,
+) -> tuple[set[str], tuple[ErasedFile, ...], tuple[ErasedFile, ...]]:
+    """The chunks holding erased batches' samples, whichever versions name them; the erased
+    batches' files that are still there; and those whose file is nowhere to be found (an
+    erased batch whose file gc deleted has no path any more)."""
     chunks: set[str] = set()
-    files: list[Path] = []
+    files: list[ErasedFile] = []
+    unfound: list[ErasedFile] = []
     for model in sorted(models):
         lineage = registry.for_model(model)
         erased = {batch.id: batch for batch in lineage.erased_batches()}
         if not erased:
             continue
-        files += [Path(b.path) for b in erased.values() if b.path and Path(b.path).is_file()]
+        for batch in erased.values():
+            if not batch.path or is_remote(batch):
+                continue
+            there = folders.files_of(batch)
+            files += [ErasedFile(batch.id, path) for path in there]
+            if not there:
+                unfound.append(ErasedFile(batch.id, Path(batch.path)))
         for manifest in {v.replay_sha256 for v in lineage.versions()}:
             if memories.has(manifest):
                 chunks |= memories.holding(manifest, set(erased))
-    return chunks, tuple(files)
+    return chunks, tuple(files), tuple(unfound)
 
 
-def collect(plan: CollectionPlan, artifacts: ArtifactStore) -> None:
-    """Delete the plan's garbage and erased files."""
+def collect(plan: CollectionPlan, artifacts: ArtifactStore, registry: Registry) -> list[tuple[ErasedFile, str]]:
+    """Delete the plan's garbage and erased files; an erased batch whose files are all gone
+    has its path cleared. Returns the erased files that could not be deleted, with why."""
     for digest in sorted(plan.garbage):
         artifacts.delete(digest)
-    for path in plan.erased_files:
-        path.unlink(missing_ok=True)
+    failed: list[tuple[ErasedFile, str]] = []
+    for erased in plan.erased_files:
+        try:
+            erased.path.unlink(missing_ok=True)
+        except OSError as exc:
+            failed.append((erased, exc.strerror or str(exc)))
+    for batch_id in {e.batch for e in plan.erased_files} - {e.batch for e, _ in failed}:
+        registry.move_batch(batch_id, "")
     log.info("artifacts collected",
-             extra=fields(artifacts=len(plan.garbage), bytes=plan.freed_bytes, spared=plan.spared))
+             extra=fields(artifacts=len(plan.garbage), bytes=plan.freed_bytes, spared=plan.spared,
+                          erased_files=len(plan.erased_files) - len(failed)))
+    for erased, why in failed:
+        log.error("erased batch file not deleted", extra=fields(batch=erased.batch, file=str(erased.path), reason=why))
+    return failed

@@ -161,6 +161,9 @@ class DaemonConfig(_Section):
     lease_seconds: float = Field(default=300, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     settle_seconds: float = Field(default=1.0, ge=0)  # files without a close event
+    # A file that is not whole (a zip without its directory, parquet without its footer, a CSV
+    # cut mid-line) waits for its writer up to this long after its last change.
+    incomplete_wait_seconds: float = Field(default=120, ge=0)
     rescan_seconds: float = Field(default=60, gt=0)  # catch events inotify dropped
     stuck_seconds: float = Field(default=900, gt=0)  # no progress this long: stop watchdog pings
     stall_alert_seconds: float = Field(default=3600, gt=0)  # exported for the queue-stalled alert

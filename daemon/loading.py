@@ -393,8 +393,19 @@ def _reader_for(path: Path):
 
 
 def parse_arrays(path: Path, data: bytes, limits: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
-    """Raw ``(x, y)`` arrays from a file's bytes; ``path`` gives the format."""
-    return _reader_for(path)(data, limits)
+    """Raw ``(x, y)`` arrays from a file's bytes; ``path`` gives the format. The bytes are in
+    memory: whatever a parser raises on them is the file's fault, a rejection, never a system
+    error to retry."""
+    reader = _reader_for(path)
+    try:
+        return reader(data, limits)
+    except BatchRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser's error on bytes in memory
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        kind = path.suffix.lower().lstrip(".")
+        raise BatchRejected(f"cannot be parsed as {kind}: {type(exc).__name__}"
+                            + (f": {detail}" if detail else "")) from None
 
 
 def read_arrays(path: Path, limits: DataConfig = DataConfig()) -> tuple[np.ndarray, np.ndarray | None]:

@@ -101,7 +101,8 @@ class Watchdog(threading.Thread):
                 self.notifier.watchdog()
             elif not self._stuck:
                 self._stuck = True
-                log.error("pipeline stuck; watchdog pings withheld", extra=fields(seconds_without_progress=round(age, 1)))
+                log.error("pipeline stuck; watchdog pings withheld",
+                          extra=fields(seconds_without_progress=round(age, 1)))
 
     def stop(self) -> None:
         """Stop pinging; once this returns no ping is in flight."""

@@ -37,6 +37,7 @@ from retain.registry import (
     ArtifactStore,
     Batch,
     BatchForgetting,
+    BatchNotHeld,
     BatchState,
     ChoiceDetails,
     ModelVersion,
@@ -151,7 +152,7 @@ def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
 def move_to(source: Path, target: Path) -> Path:
     """``move_file`` to a path of the caller's choosing."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not source.exists():
+    if not os.path.lexists(source):  # not exists(): that follows a link, and a dangling one would stay
         return target
     try:
         os.replace(source, target)
@@ -342,8 +343,11 @@ class Pipeline:
         """A retry of a batch whose versions were registered before something failed (the
         move, say): finish the move, register nothing new."""
         final = next((row for row in rows if row.status == VersionStatus.ACCEPTED), rows[-1])
-        target = move_file(path, self.config.processed_dir, batch.id, batch.name)
-        self.registry.finish_batch(batch.id, BatchState.DONE, path=str(target), version=final.version)
+        target = unique_destination(self.config.processed_dir, batch.id, batch.name)
+        if self.registry.finish_batch(batch.id, BatchState.DONE, self.owner, path=str(target),
+                                      version=final.version) is None:
+            return self._not_held(batch)
+        move_to(path, target)
         self._finished(batch)
         log.info("registered batch finished",
                  extra=self._fields(batch=batch.id, version=final.version, file=str(target)))
@@ -354,16 +358,31 @@ class Pipeline:
         what is there now is another batch (queued by the service), not this one."""
         reason = (f"{batch.name}: the file changed after it was queued (sha256 {batch.sha256[:12]} recorded, "
                   f"{digest[:12]} read); its new content is queued as a new batch")
-        self.registry.finish_batch(batch.id, BatchState.INVALID, reason=reason)
+        if self.registry.finish_batch(batch.id, BatchState.INVALID, self.owner, reason=reason) is None:
+            return self._not_held(batch)
         self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
         log.warning("batch rejected", extra=self._fields(batch=batch.id, file=str(path), reason=reason))
         return BatchOutcome(batch.id, BatchState.INVALID, reason=reason, requeue=path)
 
+    def _not_held(self, batch: Batch) -> BatchOutcome:
+        """The batch stopped being this worker's while it worked (its lease ran out and another
+        worker claimed it): that worker's outcome stands, this one's is dropped."""
+        now = self.registry.batch(batch.id)
+        log.warning("batch no longer held; outcome dropped",
+                    extra=self._fields(batch=batch.id, state=now.state if now else None,
+                                       owner=now.lease_owner if now else None))
+        return BatchOutcome(batch.id, BatchState(now.state) if now else BatchState.PENDING, reason="not held")
+
     def _reject(self, batch: Batch, path: Path | None, reason: str) -> BatchOutcome:
         """``path`` None: nothing was fetched (a bucket object refused unread), it stays put."""
         reason = f"{batch.name}: {reason}"
-        target = batch.path if path is None else str(move_file(path, self.config.rejected_dir, batch.id, batch.name))
-        self.registry.finish_batch(batch.id, BatchState.INVALID, path=target, reason=reason)
+        target = batch.path if path is None else str(unique_destination(self.config.rejected_dir, batch.id, batch.name))
+        # The destination is recorded first: a crash before the move leaves the file in the inbox,
+        # where the next scan finds it done and moves it there.
+        if self.registry.finish_batch(batch.id, BatchState.INVALID, self.owner, path=target, reason=reason) is None:
+            return self._not_held(batch)
+        if path is not None:
+            move_to(path, Path(target))
         self.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
         self._finished(batch)
         log.warning("batch rejected", extra=self._fields(batch=batch.id, file=target, reason=reason))
@@ -497,10 +516,14 @@ class Pipeline:
             promote_index = accepted[0] if accepted and self.config.registry.auto_promote else None
             if accepted and promote_index is None:  # auto-promotion off: it waits for `retain approve`
                 news[accepted[0]] = news[accepted[0]].model_copy(update={"review": Review.PENDING})
-            rows, moved = self.registry.register_versions(news, promote_index=promote_index,
-                                                          actor=f"daemon:{self.owner}")
-            target = move_file(job.path, self.config.processed_dir, batch.id, batch.name)
-            self.registry.move_batch(batch.id, str(target), n_samples=len(loaded))
+            target = unique_destination(self.config.processed_dir, batch.id, batch.name)
+            try:
+                rows, moved = self.registry.register_versions(
+                    news, promote_index=promote_index, actor=f"daemon:{self.owner}", owner=self.owner,
+                    path=str(target), n_samples=len(loaded))
+            except BatchNotHeld:
+                return self._not_held(batch)
+            move_to(job.path, target)
 
         final = candidates[accepted[0]] if accepted else candidates[-1]
         final_row = rows[accepted[0]] if accepted else rows[-1]

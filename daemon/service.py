@@ -18,10 +18,11 @@ from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_ali
 from retain.daemon.config import open_artifacts
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
-from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file
+from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file, move_to, unique_destination
 from retain.daemon.watcher import InboxWatcher, NoInbox, is_candidate, signature
 from retain.daemon.webhooks import WebhookSender
 from retain.registry import (
+    FINISHED,
     IN_FLIGHT,
     UNREAD_PREFIX,
     Batch,
@@ -103,7 +104,8 @@ class Service:
         self.shared_inbox = config.inbox_root.resolve() if models is None and len(config.model_names) > 1 else None
         folders = [*self._by_folder, *self._unlabelled, *([self.shared_inbox] if self.shared_inbox else [])]
         self.watcher: InboxWatcher | NoInbox = (
-            InboxWatcher(folders, config.daemon.settle_seconds, rejected=config.rejected_dir) if watch
+            InboxWatcher(folders, config.daemon.settle_seconds, rejected=config.rejected_dir,
+                         incomplete_wait_seconds=config.daemon.incomplete_wait_seconds) if watch
             else NoInbox(self.stop_requested)
         )
         self.status = DaemonStatus(
@@ -192,7 +194,15 @@ class Service:
             return
         if Path(batch.path) == path and batch.state in (*IN_FLIGHT, BatchState.FAILED):
             return  # already known, still ours to process (or kept for inspection)
+        recorded = Path(batch.path)
+        if (batch.state in FINISHED and recorded.parent in (self.config.processed_dir, self.config.rejected_dir)
+                and not (recorded.is_file() or recorded.is_symlink())):
+            # Finished, its destination recorded, and a crash (or a failed move) came before the move.
+            move_to(path, recorded)
+            log.info("finished batch file moved", extra=fields(batch=batch.id, file=str(recorded)))
+            return
         if Path(batch.path) == path:
+            # Recorded before 0.3 moved the file first: finished before a crash that came before the move.
             # Finished before a crash that came before the file was moved.
             directory = self.config.rejected_dir if batch.state == BatchState.INVALID else self.config.processed_dir
             target = move_file(path, directory, batch.id, batch.name)
@@ -219,9 +229,16 @@ class Service:
         shown = str(path.parent / name)
         reason = f"{name}: {reason}"
         registry = lineage.registry if lineage is not None else self.registry
-        batch = registry.add_refused_file(shown, name, reason, of_model=lineage is not None)
-        target = move_file(path, self.config.rejected_dir, batch.id, name)
-        self.registry.move_batch(batch.id, str(target))
+        of_model = lineage is not None
+        # Recorded before, but its move did not happen (a crash, or the move failed): that row.
+        unmoved = [row for row in registry.refused_files_named(name, of_model) if not os.path.lexists(row.path)]
+        if unmoved:
+            move_to(path, Path(unmoved[0].path))
+            return
+        batch = registry.add_refused_file(
+            shown, name, reason, of_model=of_model,
+            destination=lambda batch_id: str(unique_destination(self.config.rejected_dir, batch_id, name)))
+        move_to(path, Path(batch.path))
         if lineage is not None:
             lineage.metrics.batches.labels(outcome=BatchOutcomeLabel.INVALID).inc()
         log.warning("batch rejected", extra=fields(model=lineage.name if lineage else None, batch=batch.id, file=shown,
@@ -244,10 +261,8 @@ class Service:
             return
         batch, created = lineage.registry.add_batch(digest, str(path), old.name)
         if created:
-            self.registry.finish_batch(
-                old.id, BatchState.INVALID,
-                reason=f"{old.reason}; the file changed afterwards and is now batch {batch.id}",
-            )
+            self.registry.annotate_batch(
+                old.id, f"{old.reason}; the file changed afterwards and is now batch {batch.id}")
             log.info("rejected file rewritten; queued again",
                      extra=fields(model=lineage.name, batch=batch.id, rejected_batch=old.id, file=str(path),
                                   sha256=digest[:12]))
@@ -324,7 +339,13 @@ class Service:
             final = batch.attempts >= self.config.daemon.max_attempts
             state = BatchState.FAILED if final else BatchState.PENDING
             reason = f"{type(exc).__name__}: {exc}"
-            self.registry.finish_batch(batch.id, state, reason=reason)
+            if self.registry.finish_batch(batch.id, state, self.owner, reason=reason) is None:
+                # Its versions were registered before the error (a failed move, say), or another
+                # worker holds it now: what is recorded stands.
+                log.exception("error after the batch was finished; its state stands",
+                              extra=fields(model=lineage.name, batch=batch.id, reason=reason))
+                now = self.registry.batch(batch.id)
+                return BatchOutcome(batch.id, BatchState(now.state) if now else state, reason=reason)
             if final:
                 lineage.metrics.batches.labels(outcome=BatchOutcomeLabel.FAILED).inc()
             log.exception(

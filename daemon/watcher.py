@@ -6,6 +6,13 @@ complete. Otherwise (a bare create, a write without a close, a file found by a s
 counts as complete once its size and modification time have stayed the same for
 ``settle_seconds``: it is looked at again when due, and waits again if it changed.
 
+A file that has settled or closed but is not whole yet (a writer that paused longer than
+``settle_seconds``, or one that closes and reopens it to append) waits for more: a zip
+(``.npz``, ``.pt``) without its central directory, a parquet file without its footer, a CSV
+or JSON-lines file that does not end its last line. It is looked at again as it changes, up
+to ``incomplete_wait_seconds`` after its last change; then it is handed over as it is, and
+the loader says what is wrong with it.
+
 Files in the rejected folder are watched too: a file rejected as truncated whose writer goes
 on writing to it is noted again, and its new content becomes a new batch.
 """
@@ -46,6 +53,40 @@ def signature(path: Path) -> Signature | None:
     return info.st_size, info.st_mtime_ns
 
 
+_ZIP_END = b"PK\x05\x06"  # the end-of-central-directory record: a zip's last structure
+_ZIP_END_MAX = 22 + 0xFFFF  # that record and the longest comment after it
+_PARQUET_MAGIC = b"PAR1"
+
+
+def looks_whole(path: Path) -> bool:
+    """Whether the file's format says it is complete: what a writer writes last is there.
+    Types it knows nothing about count as whole (the loader judges them)."""
+    suffix = path.suffix.lower()
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                return False
+            if suffix in (".npz", ".pt"):
+                start = max(0, size - _ZIP_END_MAX)
+                handle.seek(start)
+                tail = handle.read()
+                at = tail.rfind(_ZIP_END)
+                # The record, then exactly the comment it declares, and nothing after.
+                return at >= 0 and len(tail) - at >= 22 and at + 22 + int.from_bytes(tail[at + 20:at + 22], "little") \
+                    == len(tail)
+            if suffix == ".parquet":
+                head = handle.read(4)
+                handle.seek(max(0, size - 4))
+                return head == _PARQUET_MAGIC and handle.read(4) == _PARQUET_MAGIC
+            if suffix in (".csv", ".jsonl"):
+                handle.seek(size - 1)
+                return handle.read(1) == b"\n"
+    except OSError:
+        return True  # a link, a vanished file: not for this check to judge
+    return True
+
+
 def _as_path(raw: str | bytes) -> Path:
     return Path(raw if isinstance(raw, str) else os.fsdecode(raw))
 
@@ -54,11 +95,13 @@ class InboxWatcher(FileSystemEventHandler):
     """Watches the inbox folders (one per model, and with several models the folder that holds
     theirs) and, optionally, the rejected folder."""
 
-    def __init__(self, inboxes: Sequence[Path], settle_seconds: float = 1.0, rejected: Path | None = None) -> None:
+    def __init__(self, inboxes: Sequence[Path], settle_seconds: float = 1.0, rejected: Path | None = None,
+                 incomplete_wait_seconds: float = 120.0) -> None:
         super().__init__()
         self.inboxes = tuple(dict.fromkeys(inbox.resolve() for inbox in inboxes))
         self.rejected = rejected.resolve() if rejected is not None else None
         self.settle_seconds = settle_seconds
+        self.incomplete_wait_seconds = incomplete_wait_seconds
         # path -> (when it may be due, its signature then; None: complete, no check)
         self._notes: dict[Path, tuple[float, Signature | None]] = {}
         self._changed = threading.Condition()
@@ -144,8 +187,20 @@ class InboxWatcher(FileSystemEventHandler):
                     self._notes[path] = (time.monotonic() + self.settle_seconds, current)
                     continue
                 del self._notes[path]
+            if not self._whole_or_abandoned(path):
+                with self._changed:  # looked at again once it has settled after its next change
+                    self._notes.setdefault(path, (time.monotonic() + self.settle_seconds, signature(path)))
+                continue
             complete.append(path)
         return complete
+
+    def _whole_or_abandoned(self, path: Path) -> bool:
+        """A file that is not whole yet is waited for, until ``incomplete_wait_seconds`` after
+        its last change."""
+        if path.is_symlink() or looks_whole(path):
+            return True
+        found = signature(path)
+        return found is None or time.time() - found[1] / 1e9 >= self.incomplete_wait_seconds
 
     def wait(self, timeout: float) -> None:
         """Sleep until a path may be due, or ``timeout`` seconds."""

@@ -11,7 +11,7 @@ from retain.registry.artifacts import (
     stale_temp_files,
 )
 from retain.registry.details import BatchForgetting, ChoiceDetails, ShiftDetails, VersionDetails
-from retain.registry.errors import AliasConflict, RegistryError, SchemaError, UnknownVersion
+from retain.registry.errors import AliasConflict, BatchNotHeld, RegistryError, SchemaError, UnknownVersion
 from retain.registry.migrations import Migration, upgrade
 from retain.registry.refs import BadVersionRef, VersionRef
 from retain.registry.store import PRODUCTION, UNREAD_PREFIX, NewVersion, Registry, require_database
@@ -48,6 +48,7 @@ __all__ = [
     "ArtifactStore",
     "Batch",
     "BatchForgetting",
+    "BatchNotHeld",
     "BatchState",
     "ChoiceDetails",
     "Migration",

@@ -22,3 +22,8 @@ class AliasConflict(RegistryError):
 
 class SchemaError(RegistryError):
     """The database's schema is not one this retain can use."""
+
+
+class BatchNotHeld(RegistryError):
+    """A worker acted on a batch that is no longer its own (finished, or claimed by another
+    worker after its lease ran out)."""

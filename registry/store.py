@@ -14,7 +14,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine, select
 
 from retain.registry.details import VersionDetails
-from retain.registry.errors import AliasConflict, RegistryError, UnknownVersion
+from retain.registry.errors import AliasConflict, BatchNotHeld, RegistryError, UnknownVersion
 from retain.registry.migrations import upgrade
 from retain.registry.outbox import batch_payload, emit, move_payload, version_payload
 from retain.registry import outbox
@@ -216,24 +216,34 @@ class Registry:
         with self._reading() as session:
             return list(session.exec(select(Batch).where(Batch.state == state).order_by(Batch.id)))
 
-    def add_refused_file(self, path: str, name: str, reason: str, of_model: bool = True) -> Batch:
+    def add_refused_file(
+        self, path: str, name: str, reason: str, of_model: bool = True,
+        destination: Callable[[int], str] | None = None,
+    ) -> Batch:
         """Record a file refused before it was read (too large, a link, a name that is not
         UTF-8) as a rejected batch. Its ``sha256`` is an ``unread-`` placeholder: the content
-        was never hashed. A row already recorded for ``path`` this way is returned instead,
-        so a retry after a failed move does not record the file twice. ``of_model=False``: a
-        file that belongs to no model (left directly in an inbox shared by several)."""
+        was never hashed. ``destination(id)``: where the file is moved next, recorded here,
+        before the move (``refused_files_named`` finds a row whose move did not happen, so a
+        retry does not record the file twice). ``of_model=False``: a file that belongs to no
+        model (left directly in an inbox shared by several)."""
         with self._transaction() as session:
-            existing = session.exec(
-                select(Batch).where(Batch.path == path, Batch.sha256.startswith(UNREAD_PREFIX))
-            ).first()
-            if existing is not None:
-                return existing
             batch = Batch(model=self.model if of_model else None, sha256=UNREAD_PREFIX + uuid.uuid4().hex,
                           path=path, name=name, state=BatchState.INVALID, reason=reason)
             session.add(batch)
             session.flush()
+            if destination is not None:
+                batch.path = destination(batch.id)
+                session.add(batch)
             emit(session, EventKind.BATCH_REJECTED, batch_payload(batch))
             return batch
+
+    def refused_files_named(self, name: str, of_model: bool = True) -> list[Batch]:
+        """The files named ``name`` refused unread (of this model, or of none), newest first."""
+        owner = Batch.model == self.model if of_model else Batch.model.is_(None)
+        query = (select(Batch).where(owner, Batch.name == name, Batch.sha256.startswith(UNREAD_PREFIX))
+                 .order_by(Batch.id.desc()))
+        with self._reading() as session:
+            return list(session.exec(query))
 
     def batch_at(self, path: str) -> Batch | None:
         """The most recent batch recorded at ``path``."""
@@ -367,16 +377,20 @@ class Registry:
         self,
         batch_id: int,
         state: str,
+        owner: str,
         path: str | None = None,
         reason: str | None = None,
         n_samples: int | None = None,
         version: int | None = None,
-    ) -> Batch:
-        """Set a batch's final state (``done``/``rejected``/``failed``, or ``pending`` for a retry)."""
+    ) -> Batch | None:
+        """Set the final state (``done``/``rejected``/``failed``, or ``pending`` for a retry) of a
+        batch that ``owner`` is processing: a compare-and-set on (state, owner). ``None``, and
+        nothing changed, when the batch is no longer ``owner``'s: finished already (its versions
+        registered before an error), or claimed by another worker after this one's lease ran out."""
         with self._transaction() as session:
-            batch = session.get(Batch, batch_id)
+            batch = self._held(session, batch_id, owner)
             if batch is None:
-                raise RegistryError(f"batch {batch_id} does not exist")
+                return None
             batch.state = state
             batch.reason = reason
             if path is not None:
@@ -393,6 +407,22 @@ class Registry:
                 kind = EventKind.BATCH_REJECTED if state == BatchState.INVALID else EventKind.BATCH_FAILED
                 emit(session, kind, batch_payload(batch))
             return batch
+
+    @staticmethod
+    def _held(session: Session, batch_id: int, owner: str) -> Batch | None:
+        """The batch, locked, if ``owner`` is processing it; ``RegistryError`` if it does not exist."""
+        query = select(Batch).where(Batch.id == batch_id).with_for_update()
+        batch = session.exec(query).first()
+        if batch is None:
+            raise RegistryError(f"batch {batch_id} does not exist")
+        if batch.state != BatchState.PROCESSING or batch.lease_owner != owner:
+            return None
+        return batch
+
+    def annotate_batch(self, batch_id: int, reason: str) -> None:
+        """Replace a finished batch's reason (its state stays)."""
+        with self._transaction() as session:
+            session.exec(update(Batch).where(Batch.id == batch_id).values(reason=reason, updated_at=utcnow()))
 
     def move_batch(self, batch_id: int, path: str, n_samples: int | None = None) -> None:
         values: dict[str, Any] = {"path": path, "updated_at": utcnow()}
@@ -437,7 +467,8 @@ class Registry:
         return rows[0], moved
 
     def register_versions(
-        self, news: list[NewVersion], promote_index: int | None = None, actor: str = "daemon"
+        self, news: list[NewVersion], promote_index: int | None = None, actor: str = "daemon",
+        owner: str | None = None, path: str | None = None, n_samples: int | None = None,
     ) -> tuple[list[ModelVersion], bool]:
         """Insert versions (numbers allocated here, in order) and, in the same transaction,
         mark their batch done and, if asked, move ``production`` from the parent of
@@ -447,6 +478,12 @@ class Registry:
         alias away from the parent while the candidates were being trained. Idempotent per
         batch: if the batch already has versions (a retry after a crash or an error that came
         after registering), those are returned and nothing new is written.
+
+        ``owner``: the batch must still be that worker's (``BatchNotHeld`` otherwise: another
+        worker claimed it after this one's lease ran out, and registers its own candidates).
+        ``path``: where the batch's file goes next, recorded with its state, before it moves:
+        a crash between the two leaves the registry naming the destination, and the file found
+        in the inbox again is moved there.
         """
         with self._transaction() as session:
             self._lock_version_numbers(session)
@@ -464,7 +501,15 @@ class Registry:
                 batch = session.get(Batch, final.batch_id)
                 if batch is None:
                     raise RegistryError(f"batch {final.batch_id} does not exist")
+                if owner is not None and (batch.state != BatchState.PROCESSING or batch.lease_owner != owner):
+                    raise BatchNotHeld(f"batch {batch.id} is {batch.state}"
+                                       + (f", held by {batch.lease_owner}" if batch.lease_owner else "")
+                                       + f", no longer {owner}'s: its candidates are not registered")
                 batch.state, batch.version, batch.reason = BatchState.DONE, final.version, None
+                if path is not None:
+                    batch.path = path
+                if n_samples is not None:
+                    batch.n_samples = n_samples
                 batch.lease_owner, batch.lease_expires, batch.updated_at = None, None, utcnow()
                 session.add(batch)
             for row in rows:

@@ -664,22 +664,34 @@ def gc(
 ) -> None:
     """Delete artifacts that no kept version references: never production, any alias, the
     rollback stack, a candidate awaiting approval or the last --keep-last versions."""
-    from retain.daemon.collect import collect, plan_collection
+    from retain.daemon.collect import BatchFolders, collect, plan_collection
 
     config = ctx.obj.config()
     names = [config.for_model(model).model_name] if model is not None else config.model_names
     registry = open_registry(config)
     artifacts = open_artifacts(config)
-    plan = plan_collection(registry, artifacts, names, keep_last, grace)
-    if not dry_run:
-        collect(plan, artifacts)
+    plan = plan_collection(registry, artifacts, names, keep_last, grace, BatchFolders.of(config))
+    failed = [] if dry_run else collect(plan, artifacts, registry)
     payload = {"dry_run": dry_run, "artifacts": len(plan.garbage), "bytes": plan.freed_bytes, "spared": plan.spared,
-               "erased_files": [str(p) for p in plan.erased_files],
+               "erased_files": [str(e.path) for e in plan.erased_files],
+               "erased_files_not_deleted": [{"batch": e.batch, "file": str(e.path), "reason": why}
+                                            for e, why in failed],
+               "erased_files_not_found": [{"batch": e.batch, "recorded_path": str(e.path)}
+                                          for e in plan.erased_unfound],
                "models": {name: {"kept": list(plan.kept[name]), "released": list(plan.released[name])}
                           for name in names}}
+    for erased in plan.erased_unfound:
+        err.print(f"warning: erased batch {erased.batch}'s file is not at {erased.path}, nor anywhere retain moves "
+                  f"batch files: if it was moved elsewhere, delete it there", highlight=False, soft_wrap=True)
     if as_json:
         emit_json(payload)
-        return
+    else:
+        _print_collection(plan, names, dry_run, grace)
+    if failed:
+        fail("; ".join(f"erased batch {e.batch}'s file {e.path} was not deleted: {why}" for e, why in failed))
+
+
+def _print_collection(plan, names: list[str], dry_run: bool, grace: float) -> None:
     for name in names:
         released = plan.released[name]
         out.print(f"{name}: keeps versions {_ranges(plan.kept[name]) or '-'}; "
@@ -687,8 +699,8 @@ def gc(
     verb = "would delete" if dry_run else "deleted"
     spared = f" ({plan.spared} unreferenced but younger than --grace {grace:g} s, spared)" if plan.spared else ""
     out.print(f"{verb} {len(plan.garbage)} artifacts, {plan.freed_bytes:,} bytes{spared}")
-    for path in plan.erased_files:
-        out.print(f"{verb} erased batch file {path}")
+    for erased in plan.erased_files:
+        out.print(f"{verb} erased batch {erased.batch}'s file {erased.path}", soft_wrap=True)
 
 
 def _ranges(numbers) -> str:
@@ -745,7 +757,8 @@ def predict(
     predictions = model_predict(model, loaded.x).tolist()
     payload: dict[str, Any] = {"version": number, "predictions": predictions}
     if loaded.y is not None:  # labels are never needed; with ones the model has, it is scored
-        payload["accuracy"] = sum(p == t for p, t in zip(predictions, loaded.y.tolist())) / len(predictions)
+        right = sum(p == t for p, t in zip(predictions, loaded.y.tolist(), strict=True))
+        payload["accuracy"] = right / len(predictions)
     if output is not None:
         if output.suffix.lower() == ".csv":
             output.write_text("prediction\n" + "".join(f"{p}\n" for p in predictions))

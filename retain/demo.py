@@ -18,7 +18,8 @@ DEMO_CONFIG = {
     "paths": {"workdir": ".", "inbox": "inbox"},
     "registry": {"url": "sqlite:///registry.db", "auto_promote": True},
     # Version 1 knows digits 0-7; 8 and 9 arrive later and widen the head.
-    "model": {"factory": "retain.strategies.models:mlp", "kwargs": {"hidden": [128, 64]}, "head": "head", "max_classes": 10},
+    "model": {"factory": "retain.strategies.models:mlp", "kwargs": {"hidden": [128, 64]}, "head": "head",
+              "max_classes": 10},
     "training": {"epochs": 8, "batch_size": 32, "lr": 0.003, "device": "auto", "threads": 1},
     "gate": {"max_forgetting": 0.02, "max_forgetting_new_classes": 0.06, "min_gain": 0.0, "holdout_fraction": 0.25},
     "replay": {"capacity": 1000, "audit_fraction": 0.3},

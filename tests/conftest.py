@@ -102,7 +102,7 @@ def logging_restored() -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, (handlers, level, propagate) in zip(loggers, saved):
+        for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
             logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
 
 

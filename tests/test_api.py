@@ -31,7 +31,7 @@ def test_a_loaded_version_is_a_module_in_eval_mode_that_knows_what_it_is(workspa
     assert (model.card.input_shape, model.card.num_classes) == ((64,), 10)
     assert model(torch.from_numpy(x[:5])).shape == (5, 10)
     assert predictions.version == 1 and len(predictions.labels) == 200
-    assert sum(p == t for p, t in zip(predictions.labels, y[:200])) / 200 > 0.8
+    assert sum(p == t for p, t in zip(predictions.labels, y[:200], strict=True)) / 200 > 0.8
 
 
 def test_connect_by_url_finds_the_artifacts_beside_a_sqlite_registry(workspace):

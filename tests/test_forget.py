@@ -84,7 +84,7 @@ def test_forget_refuses_without_a_reason_and_names_an_unknown_batch(workspace, d
 
 
 def test_gc_after_forget_reads_each_stored_memory_once(workspace, digit_data):
-    from retain.daemon.collect import plan_collection
+    from retain.daemon.collect import BatchFolders, plan_collection
     from retain.registry import ArtifactStore
 
     class CountedReads(ArtifactStore):
@@ -104,9 +104,41 @@ def test_gc_after_forget_reads_each_stored_memory_once(workspace, digit_data):
     artifacts = CountedReads(open_artifacts(config).root)
     registry = Registry(config.registry_url)
     try:
-        plan = plan_collection(registry, artifacts, ["default"], keep_last=10, grace_seconds=0)
+        plan = plan_collection(registry, artifacts, ["default"], keep_last=10, grace_seconds=0,
+                               folders=BatchFolders.of(config))
         manifests = {v.replay_sha256 for v in registry.versions()}
     finally:
         registry.close()
     assert plan.garbage  # the erased batch's chunks
     assert set(artifacts.reads) == manifests and set(artifacts.reads.values()) == {1}
+
+
+def test_gc_deletes_an_erased_batch_file_that_its_registry_row_misplaces(workspace, digit_data):
+    # A crash between the move and the registry's update (before 0.3 recorded the destination
+    # first) left the row naming the inbox while the file lies in processed/ under its number.
+    two_accepted_batches(workspace, digit_data)
+    [batch] = [b for b in json.loads(retain(workspace, "batches", "--json").stdout) if b["id"] == 1]
+    moved = Path(batch["path"])
+    config = load_config(workspace)
+    registry = Registry(config.registry_url)
+    try:
+        registry.move_batch(1, str(config.inbox / moved.name.removeprefix("000001-")))
+    finally:
+        registry.close()
+    retain(workspace, "forget", "--batch", "1", "--reason", "consent withdrawn")
+    report = json.loads(retain(workspace, "gc", "--grace", "0", "--json").stdout)
+    assert report["erased_files"] == [str(moved)] and not moved.exists()
+    [after] = [b for b in json.loads(retain(workspace, "batches", "--json").stdout) if b["id"] == 1]
+    assert after["path"] == ""  # its file is gone: the next gc has nothing to look for
+    again = json.loads(retain(workspace, "gc", "--grace", "0", "--json").stdout)
+    assert again["erased_files"] == [] and again["erased_files_not_found"] == []
+
+
+def test_gc_says_when_an_erased_batch_file_is_nowhere_to_be_found(workspace, digit_data):
+    two_accepted_batches(workspace, digit_data)
+    [batch] = [b for b in json.loads(retain(workspace, "batches", "--json").stdout) if b["id"] == 1]
+    retain(workspace, "forget", "--batch", "1", "--reason", "consent withdrawn")
+    Path(batch["path"]).rename(workspace.parent / "elsewhere.npz")
+    result = retain(workspace, "gc", "--grace", "0", "--json")
+    assert json.loads(result.stdout)["erased_files_not_found"] == [{"batch": 1, "recorded_path": batch["path"]}]
+    assert "erased batch 1's file is not at" in result.stderr

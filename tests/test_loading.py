@@ -325,3 +325,13 @@ def test_the_batch_carries_the_sha256_of_the_bytes_it_parsed(tmp_path):
     x, y = good()
     np.savez(tmp_path / "b.npz", x=x, y=y)
     assert load_batch(tmp_path / "b.npz", SPEC).sha256 == hashlib.sha256((tmp_path / "b.npz").read_bytes()).hexdigest()
+
+
+def test_an_npz_whose_member_header_was_edited_is_refused_as_the_files_fault(tmp_path):
+    # The edit lengthens the x member, so every offset after it is wrong: zipfile's BadZipFile
+    # comes from the bytes, not the system, and is a rejection on the first try.
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.zeros((2, 4), np.float32), y=np.zeros(2, np.int64))
+    edited = buffer.getvalue().replace(b"(2, 4)", b"(900000000, 4)", 1)
+    (tmp_path / "edited.npz").write_bytes(edited)
+    rejected(tmp_path / "edited.npz", r"^edited\.npz: (cannot be parsed as npz: BadZipFile|.*truncated or corrupt)")

@@ -20,7 +20,7 @@ def grown(memory: ReplayMemory, source: int) -> ReplayMemory:
 
 def same_samples(a: ReplayMemory, b: ReplayMemory) -> bool:
     def rows(m: ReplayMemory) -> list:
-        return sorted(zip(m.source.tolist(), m.y.tolist(), m.audit.tolist(), m.x.tolist()))
+        return sorted(zip(m.source.tolist(), m.y.tolist(), m.audit.tolist(), m.x.tolist(), strict=True))
     return rows(a) == rows(b)
 
 

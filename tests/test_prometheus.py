@@ -189,7 +189,8 @@ def test_scraped_metrics_pass_promtool_and_track_the_pipeline(monitored, monitor
     production = next(v for v in versions if v["is_production"])
     assert value("retain_production_version") == production["version"]
     assert value('retain_model_info{alias="production"}') == 1
-    assert prometheus.query('retain_model_info{alias="production"}')[0]["metric"]["version"] == str(production["version"])
+    info = prometheus.query('retain_model_info{alias="production"}')
+    assert info[0]["metric"]["version"] == str(production["version"])
     assert value('retain_batches_total{outcome="invalid"}') == 1
     assert value("sum(retain_candidates_total)") == 3
     assert value("retain_queue_depth") == 0

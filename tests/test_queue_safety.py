@@ -66,27 +66,6 @@ def test_a_batch_whose_worker_died_on_every_attempt_fails_and_the_batch_behind_i
     assert (good.state, good.attempts) == ("done", 1)
 
 
-def test_a_batch_registered_before_its_move_failed_is_finished_without_registering_again(fast, digit_data):
-    x, y = digit_data
-    save_npz(inbox(fast) / "b.npz", x[500:700], y[500:700])
-    blocker = fast.parent / "processed" / "000001-b.npz"
-    blocker.mkdir(parents=True)  # the move to processed/ fails after registering: a system error
-    daemon = service(fast)
-    daemon.register_file(inbox(fast) / "b.npz")
-    daemon.process_one()
-    [batch] = daemon.registry.batches()
-    assert batch.state == "pending" and "IsADirectoryError" in batch.reason
-    registered = [v.version for v in daemon.registry.versions()]
-    assert len(registered) == 2
-
-    blocker.rmdir()
-    assert daemon.process_one().state == "done"
-    [batch] = daemon.registry.batches()
-    assert batch.state == "done" and batch.version == registered[-1]
-    assert [v.version for v in daemon.registry.versions()] == registered
-    assert blocker.is_file() and not [p for p in inbox(fast).iterdir() if not p.is_dir()]
-
-
 def test_a_file_rewritten_after_it_was_queued_is_trained_as_a_new_batch_not_under_the_old_hash(fast, digit_data):
     x, y = digit_data
     path = inbox(fast) / "b.npz"
@@ -107,7 +86,7 @@ def test_a_file_rewritten_after_it_was_queued_is_trained_as_a_new_batch_not_unde
 
 def test_a_file_still_being_written_without_a_close_is_due_only_once_it_has_settled(tmp_path):
     watcher = InboxWatcher([tmp_path], settle_seconds=0.3)  # no observer: what `run --once` sees
-    path = tmp_path / "slow.npz"
+    path = tmp_path / "slow.dat"  # a type the watcher cannot tell whole: settling alone decides
     chunks = [os.urandom(1000) for _ in range(6)]
     seen: list[int] = []
     with path.open("wb") as handle:
@@ -122,6 +101,43 @@ def test_a_file_still_being_written_without_a_close_is_due_only_once_it_has_sett
         seen += [path.stat().st_size for p in watcher.due() if p == path]
         time.sleep(0.05)
     assert seen == [6000]
+
+
+def test_a_writer_pausing_longer_than_the_settle_time_is_waited_for_until_its_file_is_whole(tmp_path, digit_data):
+    x, y = digit_data
+    whole = npz_bytes(x[500:700], y[500:700])
+    watcher = InboxWatcher([tmp_path], settle_seconds=0.1, incomplete_wait_seconds=30)
+    path = tmp_path / "slow.npz"
+    seen: list[int] = []
+    with path.open("wb") as handle:
+        for start in range(0, len(whole), len(whole) // 3):
+            handle.write(whole[start:start + len(whole) // 3])
+            handle.flush()
+            watcher.scan()
+            deadline = time.monotonic() + 0.5  # a pause of five settle times
+            while time.monotonic() < deadline:
+                seen += [path.stat().st_size for p in watcher.due() if p == path]
+                time.sleep(0.02)
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        seen += [path.stat().st_size for p in watcher.due() if p == path]
+        time.sleep(0.02)
+    assert seen == [len(whole)]
+
+
+def test_a_file_left_unfinished_past_the_wait_is_handed_over_for_the_loader_to_refuse(tmp_path):
+    path = tmp_path / "abandoned.npz"
+    path.write_bytes(b"PK\x03\x04 and nothing more")
+    watcher = InboxWatcher([tmp_path], settle_seconds=0.0, incomplete_wait_seconds=30)
+    watcher.scan()
+    assert watcher.due() == []
+    long_ago = time.time() - 31
+    os.utime(path, (long_ago, long_ago))
+    due: list[Path] = []
+    deadline = time.monotonic() + 5
+    while not due and time.monotonic() < deadline:
+        due = watcher.due()  # the changed mtime is a change: it settles again first
+    assert due == [path]
 
 
 def test_a_rejected_file_whose_writer_goes_on_becomes_a_new_batch(fast, digit_data):
@@ -232,7 +248,7 @@ def test_temporary_files_left_by_a_killed_daemon_are_swept_at_start(fast):
 def test_a_file_found_by_a_scan_that_has_not_changed_for_the_settle_time_is_due_at_once(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    old, new = inbox / "old.npz", inbox / "new.npz"
+    old, new = inbox / "old.dat", inbox / "new.dat"
     old.write_bytes(b"x")
     new.write_bytes(b"y")
     long_ago = time.time() - 60
@@ -241,3 +257,57 @@ def test_a_file_found_by_a_scan_that_has_not_changed_for_the_settle_time_is_due_
     watcher.scan()
     assert watcher.due() == [old]
     assert watcher.pending() == 1  # the new one waits out its settle time
+
+
+def test_a_batch_whose_move_fails_after_registering_stays_done_and_moves_at_the_next_start(fast, digit_data):
+    # The registry records the destination with the versions, before the move: an error (or a
+    # crash) between the two leaves the batch done, naming where its file goes, and the file in
+    # the inbox, where the next scan finds it and finishes the move.
+    x, y = digit_data
+    source = save_npz(inbox(fast) / "a-good.npz", x[500:650], y[500:650])
+    daemon = service(fast)
+    daemon.register_file(source)
+    [batch] = daemon.registry.batches()
+    destination = daemon.config.processed_dir / f"{batch.id:06d}-a-good.npz"
+    destination.mkdir(parents=True)  # the rename onto it fails: IsADirectoryError
+    daemon.run(once=True)
+    after = daemon.registry.batch(batch.id)
+    assert (after.state, after.path, after.attempts) == ("done", str(destination), 1)
+    assert after.version is not None and source.exists()
+    versions = [v.version for v in daemon.registry.versions()]
+
+    destination.rmdir()
+    again = run_once(fast)
+    assert destination.is_file() and not source.exists()
+    assert again.registry.batch(batch.id).path == str(destination)
+    assert [v.version for v in again.registry.versions()] == versions  # nothing registered twice
+
+
+def test_a_dangling_link_is_refused_once_and_moved_where_its_row_says(fast):
+    link = inbox(fast) / "gone.npz"
+    link.symlink_to(fast.parent / "no-such-target.npz")
+    daemon = service(fast)
+    for _ in range(3):  # rescans
+        daemon.watcher.scan()
+        for due in daemon.watcher.due():
+            daemon.register_file(due)
+        daemon.register_file(link)
+    [row] = daemon.registry.batches()
+    assert row.state == "rejected" and "symbolic link" in row.reason
+    assert Path(row.path).parent == daemon.config.rejected_dir and Path(row.path).is_symlink()
+    assert not os.path.lexists(link)
+
+
+def test_a_refused_file_whose_move_failed_is_not_recorded_again(fast):
+    link = inbox(fast) / "gone.npz"
+    link.symlink_to(fast.parent / "no-such-target.npz")
+    daemon = service(fast)
+    daemon.config.rejected_dir.mkdir(parents=True, exist_ok=True)
+    blocker = daemon.config.rejected_dir / "000001-gone.npz"
+    blocker.mkdir()  # the move fails after the row was recorded
+    with pytest.raises(IsADirectoryError):
+        daemon.register_file(link)
+    blocker.rmdir()
+    daemon.register_file(link)
+    [row] = daemon.registry.batches()
+    assert row.path == str(blocker) and blocker.is_symlink()

@@ -14,6 +14,7 @@ from retain.registry import (
     DEFAULT_MODEL,
     AliasConflict,
     BatchForgetting,
+    BatchNotHeld,
     BatchState,
     ChoiceDetails,
     Migration,
@@ -64,7 +65,7 @@ def test_a_lineage_has_one_batch_in_flight_and_the_next_waits_for_it(registry):
     assert registry.claim_batch("w1", 60).id == a.id
     assert registry.claim_batch("w2", 60) is None
     assert registry.queue_depth() == 2
-    registry.finish_batch(a.id, BatchState.DONE)
+    registry.finish_batch(a.id, BatchState.DONE, "w1")
     assert registry.claim_batch("w2", 60).id == b.id
 
 
@@ -91,7 +92,7 @@ def test_models_are_claimed_side_by_side_but_each_one_batch_at_a_time(registry):
     assert first["cameras"].id != first["shelves"].id  # one content, two models: two batches
     claimed = [registry.claim_batch(f"w{i}", 60, models=MODELS) for i in range(3)]
     assert [b.id for b in claimed[:2]] == [first["cameras"].id, first["shelves"].id] and claimed[2] is None
-    registry.finish_batch(first["cameras"].id, BatchState.DONE)
+    registry.finish_batch(first["cameras"].id, BatchState.DONE, "w0")
     assert registry.claim_batch("w2", 60, models=MODELS).id == second.id
 
 
@@ -126,7 +127,7 @@ def test_concurrent_workers_take_each_models_batches_one_at_a_time_in_arrival_or
             time.sleep(0.002)
             with lock:
                 in_flight[batch.model] -= 1  # before the batch is finished: only then may the next be claimed
-            registry.finish_batch(batch.id, BatchState.DONE)
+            registry.finish_batch(batch.id, BatchState.DONE, name)
 
     threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
     for t in threads:
@@ -506,11 +507,42 @@ def test_registering_a_batch_again_returns_its_versions_and_adds_none(registry):
     assert [v.version for v in registry.versions()] == [1, 2, 3]
 
 
-def test_a_file_refused_unread_is_recorded_once_however_often_it_is_seen(registry):
-    first = registry.add_refused_file("/inbox/huge.npz", "huge.npz", "too large")
-    again = registry.add_refused_file("/inbox/huge.npz", "huge.npz", "too large")
-    assert first.id == again.id and first.state == "rejected" and first.sha256.startswith("unread-")
-    assert len(registry.batches()) == 1
+def test_a_file_refused_unread_records_its_destination_before_it_moves(registry):
+    batch = registry.add_refused_file("/inbox/huge.npz", "huge.npz", "too large",
+                                      destination=lambda batch_id: f"/rejected/{batch_id:06d}-huge.npz")
+    assert batch.path == f"/rejected/{batch.id:06d}-huge.npz" and batch.state == "rejected"
+    assert batch.sha256.startswith("unread-")
+    assert [b.id for b in registry.refused_files_named("huge.npz")] == [batch.id]
+    assert registry.refused_files_named("other.npz") == []
+
+
+def test_finishing_a_batch_another_worker_claimed_changes_nothing(registry):
+    batch, _ = registry.add_batch("1" * 64, "/inbox/a.npz", "a.npz")
+    registry.claim_batch("w1", lease_seconds=-1)  # w1's lease has run out at once
+    assert registry.claim_batch("w2", 60).id == batch.id
+    assert registry.finish_batch(batch.id, BatchState.FAILED, "w1", reason="late error") is None
+    assert registry.batch(batch.id).state == BatchState.PROCESSING
+    assert registry.batch(batch.id).lease_owner == "w2"
+
+
+def test_a_finished_batch_cannot_be_set_back_to_pending(registry):
+    registry.register_version(version(), promote=True)
+    batch, _ = registry.add_batch("1" * 64, "/inbox/a.npz", "a.npz")
+    registry.claim_batch("w", 60)
+    registry.register_versions([version(parent=1, batch_id=batch.id)], owner="w", path="/processed/000001-a.npz")
+    assert registry.finish_batch(batch.id, BatchState.PENDING, "w", reason="the move failed") is None
+    done = registry.batch(batch.id)
+    assert (done.state, done.path, done.version) == (BatchState.DONE, "/processed/000001-a.npz", 2)
+
+
+def test_a_worker_whose_batch_was_claimed_by_another_registers_nothing(registry):
+    registry.register_version(version(), promote=True)
+    batch, _ = registry.add_batch("1" * 64, "/inbox/a.npz", "a.npz")
+    registry.claim_batch("w1", lease_seconds=-1)
+    registry.claim_batch("w2", 60)
+    with pytest.raises(BatchNotHeld):
+        registry.register_versions([version(parent=1, batch_id=batch.id)], promote_index=0, owner="w1")
+    assert [v.version for v in registry.versions()] == [1] and registry.alias() == 1
 
 
 # ------------------------------------------------------------------ version details
@@ -609,6 +641,6 @@ def test_a_worker_claims_only_the_batches_it_can_read_and_still_one_at_a_time(re
     remote, _ = registry.add_batch("2" * 64, "s3://bucket/inbox/" + "2" * 64 + "/b.npz", "b.npz")
     assert registry.claim_batch("worker", 60, in_bucket=True).id == remote.id
     assert registry.claim_batch("watcher", 60, in_bucket=False) is None  # the lineage has a batch in flight
-    registry.finish_batch(remote.id, BatchState.DONE)
+    registry.finish_batch(remote.id, BatchState.DONE, "worker")
     assert registry.claim_batch("worker", 60, in_bucket=True) is None
     assert registry.claim_batch("watcher", 60, in_bucket=False).id == local.id
