@@ -134,14 +134,25 @@ def version_artifacts(version: ModelVersion, memories: StoredMemories) -> set[st
     return needed
 
 
-def missing_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> list[str]:
-    """The artifacts ``version`` needs that the store no longer has (``retain gc`` deleted
-    them, or someone did): such a version cannot become production."""
+def unusable_artifacts(version: ModelVersion, artifacts: ArtifactStore) -> dict[str, str]:
+    """The artifacts ``version`` needs (weights, replay manifest and chunks, meta
+    initialisation) that are gone (``retain gc`` deleted them, or someone did) or corrupt (their
+    bytes no longer hash to their digest), each with why: such a version cannot become
+    production. Every one is read and its digest checked."""
     try:
         needed = version_artifacts(version, StoredMemories(artifacts))
-    except ArtifactError:  # a manifest there but unreadable
-        return [version.replay_sha256]
-    return sorted(digest for digest in needed if not artifacts.has(digest))
+    except ArtifactError as exc:  # a manifest there but unreadable
+        return {version.replay_sha256: str(exc)}
+    problems = {}
+    for digest in sorted(needed):
+        if not artifacts.has(digest):
+            problems[digest] = "gone"
+            continue
+        try:
+            artifacts.get(digest)
+        except ArtifactError as exc:
+            problems[digest] = "corrupt" if "corrupt" in str(exc) else str(exc)
+    return problems
 
 
 def plan_collection(

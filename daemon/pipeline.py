@@ -21,6 +21,7 @@ from retain.daemon.loading import BatchRejected, DataSpec, LoadedBatch, load_bat
 from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics
 from retain.daemon.publish import publish, published_version
+from retain.daemon.names import MAX_NAME_BYTES, fitted_name, unique_destination
 from retain.daemon.remote_inbox import fetch_batch, incoming_path, is_remote
 from retain.daemon.versions import (
     ModelSpec,
@@ -115,27 +116,6 @@ def data_spec(config: Config, spec: ModelSpec) -> DataSpec:
 def batch_seed(sha256: str) -> int:
     """A per-batch seed: reprocessing the same file makes the same choices."""
     return int(sha256[:8], 16)
-
-
-# A name must fit the file system's 255 bytes with room for atomic_write's temporary name
-# (a dot, a dot, eight random characters and ".tmp") around it.
-_MAX_NAME_BYTES = 255 - 14
-
-
-def fitted_name(name: str, max_bytes: int = _MAX_NAME_BYTES) -> str:
-    """``name`` shortened to ``max_bytes`` of UTF-8, keeping its suffix (the file type)."""
-    if len(name.encode()) <= max_bytes:
-        return name
-    suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ""
-    stem = name[: len(name) - len(suffix)]
-    budget = max_bytes - len(suffix.encode()) - 1
-    stem = stem.encode()[:budget].decode("utf-8", "ignore")
-    return f"{stem}~{suffix}"
-
-
-def unique_destination(directory: Path, batch_id: int, name: str) -> Path:
-    prefix = f"{batch_id:06d}-"
-    return directory / (prefix + fitted_name(name, _MAX_NAME_BYTES - len(prefix)))
 
 
 def move_file(source: Path, directory: Path, batch_id: int, name: str) -> Path:
@@ -270,7 +250,7 @@ class Pipeline:
             result = {"error": exc.reason if isinstance(exc, BatchRejected) else str(exc)}
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         folder = self.config.checked_dir / self.config.model_name
-        target = move_to(path, folder / fitted_name(f"{stamp}-{path.name}", _MAX_NAME_BYTES - 5))
+        target = move_to(path, folder / fitted_name(f"{stamp}-{path.name}", MAX_NAME_BYTES - 5))
         card = {"file": path.name, "model": production.model, "production_version": production.version, **result}
         atomic_write(target.with_name(target.name + ".json"), lambda handle: handle.write(json.dumps(card).encode()))
         if report is None:

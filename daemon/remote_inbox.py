@@ -8,6 +8,7 @@ from pathlib import Path
 
 from retain.daemon.config import Config
 from retain.daemon.loading import BatchRejected, file_sha256
+from retain.daemon.names import unique_destination
 from retain.errors import RetainError
 from retain.registry import ArtifactError, ArtifactStore, Batch, ObjectTooLarge, Registry
 from retain.registry.store import REMOTE_BATCH_PREFIX
@@ -45,8 +46,9 @@ def upload_batch(config: Config, registry: Registry, artifacts: ArtifactStore, p
 
 
 def incoming_path(batch: Batch, folder: Path) -> Path:
-    """Where a worker keeps its download of the batch's file."""
-    return folder / f"{batch.id:06d}-{Path(batch.path).name}"
+    """Where a worker keeps its download of the batch's file (its name fitted, as the local
+    inbox's are: an object name may be longer than a file name can)."""
+    return unique_destination(folder, batch.id, Path(batch.path).name)
 
 
 def fetch_batch(batch: Batch, artifacts: ArtifactStore, folder: Path, max_bytes: int) -> Path:

@@ -18,7 +18,8 @@ from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_ali
 from retain.daemon.config import open_artifacts
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
-from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file, move_to, unique_destination
+from retain.daemon.names import unique_destination
+from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file, move_to
 from retain.daemon.watcher import InboxWatcher, NoInbox, is_candidate, signature
 from retain.daemon.webhooks import WebhookSender
 from retain.registry import (

@@ -171,12 +171,17 @@ def open_registry(config: Config):
 
 
 def require_artifacts(config: Config, version) -> None:
-    """Fail, naming what is missing, unless every artifact of ``version`` is in the store."""
-    from retain.daemon.collect import missing_artifacts
+    """Before any alias moves to ``version``: fail, naming each digest, unless every artifact it
+    needs is in the store and intact."""
+    from retain.daemon.collect import unusable_artifacts
 
-    missing = missing_artifacts(version, open_artifacts(config))
-    if missing:
-        fail(f"version {version.version}'s artifacts are gone ({', '.join(d[:12] for d in missing)}): "
+    problems = unusable_artifacts(version, open_artifacts(config))
+    gone = [digest[:12] for digest, why in problems.items() if why == "gone"]
+    broken = [f"{digest[:12]} ({why})" for digest, why in problems.items() if why != "gone"]
+    if broken:
+        fail(f"version {version.version}'s artifacts are damaged: {', '.join(broken)}; nothing was moved")
+    if gone:
+        fail(f"version {version.version}'s artifacts are gone ({', '.join(gone)}): "
              "`retain gc` deletes those of versions it does not keep")
 
 
@@ -509,6 +514,7 @@ def alias_set(
 ) -> None:
     """Point an alias at a version."""
     registry, name = _alias_of(ctx, alias, model)
+    require_artifacts(ctx.obj.config(), registry.version(version))
     moved = registry.set_alias(name, version, actor(), reason)
     out.print(f"{registry.model}@{name}: {moved.from_version or '-'} -> {moved.to_version}")
 

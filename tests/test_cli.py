@@ -54,6 +54,22 @@ def test_promoting_a_rejected_version_needs_force(workspace, digit_data):
     assert (last["from_version"], last["to_version"], last["reason"]) == (1, 2, "manual override")
 
 
+def test_no_alias_moves_onto_a_version_whose_weights_are_corrupt(workspace, digit_data):
+    x, y = digit_data
+    write_config(workspace.parent, gate={"min_gain": 1.0})  # version 2 is rejected: production stays 1
+    save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    digest = json.loads(retain(workspace, "show", "2", "--json").stdout)["artifact_sha256"]
+    weights = workspace.parent / "artifacts" / "sha256" / digest[:2] / digest
+    damaged = bytearray(weights.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one byte flipped
+    weights.write_bytes(bytes(damaged))
+    for command in (["promote", "2", "--force"], ["alias", "set", "challenger", "2"]):
+        one_error_line(retain(workspace, *command, check=False), f"{digest[:12]} (corrupt); nothing was moved")
+    assert json.loads(retain(workspace, "status", "--json").stdout)["production_version"] == 1
+    assert [e["to_version"] for e in json.loads(retain(workspace, "history", "--json").stdout)] == [1]
+
+
 def test_show_prints_forgetting_with_its_bounds_audit_size_limit_and_finding(workspace, digit_data):
     x, y = digit_data
     save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])

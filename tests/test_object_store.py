@@ -115,6 +115,19 @@ def test_a_file_ingested_into_the_bucket_is_processed_by_a_worker_that_watches_n
     assert [p.read_bytes() for p in processed] == [(tmp_path / "batch.npz").read_bytes()]
 
 
+def test_a_file_with_a_name_of_254_bytes_ingested_into_the_bucket_is_processed(tmp_path, digit_data, s3_server,
+                                                                                bucket_url):
+    x, y = digit_data
+    laptop, worker = two_hosts(tmp_path, digit_data, s3_server, bucket_url)
+    long = save_npz(tmp_path / ("b" * 250 + ".npz"), x[400:600], y[400:600])
+    retain(laptop, "ingest", "--remote", str(long))
+    retain(worker, "run", "--once", "--worker")
+    [batch] = json.loads(retain(laptop, "batches", "--json").stdout)
+    assert (batch["state"], batch["attempts"], batch["version"]) == ("done", 1, 2)
+    [processed] = (tmp_path / "worker" / "processed").iterdir()
+    assert processed.read_bytes() == long.read_bytes() and processed.name.endswith("~.npz")
+
+
 def test_an_object_over_the_workers_size_limit_is_rejected_unread_naming_it(tmp_path, digit_data, s3_server,
                                                                             bucket_url):
     x, y = digit_data
