@@ -35,7 +35,7 @@ from retain.strategies.training import TrainingInterrupted, TrainingProgress, im
 
 log = logging.getLogger("retain.daemon")
 
-_STATUS_INTERVAL = 2.0
+_STATUS_INTERVAL = 1.0  # the status file, at most this often between state changes
 _IDLE_WAIT = 0.5
 # A model's next batch waits for another worker to finish the one in flight: look again soon
 # (a claim that finds nothing costs a millisecond) rather than leave a core idle.

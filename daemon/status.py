@@ -24,8 +24,10 @@ class DaemonState(StrEnum):
     STARTING = "starting"
     IDLE = "idle"
     PROCESSING = "processing"
+    DEGRADED = "degraded"  # alive, waiting out a full disk or an unreachable registry
     STOPPING = "stopping"
     STOPPED = "stopped"
+    DEAD = "dead"  # never written: what `retain status` says of a process gone without stopping
 
 
 def pid_alive(pid: int) -> bool:
@@ -76,17 +78,22 @@ class DaemonStatus:
 
 
 def liveness(workdir: Path, now: float | None = None, host: str | None = None) -> dict[str, Any]:
-    """The ``daemon`` object of ``retain status --json``."""
+    """The ``daemon`` object of ``retain status --json``. A daemon that is not running but
+    never said it stopped (killed, crashed, out of memory) is ``dead``, not ``stopped``."""
     status = DaemonStatus.read(workdir)
     if status is None:
         return {"running": False}
     now = time.time() if now is None else now
     running = status.running(now, socket.gethostname() if host is None else host)
+    if running:
+        state = status.state
+    else:
+        state = DaemonState.STOPPED if status.state == DaemonState.STOPPED else DaemonState.DEAD
     return {
         "running": running,
         "pid": status.pid,
         "host": status.host,
-        "state": status.state if running else DaemonState.STOPPED,
+        "state": state,
         "batch": status.batch if running else None,
         "heartbeat_age_seconds": round(now - status.heartbeat_at, 1),
     }

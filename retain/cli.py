@@ -596,7 +596,7 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @app.command()
 def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption = None) -> None:
     """Daemon liveness, queue depth and production version (of one model, or added up)."""
-    from retain.daemon.status import liveness
+    from retain.daemon.status import DaemonState, liveness
     from retain.views import audit_sizing_of
 
     config = ctx.obj.config()
@@ -604,28 +604,37 @@ def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption =
     registry = open_registry(config)
     daemon = liveness(config.workdir)
     depths = registry.queue_depths()
+    unscanned = unscanned_files(config, registry, names)
     per_model = {}
     for name in names:
         lineage = registry.for_model(name)
         number = lineage.alias()
         sizing = None if number is None else audit_sizing_of(lineage.version(number), config.for_model(name).gate)
-        per_model[name] = {"queue_depth": depths.get(name, 0), "production_version": number,
+        per_model[name] = {"queue_depth": depths.get(name, 0), "unscanned_files": unscanned[name],
+                           "production_version": number,
                            "audit_samples": None if sizing is None else sizing.samples,
                            "audit_samples_needed": None if sizing is None else sizing.needed}
         if sizing is not None and not sizing.sufficient:
             per_model[name]["warning"] = sizing.warning()
     payload = {"daemon": daemon, "queue_depth": sum(m["queue_depth"] for m in per_model.values()),
+               "unscanned_files": sum(m["unscanned_files"] for m in per_model.values()),
                "production_version": per_model[names[0]]["production_version"] if len(names) == 1 else None,
                "models": per_model}
+    dead = daemon.get("state") == DaemonState.DEAD
     if as_json:
         emit_json(payload)
-        return
+        raise typer.Exit(1 if dead else 0)
     if daemon["running"]:
         doing = f"processing batch {daemon['batch']}" if daemon.get("batch") else daemon["state"]
         out.print(f"daemon: running (pid {daemon['pid']} on {daemon['host']}), {doing}")
+    elif dead:
+        out.print(f"daemon: dead (pid {daemon['pid']} on {daemon['host']} is gone without stopping; last heartbeat "
+                  f"{daemon['heartbeat_age_seconds']:.0f} s ago)")
     else:
         out.print("daemon: not running")
-    out.print(f"queue depth: {payload['queue_depth']}")
+    unscanned = payload["unscanned_files"]
+    waiting = f" (and {unscanned} files in the inbox not yet scanned)" if unscanned else ""
+    out.print(f"queue depth: {payload['queue_depth']}{waiting}")
     if len(names) == 1:
         out.print(f"production version: {payload['production_version'] or '-'}")
     else:
@@ -634,6 +643,24 @@ def status(ctx: typer.Context, as_json: JsonOption = False, model: ModelOption =
     for name, state in per_model.items():
         if "warning" in state:
             out.print(f"warning: {'' if len(names) == 1 else f'model {name}: '}{state['warning']}")
+    if dead:
+        raise typer.Exit(1)
+
+
+def unscanned_files(config: Config, registry, names: list[str]) -> dict[str, int]:
+    """Per model, the files in its inbox that no batch records yet (the daemon has not seen
+    them, or is down)."""
+    from retain.daemon.watcher import is_candidate, signature
+    from retain.registry import BatchState
+
+    recorded = {batch.path for state in (BatchState.PENDING, BatchState.PROCESSING, BatchState.FAILED)
+                for batch in registry.batches_in_state(state)}
+    counts = {}
+    for name in names:
+        inbox = config.for_model(name).inbox
+        files = [p for p in inbox.iterdir() if is_candidate(p) and signature(p) is not None] if inbox.is_dir() else []
+        counts[name] = sum(str(p) not in recorded for p in files)
+    return counts
 
 
 @app.command()

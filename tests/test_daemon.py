@@ -200,8 +200,26 @@ def test_status_reports_a_running_daemon_and_its_queue(workspace):
         assert running["daemon"]["running"] and running["daemon"]["pid"] == daemon.process.pid
         assert running["production_version"] == 1 and running["queue_depth"] == 0
         daemon.stop()
-    stopped = json.loads(retain(workspace, "status", "--json").stdout)
-    assert not stopped["daemon"]["running"]
+    stopped = retain(workspace, "status", "--json")
+    assert not json.loads(stopped.stdout)["daemon"]["running"] and stopped.returncode == 0
+
+
+def test_status_tells_a_killed_daemon_from_a_stopped_one_and_exits_non_zero(workspace, digit_data):
+    with DaemonProcess(workspace) as daemon:
+        daemon.process.send_signal(signal.SIGKILL)
+        daemon.process.wait()
+    dead = retain(workspace, "status", check=False)
+    assert dead.returncode == 1 and "daemon: dead (pid" in dead.stdout
+    assert json.loads(retain(workspace, "status", "--json", check=False).stdout)["daemon"]["state"] == "dead"
+
+
+def test_status_counts_inbox_files_the_daemon_has_not_scanned(workspace, digit_data):
+    x, y = digit_data
+    for i in range(5):
+        save_npz(inbox(workspace) / f"b{i}.npz", x[500 + 10 * i:510 + 10 * i], y[500 + 10 * i:510 + 10 * i])
+    report = retain(workspace, "status")
+    assert "queue depth: 0 (and 5 files in the inbox not yet scanned)" in report.stdout
+    assert json.loads(retain(workspace, "status", "--json").stdout)["unscanned_files"] == 5
 
 
 def test_the_daemon_runs_on_a_postgresql_registry(tmp_path, digit_data, postgres_url):

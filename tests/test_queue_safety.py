@@ -311,3 +311,19 @@ def test_a_refused_file_whose_move_failed_is_not_recorded_again(fast):
     daemon.register_file(link)
     [row] = daemon.registry.batches()
     assert row.path == str(blocker) and blocker.is_symlink()
+
+
+def test_the_status_file_is_written_on_state_changes_not_on_every_training_step(fast, digit_data, monkeypatch):
+    from retain.daemon.status import DaemonStatus
+
+    x, y = digit_data
+    write_config(fast.parent, training={"epochs": 8}, policy={"strategy": "finetune", "fallback": False})
+    save_npz(inbox(fast) / "b.npz", x[500:800], y[500:800])
+    written: list[tuple[str, float]] = []
+    write = DaemonStatus.write
+    monkeypatch.setattr(DaemonStatus, "write", lambda self, workdir: (written.append((self.state, time.monotonic())),
+                                                                      write(self, workdir))[-1])
+    started = time.monotonic()
+    run_once(fast)  # 80 optimizer steps, each reported as progress
+    changes = sum(1 for i, (state, _) in enumerate(written) if i == 0 or state != written[i - 1][0])
+    assert len(written) - changes <= time.monotonic() - started + 1

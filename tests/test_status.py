@@ -38,7 +38,9 @@ def test_liveness_reads_the_status_file_back_and_hides_the_batch_of_a_dead_daemo
                      "heartbeat_age_seconds": 2.0}
     status(state=DaemonState.PROCESSING, batch=7, pid=2**22 + 1).write(tmp_path)
     dead = liveness(tmp_path, now=1002.0, host=HOST)
-    assert (dead["running"], dead["state"], dead["batch"]) == (False, "stopped", None)
+    assert (dead["running"], dead["state"], dead["batch"]) == (False, "dead", None)
+    status(state=DaemonState.STOPPED, pid=2**22 + 1).write(tmp_path)
+    assert liveness(tmp_path, now=1002.0, host=HOST)["state"] == "stopped"
 
 
 def test_an_unreadable_status_file_reads_as_no_daemon(tmp_path):
