@@ -120,6 +120,9 @@ class ServiceMetrics:
             "retain_gate_audit_samples_needed",
             "Audit samples the forgetting limit takes at the last candidate's disagreement with production", m,
             registry=r)
+        self.outage = Gauge(
+            "retain_outage", "1 while the daemon waits out a system outage (disk_full, registry_unreachable)",
+            ["kind"], registry=r)
         self.stall_threshold = Gauge(
             "retain_stall_threshold_seconds",
             "Alert when the queue is non-empty and no batch finished for this long (daemon.stall_alert_seconds)",

@@ -7,11 +7,13 @@ import errno
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -22,6 +24,7 @@ from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics
 from retain.daemon.publish import publish, published_version
 from retain.daemon.names import MAX_NAME_BYTES, fitted_name, unique_destination
+from retain.daemon.outage import Outages, outage_of, until_available
 from retain.daemon.remote_inbox import fetch_batch, incoming_path, is_remote
 from retain.daemon.versions import (
     ModelSpec,
@@ -61,7 +64,7 @@ from retain.strategies.policy import Choice, ShiftHistoryEntry
 from retain.strategies.replay import ReplayMemory
 from retain.strategies.shift import ShiftReport
 from retain.strategies.step import Candidate, NewBatch, StepResult, StepSettings, adapt_step
-from retain.strategies.training import TrainingHooks, TrainingProgress
+from retain.strategies.training import TrainingHooks, TrainingInterrupted, TrainingProgress
 
 log = logging.getLogger("retain.pipeline")
 
@@ -158,8 +161,12 @@ class Pipeline:
         owner: str,
         should_stop: Callable[[], bool] = lambda: False,
         on_progress: Callable[[Batch, TrainingProgress], None] | None = None,
+        outages: Callable[[], tuple[Outages, threading.Event, Callable[[], None]]] | None = None,
     ) -> None:
         self.config = config
+        # The service's outage tracker, stop flag and heartbeat: a registry that cannot be reached
+        # mid-batch is waited for, the batch kept (its training is not lost). None: errors propagate.
+        self.outages = outages
         self.registry = registry
         self.artifacts = artifacts
         self.metrics = metrics
@@ -392,10 +399,30 @@ class Pipeline:
 
     def _renew_lease(self, batch: Batch) -> None:
         """Between the phases that report no training progress (measuring, saving artifacts).
-        A lost lease means another worker may have the batch; registering stays safe (one
-        batch's versions are registered once), so the work goes on."""
-        if not self.registry.renew_lease(batch.id, self.owner, self.config.daemon.lease_seconds):
+        A lost lease means another worker may have the batch; registering checks that it is
+        still this worker's. An unreachable registry does not stop the work: the lease may
+        outlast the outage."""
+        try:
+            renewed = self.registry.renew_lease(batch.id, self.owner, self.config.daemon.lease_seconds)
+        except Exception as exc:  # noqa: BLE001 - outages are reported and ridden out; the rest re-raised
+            kind = outage_of(exc)
+            if kind is None or self.outages is None:
+                raise
+            self.outages()[0].report(kind, exc, f"renewing the lease of batch {batch.id}")
+            return
+        if not renewed:
             log.warning("lease lost; another worker may be processing this batch", extra=self._fields(batch=batch.id))
+
+    def _durably(self, call: Callable[[], Any], doing: str) -> Any:
+        """``call()``, waiting out outages (the batch stays claimed); ``TrainingInterrupted``
+        if the daemon is stopped meanwhile."""
+        if self.outages is None:
+            return call()
+        outages, stop, alive = self.outages()
+        result = until_available(lambda: (call(),), outages, doing, stop, alive)
+        if result is None:
+            raise TrainingInterrupted
+        return result[0]
 
     def _hooks(self, batch: Batch) -> TrainingHooks:
         lease = self.config.daemon.lease_seconds
@@ -404,7 +431,7 @@ class Pipeline:
         def on_progress(progress: TrainingProgress) -> None:
             nonlocal last_renewal
             if time.monotonic() - last_renewal > lease / 3:
-                self.registry.renew_lease(batch.id, self.owner, lease)
+                self._renew_lease(batch)
                 last_renewal = time.monotonic()
             if self.on_progress is not None:
                 self.on_progress(batch, progress)
@@ -498,9 +525,9 @@ class Pipeline:
                 news[accepted[0]] = news[accepted[0]].model_copy(update={"review": Review.PENDING})
             target = unique_destination(self.config.processed_dir, batch.id, batch.name)
             try:
-                rows, moved = self.registry.register_versions(
+                rows, moved = self._durably(lambda: self.registry.register_versions(
                     news, promote_index=promote_index, actor=f"daemon:{self.owner}", owner=self.owner,
-                    path=str(target), n_samples=len(loaded))
+                    path=str(target), n_samples=len(loaded)), f"registering batch {batch.id}'s candidates")
             except BatchNotHeld:
                 return self._not_held(batch)
             move_to(job.path, target)

@@ -18,6 +18,7 @@ from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_ali
 from retain.daemon.config import open_artifacts
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics, ServiceMetrics
 from retain.daemon.notify import Notifier, Watchdog, watchdog_interval
+from retain.daemon.outage import OutageKind, Outages, backoff, outage_of, until_available
 from retain.daemon.names import unique_destination
 from retain.daemon.pipeline import BatchOutcome, Pipeline, move_file, move_to
 from retain.daemon.watcher import InboxWatcher, NoInbox, is_candidate, signature
@@ -109,6 +110,10 @@ class Service:
                          incomplete_wait_seconds=config.daemon.incomplete_wait_seconds) if watch
             else NoInbox(self.stop_requested)
         )
+        self.outages = Outages(self._outage_changed)
+        for kind in OutageKind:
+            self.metrics.outage.labels(kind=kind).set(0)
+        self._unreleased: set[int] = set()  # batches an outage interrupted, to give back when it ends
         self.status = DaemonStatus(
             pid=os.getpid(), host=self.host, started_at=time.time(), heartbeat_at=time.time(),
             state=DaemonState.STARTING,
@@ -118,8 +123,22 @@ class Service:
     def _lineage(self, config: Config, on_progress) -> Lineage:
         registry, metrics = self.registry.for_model(config.model_name), self.metrics.for_model(config.model_name)
         pipeline = Pipeline(config, registry, self.artifacts, metrics, owner=self.owner,
-                            should_stop=self.stop_requested.is_set, on_progress=self._on_progress(on_progress))
+                            should_stop=self.stop_requested.is_set, on_progress=self._on_progress(on_progress),
+                            outages=self._pipeline_outages)
         return Lineage(config.model_name, config, registry, metrics, pipeline)
+
+    def _outage_changed(self, kind: OutageKind, down: bool) -> None:
+        self.metrics.outage.labels(kind=kind).set(1 if down else 0)
+        self.notifier.status(f"degraded: {kind.replace('_', ' ')}; waiting" if down else "recovered")
+        self.status.state = DaemonState.DEGRADED if down else DaemonState.IDLE
+
+    def _pipeline_outages(self) -> tuple[Outages, threading.Event, Callable[[], None]]:
+        """What a pipeline needs to wait out an outage: the tracker, the stop flag, and a
+        heartbeat that keeps the watchdog fed while it waits (the daemon is alive, degraded)."""
+        return self.outages, self.stop_requested, self._alive
+
+    def _alive(self) -> None:
+        self.last_progress = time.monotonic()
 
     def request_stop(self) -> None:
         """Safe to call from a signal handler: only sets a flag that the loop polls."""
@@ -140,8 +159,15 @@ class Service:
                 lineage.pipeline.refresh_metrics()
                 lineage.pipeline.sync_published()
         self.status.heartbeat_at = now
-        self.status.write(self.config.workdir)
         self._status_written = now
+        try:
+            self.status.write(self.config.workdir)
+        except OSError as exc:  # a full disk must not stop the daemon: the file is only a report
+            kind = outage_of(exc)
+            self.outages.report(kind or OutageKind.DISK_FULL, exc, "writing the status file")
+            return
+        if OutageKind.DISK_FULL in self.outages.down:
+            self.outages.recovered(OutageKind.DISK_FULL)
 
     def _on_progress(self, outer):
         def report(batch: Batch, progress: TrainingProgress) -> None:
@@ -333,10 +359,15 @@ class Service:
                 self.register_file(outcome.requeue)
             return outcome
         except TrainingInterrupted:
-            self.registry.release_batch(batch.id, self.owner)
+            self._release(batch.id)
             log.info("batch interrupted; it will be retried", extra=fields(batch=batch.id))
             return BatchOutcome(batch.id, BatchState.PENDING, reason="interrupted")
         except Exception as exc:  # noqa: BLE001 - a failed batch must not stop the daemon
+            kind = outage_of(exc)
+            if kind is not None:  # the system's fault, not the batch's: given back, its try not counted
+                self.outages.report(kind, exc, f"processing batch {batch.id}")
+                self._release(batch.id)
+                return BatchOutcome(batch.id, BatchState.PENDING, reason=f"interrupted by an outage ({kind})")
             final = batch.attempts >= self.config.daemon.max_attempts
             state = BatchState.FAILED if final else BatchState.PENDING
             reason = f"{type(exc).__name__}: {exc}"
@@ -355,28 +386,55 @@ class Service:
             )
             return BatchOutcome(batch.id, state, reason=reason)
         finally:
-            depths = self.registry.queue_depths()
-            lineage.metrics.queue_depth.set(depths.get(lineage.name, 0))
-            depth = sum(depths.get(name, 0) for name in self.lineages)
-            self._write_status(DaemonState.IDLE, None, force=True)
-            self.notifier.status(f"idle, {depth} queued" if depth else "idle")
             self.last_progress = time.monotonic()
+            self._write_status(DaemonState.DEGRADED if self.outages.down else DaemonState.IDLE, None, force=True)
+            if not self.outages.down:
+                depths = self.registry.queue_depths()
+                lineage.metrics.queue_depth.set(depths.get(lineage.name, 0))
+                depth = sum(depths.get(name, 0) for name in self.lineages)
+                self.notifier.status(f"idle, {depth} queued" if depth else "idle")
+
+    def _release(self, batch_id: int) -> None:
+        """Give a batch back to the queue, its try not counted; if the registry cannot be reached
+        now, as soon as it can."""
+        self._unreleased.add(batch_id)
+        self._release_pending()
+
+    def _release_pending(self) -> None:
+        for batch_id in sorted(self._unreleased):
+            try:
+                self.registry.release_batch(batch_id, self.owner)
+            except Exception as exc:  # noqa: BLE001 - outages are waited out; anything else is a bug, shown
+                kind = outage_of(exc)
+                if kind is None:
+                    raise
+                self.outages.report(kind, exc, f"giving batch {batch_id} back")
+                return
+            self._unreleased.discard(batch_id)
 
     def run(self, once: bool = False) -> list[BatchOutcome]:
         """Serve until stopped (or, with ``once``, until nothing is pending)."""
         ensure_workdir(self.config)
         self._sweep_temp_files()
         self._write_status(DaemonState.STARTING, force=True)
-        self._recover_own_leases()
-        if not once:
-            self.watcher.start()
         outcomes: list[BatchOutcome] = []
         watchdog: Watchdog | None = None
         sender: WebhookSender | None = None
         try:
+            # An unreachable registry at start is waited out, not a crash (under systemd, a
+            # restart loop): said to systemd as ready but degraded, so its start timeout does not
+            # kill a daemon that is only waiting.
+            def waiting() -> None:
+                self.notifier.ready("degraded: waiting for the registry")
+
+            for step in (self._recover_own_leases, *(lin.pipeline.production for lin in self.lineages.values())):
+                # production(): fails fast without a production model
+                until_available(step, self.outages, "starting", self.stop_requested, waiting)
+            if self.stop_requested.is_set():
+                return outcomes
+            if not once:
+                self.watcher.start()
             self.watcher.scan()
-            for lineage in self.lineages.values():
-                lineage.pipeline.production()  # fail fast without a production model
             import_training_libraries()
             self._initial_metrics()
             self._write_status(DaemonState.IDLE, force=True)
@@ -398,31 +456,50 @@ class Service:
                              watchdog_interval=interval, device=self.config.training.resolved_device()),
             )
             next_scan = time.monotonic() + self.config.daemon.rescan_seconds
+            waited = 0  # loops in a row that an outage ended
             while not self.stop_requested.is_set():
                 self.last_progress = time.monotonic()
-                for path in self.watcher.due():
-                    try:
-                        self.register_file(path)
-                    except Exception:  # noqa: BLE001 - e.g. registry unreachable; the rescan retries
-                        log.exception("could not record file; will retry", extra=fields(file=str(path)))
-                if self.stop_requested.is_set():
-                    break
-                outcome = self.process_one()
-                if outcome is not None:
-                    outcomes.append(outcome)
-                    continue
-                if once:
-                    if not self.watcher.pending():
+                try:
+                    self._release_pending()
+                    for path in self.watcher.due():
+                        try:
+                            self.register_file(path)
+                        except Exception as exc:  # noqa: BLE001 - the rescan retries it
+                            kind = outage_of(exc)
+                            if kind is None:
+                                log.exception("could not record file; will retry", extra=fields(file=str(path)))
+                            else:
+                                self.outages.report(kind, exc, f"recording {path}")
+                    if self.stop_requested.is_set():
                         break
-                    self.watcher.wait(_IDLE_WAIT)
-                    continue
-                if time.monotonic() >= next_scan:
-                    self.watcher.scan()
-                    next_scan = time.monotonic() + self.config.daemon.rescan_seconds
-                self._write_status()
-                depths = self.registry.queue_depths()
-                queued = any(depths.get(name) for name in self.lineages)
-                self.watcher.wait(_BLOCKED_WAIT if queued else _IDLE_WAIT)
+                    outcome = self.process_one()
+                    if OutageKind.REGISTRY_UNREACHABLE in self.outages.down and not self._unreleased:
+                        self.outages.recovered(OutageKind.REGISTRY_UNREACHABLE)  # the claim reached it
+                    waited = 0
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                        continue
+                    if once:
+                        if not self.watcher.pending():
+                            break
+                        self.watcher.wait(_IDLE_WAIT)
+                        continue
+                    if time.monotonic() >= next_scan:
+                        self.watcher.scan()
+                        next_scan = time.monotonic() + self.config.daemon.rescan_seconds
+                    self._write_status()
+                    depths = self.registry.queue_depths()
+                    queued = any(depths.get(name) for name in self.lineages)
+                    self.watcher.wait(_BLOCKED_WAIT if queued else _IDLE_WAIT)
+                except Exception as exc:  # noqa: BLE001 - outages are waited out; anything else re-raised
+                    kind = outage_of(exc)
+                    if kind is None:
+                        raise
+                    waited += 1
+                    self.outages.report(kind, exc, "serving")
+                    self._write_status(DaemonState.DEGRADED, force=True)
+                    self.last_progress = time.monotonic()  # alive: the watchdog keeps being fed
+                    self.stop_requested.wait(backoff(waited))
         finally:
             if watchdog is not None:  # first: a ping after STOPPING=1 would tell systemd the daemon still runs
                 watchdog.stop()

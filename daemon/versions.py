@@ -50,7 +50,10 @@ def spec_of(version: ModelVersion) -> ModelSpec:
 
 def load_model(version: ModelVersion, artifacts: ArtifactStore) -> nn.Module:
     """The version's model in eval mode on the CPU, weights verified and loaded safely."""
-    model = spec_of(version).build()
+    try:
+        model = spec_of(version).build()
+    except (ValueError, TypeError) as exc:
+        raise ArtifactError(f"{version.model}@{version.version}: its model cannot be built: {exc}") from None
     model.load_state_dict(artifacts.get_tensors(version.artifact_sha256))
     return model.eval()
 

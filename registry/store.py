@@ -128,8 +128,10 @@ def _configure_sqlite(engine: Engine) -> None:
 def require_database(url: str) -> None:
     """Raise ``RegistryError`` for a SQLite registry that does not exist: opening it would
     create an empty one, and a reader would see no models instead of a mistake."""
-    if url.startswith("sqlite:///") and ":memory:" not in url and not Path(url.removeprefix("sqlite:///")).exists():
-        raise RegistryError(f"no registry at {url.removeprefix('sqlite:///')}: run `retain init` first")
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = url.removeprefix("sqlite:///").partition("?")[0]
+        if not path or not Path(path).is_file():
+            raise RegistryError(f"no registry at {path or '(no file named)'}: run `retain init` first")
 
 
 class Registry:

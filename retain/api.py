@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retain.daemon.config import Config, load_config
-from retain.errors import RetainError
+from retain.errors import RetainError, as_retain_errors
 from retain.registry import ArtifactStore, Batch, ModelVersion, Registry, VersionRef, as_utc, require_database
 
 if TYPE_CHECKING:
@@ -91,47 +91,52 @@ class Client:
 
     def models(self) -> list[ModelSummary]:
         """Every model the config names or the registry holds."""
-        depths = self._registry.queue_depths()
-        summaries = []
-        for name in dict.fromkeys([*self._configured, *self._registry.models()]):
-            lineage = self._registry.for_model(name)
-            production = lineage.production()
-            last = lineage.batches(limit=1)
-            summaries.append(ModelSummary(
-                name, production.version if production else None, lineage.count_versions(), depths.get(name, 0),
-                production.forgetting if production else None, last[0] if last else None))
-        return summaries
+        with as_retain_errors():
+            depths = self._registry.queue_depths()
+            summaries = []
+            for name in dict.fromkeys([*self._configured, *self._registry.models()]):
+                lineage = self._registry.for_model(name)
+                production = lineage.production()
+                last = lineage.batches(limit=1)
+                summaries.append(ModelSummary(
+                    name, production.version if production else None, lineage.count_versions(), depths.get(name, 0),
+                    production.forgetting if production else None, last[0] if last else None))
+            return summaries
 
     def versions(self, model: str | None = None, limit: int | None = None) -> list[VersionInfo]:
         """A model's versions, oldest first (the last ``limit`` of them)."""
-        lineage = self._lineage(model)
-        production = lineage.alias()
-        return [VersionInfo.of(row, production) for row in lineage.versions(limit=limit)]
+        with as_retain_errors():
+            lineage = self._lineage(model)
+            production = lineage.alias()
+            return [VersionInfo.of(row, production) for row in lineage.versions(limit=limit)]
 
     def version(self, ref: str) -> VersionInfo:
         """The version ``ref`` names: ``7``, ``production``, ``NAME@7`` or ``NAME@production``."""
-        lineage, row = self._row(ref)
-        return VersionInfo.of(row, lineage.alias())
+        with as_retain_errors():
+            lineage, row = self._row(ref)
+            return VersionInfo.of(row, lineage.alias())
 
     def load_model(self, ref: str) -> VersionedModel:
         """The version's model, weights verified, in eval mode on the CPU."""
-        from retain.daemon.versions import load_model, spec_of
-        from retain.served import ModelCard, VersionedModel
+        with as_retain_errors():
+            from retain.daemon.versions import load_model, spec_of
+            from retain.served import ModelCard, VersionedModel
 
-        _, row = self._row(ref)
-        spec = spec_of(row)
-        card = ModelCard(model=row.model, version=row.version, artifact_sha256=row.artifact_sha256,
-                         input_shape=spec.input_shape, num_classes=spec.num_classes, factory=spec.factory)
-        return VersionedModel(load_model(row, self._artifacts), card)
+            _, row = self._row(ref)
+            spec = spec_of(row)
+            card = ModelCard(model=row.model, version=row.version, artifact_sha256=row.artifact_sha256,
+                             input_shape=spec.input_shape, num_classes=spec.num_classes, factory=spec.factory)
+            return VersionedModel(load_model(row, self._artifacts), card)
 
     def predict(self, ref: str, x: Any) -> Predictions:
         """Class ids for ``x`` (an array or tensor of samples, one per row)."""
-        from retain.served import as_samples
-        from retain.strategies.models import predict
+        with as_retain_errors():
+            from retain.served import as_samples
+            from retain.strategies.models import predict
 
-        model = self.load_model(ref)
-        labels = predict(model.module, as_samples(x, model.card)).tolist()
-        return Predictions(model.card.model, model.card.version, labels)
+            model = self.load_model(ref)
+            labels = predict(model.module, as_samples(x, model.card)).tolist()
+            return Predictions(model.card.model, model.card.version, labels)
 
     def _lineage(self, model: str | None) -> Registry:
         if model is None:
@@ -152,6 +157,11 @@ def connect(target: str | Path | Config = "retain.toml", artifacts: str | Path |
     With a URL, ``artifacts`` is the artifact folder (default: ``artifacts/`` beside a SQLite
     file, as ``retain init`` lays a workspace out) or an ``s3://`` URL.
     """
+    with as_retain_errors():
+        return _connect(target, artifacts)
+
+
+def _connect(target: str | Path | Config, artifacts: str | Path | None) -> Client:
     from retain.daemon.config import open_artifacts
 
     if isinstance(target, Config) or not str(target).partition("://")[1]:

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from retain.daemon.config import Config, ConfigError, find_config, load_config, open_artifacts
 from retain.daemon.logs import LogFormat, configure_logging
-from retain.errors import RetainError
+from retain.errors import RetainError, system_error
 
 
 class _Commands(TyperGroup):
@@ -32,6 +32,11 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except RetainError as exc:
             fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - what the system or a service said, as one line; bugs re-raised
+            message = system_error(exc)
+            if message is None:
+                raise
+            fail(message)
 
 
 app = typer.Typer(
@@ -277,21 +282,34 @@ def run(
     from retain.daemon.notify import Notifier
     from retain.daemon.service import Service
 
+    import threading
+
+    from retain.daemon.outage import Outages, until_available
+
     config = ctx.obj.config()
     # A watchdog SIGABRT leaves a Python stack in the journal. __stderr__: the process's own,
     # also where sys.stderr has been replaced (the command run inside another program).
     faulthandler.enable(file=sys.__stderr__)
     prepare_training(config)
-    registry = open_registry(config)
-    metrics = ServiceMetrics(config.metrics.recent_batches)
     for name in models or ():
         config.for_model(name)  # an unknown name fails here, naming the config's models
-    service = Service(config, registry, metrics, notifier=Notifier(), watch=not worker, models=models or None)
+    stopping = threading.Event()
+    service = None
 
     def stop(signum: int, _frame: Any) -> None:
-        service.request_stop()
+        stopping.set()
+        if service is not None:
+            service.request_stop()
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    # A registry that cannot be reached at start is waited for (said once a minute), not a crash.
+    registry = until_available(lambda: open_registry(config), Outages(), "opening the registry", stopping)
+    if registry is None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        return
+    metrics = ServiceMetrics(config.metrics.recent_batches)
+    service = Service(config, registry, metrics, notifier=Notifier(), watch=not worker, models=models or None)
     try:
         if config.metrics.enabled:
             try:

@@ -133,10 +133,15 @@ def resolve_factory(spec: str) -> Callable[..., nn.Module]:
 def build_model(
     factory: str, input_shape: Sequence[int], num_classes: int, kwargs: dict[str, Any] | None = None
 ) -> nn.Module:
-    """Build an untrained model from a factory spec."""
-    return resolve_factory(factory)(
-        input_shape=tuple(input_shape), num_classes=num_classes, **(kwargs or {})
-    )
+    """Build an untrained model from a factory spec. Whatever the factory raises (a user's
+    code, or a library given a bad keyword: ``weights=""`` to torchvision is a ``KeyError``)
+    becomes a ``ValueError`` naming the factory, its keywords and the error."""
+    build = resolve_factory(factory)
+    try:
+        return build(input_shape=tuple(input_shape), num_classes=num_classes, **(kwargs or {}))
+    except Exception as exc:  # noqa: BLE001 - a factory is user code: any error is a configuration problem
+        shown = ", ".join(f"{key}={value!r}" for key, value in (kwargs or {}).items())
+        raise ValueError(f"{factory}({shown}) failed: {type(exc).__name__}: {exc}") from exc
 
 
 def head_module(model: nn.Module, head: str) -> nn.Module:

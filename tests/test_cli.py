@@ -233,3 +233,32 @@ def test_the_process_exit_runs_exit_handlers_and_flushes_before_skipping_module_
               "atexit.register(lambda: print(' handler ran', flush=True)); print('unflushed', end=''); exit_process(3)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (3, "unflushed handler ran\n")
+
+
+def test_errors_of_the_systems_retain_talks_to_are_one_line_not_tracebacks(workspace, tmp_path, digit_data):
+    from conftest import free_port
+
+    x, y = digit_data
+    batch = save_npz(tmp_path / "b.npz", x[:50], y[:50])
+    closed = f"http://127.0.0.1:{free_port()}"
+    write_config(workspace.parent, artifacts={"url": "s3://bucket", "endpoint_url": closed})
+    one_error_line(retain(workspace, "ingest", "--remote", str(batch), check=False), "the bucket")
+    write_config(workspace.parent, registry={"url": f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"})
+    one_error_line(retain(workspace, "status", check=False), "the registry's database cannot be used")
+
+
+def test_a_factory_that_raises_on_its_keywords_is_a_one_line_error_naming_them(tmp_path, digit_data):
+    x, y = digit_data
+    (tmp_path / "mymodel.py").write_text("def build(input_shape, num_classes, weights):\n    return {}[weights]\n")
+    config = write_config(tmp_path, model={"factory": "mymodel.py:build", "kwargs": {"weights": ""}})
+    data = save_npz(tmp_path / "known.npz", x[:100], y[:100])
+    one_error_line(retain(config, "init", "--data", str(data), "--train", check=False),
+                   "mymodel.py:build(weights='') failed: KeyError")
+
+
+def test_connect_raises_only_retain_errors(tmp_path):
+    import retain as api
+
+    for url in ("sqlite:///", f"sqlite:///{tmp_path}"):  # no file named; a folder, not a database
+        with pytest.raises(api.RetainError):
+            api.connect(url)
