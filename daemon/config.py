@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import tomllib
+import urllib.parse
 from pathlib import Path
 from dataclasses import asdict
 from typing import Any
@@ -58,6 +59,13 @@ class PublishConfig(_Section):
     # <dir>/<model>/<version>/ and <dir>/<model>/current repointed (relative to workdir).
     dir: Path | None = None
     formats: list[ExportFormat] = Field(default_factory=lambda: [ExportFormat.SAFETENSORS], min_length=1)
+    # Published files are for a model server that may run as another user (Triton's usual set-up):
+    # readable by others by default; folders get the matching search bits. "0640" for a group.
+    mode: str = Field(default="0644", pattern=r"^0?[0-7]{3}$")
+
+    @property
+    def file_mode(self) -> int:
+        return int(self.mode, 8)
 
 
 class WebhookConfig(_Section):
@@ -72,6 +80,18 @@ class WebhookConfig(_Section):
     max_attempts: int = Field(default=10, ge=1)
     backoff_seconds: float = Field(default=5.0, gt=0)  # doubles after each failure, at most an hour
     timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        # urllib would not send them (the delivery fails every time) and the URL is logged and
+        # listed: a password in it would be printed everywhere.
+        netloc = urllib.parse.urlsplit(url).netloc
+        if "@" in netloc:
+            host = netloc.rpartition("@")[2]
+            raise ValueError(f"a webhook URL may not hold credentials (…@{host}): they would be printed in logs and "
+                             "listings; the receiver checks X-Retain-Signature (secret or secret_env) instead")
+        return url
 
     def signing_key(self) -> bytes:
         if self.secret_env:

@@ -167,9 +167,23 @@ def write_export(version: ModelVersion, artifacts: ArtifactStore, formats: list[
     return written, parity
 
 
+def folder_mode(file_mode: int) -> int:
+    """A folder's mode for files of ``file_mode``: searchable by whoever may read them."""
+    return file_mode | ((file_mode & 0o444) >> 2)
+
+
+def umask_file_mode() -> int:
+    """The mode a plain ``open`` would give a new file under the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def export_version(version: ModelVersion, artifacts: ArtifactStore, formats: list[ExportFormat],
-                   out: Path, replace: bool = False) -> Exported:
-    """Export into ``out``, whole or not at all: written beside it, then renamed into place."""
+                   out: Path, replace: bool = False, file_mode: int | None = None) -> Exported:
+    """Export into ``out``, whole or not at all: written beside it, then renamed into place.
+    Its files get ``file_mode`` (default: what the umask gives), the folder the matching mode."""
+    file_mode = umask_file_mode() if file_mode is None else file_mode
     out = Path(out)
     if out.exists() and not replace and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty (pass --force to replace it)")
@@ -178,8 +192,10 @@ def export_version(version: ModelVersion, artifacts: ArtifactStore, formats: lis
     try:
         files, parity = write_export(version, artifacts, formats, staging)
         for path in staging.iterdir():
+            path.chmod(file_mode)
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
+        staging.chmod(folder_mode(file_mode))
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -47,12 +47,13 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        # The line's own keys last: a field of the same name cannot hide what the line is.
         payload = {
+            **getattr(record, "fields", {}),
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
-            **getattr(record, "fields", {}),
         }
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)

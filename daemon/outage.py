@@ -38,7 +38,9 @@ def outage_of(exc: BaseException) -> OutageKind | None:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return OutageKind.DISK_FULL
         if isinstance(exc, (OperationalError, DisconnectionError)):
-            return OutageKind.REGISTRY_UNREACHABLE
+            # SQLite's file on a full disk: "database or disk is full" (SQLITE_FULL).
+            full = "disk is full" in str(getattr(exc, "orig", exc))
+            return OutageKind.DISK_FULL if full else OutageKind.REGISTRY_UNREACHABLE
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return OutageKind.REGISTRY_UNREACHABLE
         exc = exc.__cause__ or exc.__context__

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from retain.daemon.config import Config
-from retain.daemon.export import FILE_NAMES, ExportFormat, export_version
+from retain.daemon.export import FILE_NAMES, ExportFormat, export_version, folder_mode
 from retain.daemon.logs import fields
 from retain.registry import ArtifactStore, ModelVersion, atomic_write
 
@@ -79,12 +79,16 @@ def publish(config: Config, version: ModelVersion, artifacts: ArtifactStore) -> 
     formats = list(dict.fromkeys(config.publish.formats))
     model_dir = root / version.model
     folder = model_dir / str(version.version)
+    mode = config.publish.file_mode
     if not (folder / "model.json").exists():
-        export_version(version, artifacts, formats, folder, replace=True)
+        export_version(version, artifacts, formats, folder, replace=True, file_mode=mode)
+    for published in (root, model_dir):
+        published.chmod(folder_mode(mode))
     card = json.loads((folder / "model.json").read_text())
     pbtxt = triton_config(version, card, formats)
     if pbtxt is not None:
         atomic_write(model_dir / TRITON_CONFIG, lambda handle: handle.write(pbtxt.encode()))
+        (model_dir / TRITON_CONFIG).chmod(mode)
     _repoint(model_dir / CURRENT, folder.name)
     log.info("production published", extra=fields(model=version.model, version=version.version, folder=str(folder),
                                                    files=[FILE_NAMES[f] for f in formats]))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retain.daemon.config import Config, ConfigError
+from retain.daemon.endpoints import check_endpoints
 from retain.daemon.loading import BatchRejected, file_sha256
 from retain.daemon.logs import fields
 from retain.daemon.status import STATUS_FILE, DaemonState, DaemonStatus, pid_alive
@@ -447,8 +448,9 @@ class Service:
                     self.notifier, interval, lambda: self.last_progress, self.config.daemon.stuck_seconds
                 )
                 watchdog.start()
+            check_endpoints(self.config)
             if not once:  # without webhooks it only marks events dispatched, so none pile up for a later one
-                sender = WebhookSender(self.registry, self.config.webhooks)
+                sender = WebhookSender(self.registry, self.config.webhooks, self.outages)
                 sender.start()
             log.info(
                 "daemon ready",

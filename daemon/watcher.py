@@ -6,12 +6,14 @@ complete. Otherwise (a bare create, a write without a close, a file found by a s
 counts as complete once its size and modification time have stayed the same for
 ``settle_seconds``: it is looked at again when due, and waits again if it changed.
 
-A file that has settled or closed but is not whole yet (a writer that paused longer than
-``settle_seconds``, or one that closes and reopens it to append) waits for more: a zip
-(``.npz``, ``.pt``) without its central directory, a parquet file without its footer, a CSV
-or JSON-lines file that does not end its last line. It is looked at again as it changes, up
-to ``incomplete_wait_seconds`` after its last change; then it is handed over as it is, and
-the loader says what is wrong with it.
+A file seen being written (created or modified, no close yet) that has settled but is not
+whole (its writer paused longer than ``settle_seconds``) waits for more: a zip (``.npz``,
+``.pt``) without its end-of-directory record, a parquet file without its footer, a CSV or
+JSON-lines file that does not end its last line. It is looked at again as it changes, up to
+``incomplete_wait_seconds`` after its last change; then it is handed over as it is, and the
+loader says what is wrong with it. A close or a rename still means complete, and a file found
+by a scan (no writer seen) is judged once settled, as before: a truncated file is rejected
+at once.
 
 Files in the rejected folder are watched too: a file rejected as truncated whose writer goes
 on writing to it is noted again, and its new content becomes a new batch.
@@ -104,6 +106,7 @@ class InboxWatcher(FileSystemEventHandler):
         self.incomplete_wait_seconds = incomplete_wait_seconds
         # path -> (when it may be due, its signature then; None: complete, no check)
         self._notes: dict[Path, tuple[float, Signature | None]] = {}
+        self._writing: set[Path] = set()  # seen created or modified, not yet closed
         self._changed = threading.Condition()
         self._observer: Observer | None = None
 
@@ -115,6 +118,8 @@ class InboxWatcher(FileSystemEventHandler):
     def _note(self, path: Path, complete: bool) -> None:
         if not self._watched(path):
             return
+        with self._changed:
+            (self._writing.discard if complete else self._writing.add)(path)
         if complete and path.parent in self.inboxes:
             note = (time.monotonic(), None)
         else:
@@ -187,10 +192,14 @@ class InboxWatcher(FileSystemEventHandler):
                     self._notes[path] = (time.monotonic() + self.settle_seconds, current)
                     continue
                 del self._notes[path]
-            if not self._whole_or_abandoned(path):
+            with self._changed:
+                writing = path in self._writing
+            if writing and not self._whole_or_abandoned(path):
                 with self._changed:  # looked at again once it has settled after its next change
                     self._notes.setdefault(path, (time.monotonic() + self.settle_seconds, signature(path)))
                 continue
+            with self._changed:
+                self._writing.discard(path)
             complete.append(path)
         return complete
 

@@ -15,6 +15,7 @@ import urllib.request
 
 from retain.daemon.config import WebhookConfig
 from retain.daemon.logs import fields
+from retain.daemon.outage import Outages, outage_of
 from retain.registry import Registry
 from retain.registry.tables import OutboxEvent, WebhookDelivery, as_utc
 
@@ -37,8 +38,9 @@ def signature(key: bytes, body: bytes) -> str:
 
 
 class WebhookSender:
-    def __init__(self, registry: Registry, webhooks: list[WebhookConfig]) -> None:
+    def __init__(self, registry: Registry, webhooks: list[WebhookConfig], outages: Outages | None = None) -> None:
         self.registry = registry
+        self.outages = outages or Outages()  # the daemon's: one outage is said once, whoever meets it
         self.webhooks = {hook.url: hook for hook in reversed(webhooks)}  # the first table for a URL wins
         self.targets = [(hook.url, frozenset(hook.events)) for hook in webhooks]
         self._stop = threading.Event()
@@ -69,21 +71,26 @@ class WebhookSender:
             with urllib.request.urlopen(request, timeout=hook.timeout_seconds) as response:
                 response.read(1024)
             self.registry.delivery_succeeded(delivery.id)
-            log.info("webhook delivered", extra=fields(url=delivery.url, event=event.kind, key=event.key,
+            # webhook_event, not event: the JSON log line's "event" is the line's own message.
+            log.info("webhook delivered", extra=fields(url=delivery.url, webhook_event=event.kind, key=event.key,
                                                        attempt=delivery.attempts))
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else f"{type(exc).__name__}: {exc}"
             after = self.registry.delivery_failed(delivery.id, reason, hook.max_attempts, hook.backoff_seconds)
-            log.warning("webhook delivery failed", extra=fields(url=delivery.url, event=event.kind, key=event.key,
-                                                                attempt=delivery.attempts, state=after.state,
-                                                                reason=reason))
+            log.warning("webhook delivery failed", extra=fields(url=delivery.url, webhook_event=event.kind,
+                                                                key=event.key, attempt=delivery.attempts,
+                                                                state=after.state, reason=reason))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 busy = self.send_due()
-            except Exception:  # noqa: BLE001 - registry unreachable: try again at the next poll
-                log.exception("webhook deliveries could not be read; will retry")
+            except Exception as exc:  # noqa: BLE001 - try again at the next poll
+                kind = outage_of(exc)
+                if kind is None:
+                    log.exception("webhook deliveries could not be read; will retry")
+                else:
+                    self.outages.report(kind, exc, "sending webhooks")
                 busy = 0
             if not busy:
                 self._stop.wait(_POLL_SECONDS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import sqlite3
 import time
@@ -125,6 +126,18 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
+def _create_private(url: str) -> None:
+    """A new SQLite registry file is made readable by its owner only (its WAL and shared-memory
+    files take the same mode): it holds batch names, paths, metrics and webhook URLs."""
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    if not url.startswith("sqlite:///") or not path or ":memory:" in url or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def require_database(url: str) -> None:
     """Raise ``RegistryError`` for a SQLite registry that does not exist: opening it would
     create an empty one, and a reader would see no models instead of a mistake."""
@@ -149,6 +162,8 @@ class Registry:
         self.is_sqlite = url.startswith("sqlite")
         # The driver's timeout is SQLite's busy timeout: how long a connection waits for a lock.
         connect_args = {"timeout": _SQLITE_BUSY_TIMEOUT_S} if self.is_sqlite else {}
+        if self.is_sqlite:
+            _create_private(url)
         self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             _configure_sqlite(self.engine)

@@ -188,6 +188,56 @@ def _postgres_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on loopback, started and stopped for real (an outage is
+    ``stop()``, its end ``start()``)."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        # Not under pytest's tmp dir: its parents are private to root, and the server runs as postgres.
+        self.data = Path(tempfile.mkdtemp(prefix="retain-pg-"))
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(self.data, "postgres")
+            os.chmod(self.data, 0o700)
+            self.run_as = ["runuser", "-u", "postgres", "--"]
+        self.port = _free_port()
+        subprocess.run([*self.run_as, str(bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        subprocess.run(
+            [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.data / "server.log"),
+             "-w", "-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+            check=True, capture_output=True,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run([*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+                       capture_output=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def postgres_server() -> PostgresServer:
+    """A new cluster, started; skipped (or, with ``RETAIN_REQUIRE_POSTGRES``, failed) where no
+    server is installed."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("RETAIN_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (RETAIN_REQUIRE_POSTGRES) but initdb was not found")
+        pytest.skip("PostgreSQL server not installed")
+    server = PostgresServer(bindir)
+    server.start()
+    return server
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL: ``RETAIN_TEST_POSTGRES_URL`` if set, else a throwaway cluster.
@@ -198,31 +248,11 @@ def postgres_url() -> Iterator[str]:
     if os.environ.get("RETAIN_TEST_POSTGRES_URL"):
         yield os.environ["RETAIN_TEST_POSTGRES_URL"]
         return
-    bindir = _postgres_bin()
-    if bindir is None:
-        if os.environ.get("RETAIN_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL is required (RETAIN_REQUIRE_POSTGRES) but initdb was not found")
-        pytest.skip("PostgreSQL server not installed")
-    # Not under pytest's tmp dir: its parents are private to root, and the server runs as postgres.
-    data = Path(tempfile.mkdtemp(prefix="retain-pg-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(data, "postgres")
-        os.chmod(data, 0o700)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w", "-o",
-         f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-        check=True, capture_output=True,
-    )
+    server = postgres_server()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield server.url
     finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+        server.remove()
 
 
 def fresh_postgres_database(server_url: str, prefix: str) -> str:

@@ -60,3 +60,21 @@ def test_a_publish_that_fails_leaves_the_previous_one_current(workspace, digit_d
     monkeypatch.undo()
     retain(workspace, "run", "--once")  # the next look publishes it
     assert os.readlink(repository / "current") == "2"
+
+
+def test_private_state_is_private_and_what_is_published_is_readable_by_the_model_server(workspace, digit_data):
+    x, y = digit_data
+    repository = publishing(workspace)
+    save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
+    retain(workspace, "run", "--once")
+    mode = lambda path: path.stat().st_mode & 0o777  # noqa: E731
+    assert mode(workspace.parent / "registry.db") == 0o600
+    assert {mode(p) for p in (workspace.parent / "artifacts").rglob("*") if p.is_file()} == {0o600}
+    published = repository / "2"
+    assert {mode(p) for p in published.iterdir()} == {0o644}
+    assert mode(published) == mode(repository) == 0o755 and mode(repository / "config.pbtxt") == 0o644
+    write_config(workspace.parent, publish={"dir": "served", "formats": ["safetensors"], "mode": "0640"},
+                 gate={"max_forgetting": 1.0, "min_gain": -1.0})
+    save_npz(workspace.parent / "inbox" / "c.npz", x[700:900], y[700:900])
+    retain(workspace, "run", "--once")
+    assert {mode(p) for p in (repository / "3").iterdir()} == {0o640} and mode(repository / "3") == 0o750

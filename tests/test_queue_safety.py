@@ -109,34 +109,43 @@ def test_a_writer_pausing_longer_than_the_settle_time_is_waited_for_until_its_fi
     watcher = InboxWatcher([tmp_path], settle_seconds=0.1, incomplete_wait_seconds=30)
     path = tmp_path / "slow.npz"
     seen: list[int] = []
-    with path.open("wb") as handle:
-        for start in range(0, len(whole), len(whole) // 3):
-            handle.write(whole[start:start + len(whole) // 3])
-            handle.flush()
-            watcher.scan()
-            deadline = time.monotonic() + 0.5  # a pause of five settle times
-            while time.monotonic() < deadline:
-                seen += [path.stat().st_size for p in watcher.due() if p == path]
-                time.sleep(0.02)
-    deadline = time.monotonic() + 5
-    while not seen and time.monotonic() < deadline:
-        seen += [path.stat().st_size for p in watcher.due() if p == path]
-        time.sleep(0.02)
+    watcher.start()  # inotify: the writer is seen writing, and closing
+    try:
+        with path.open("wb") as handle:
+            for start in range(0, len(whole), len(whole) // 3):
+                handle.write(whole[start:start + len(whole) // 3])
+                handle.flush()
+                deadline = time.monotonic() + 0.5  # a pause of five settle times
+                while time.monotonic() < deadline:
+                    seen += [path.stat().st_size for p in watcher.due() if p == path]
+                    time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            seen += [path.stat().st_size for p in watcher.due() if p == path]
+            time.sleep(0.02)
+    finally:
+        watcher.stop()
     assert seen == [len(whole)]
 
 
 def test_a_file_left_unfinished_past_the_wait_is_handed_over_for_the_loader_to_refuse(tmp_path):
     path = tmp_path / "abandoned.npz"
-    path.write_bytes(b"PK\x03\x04 and nothing more")
     watcher = InboxWatcher([tmp_path], settle_seconds=0.0, incomplete_wait_seconds=30)
-    watcher.scan()
-    assert watcher.due() == []
+    handle = path.open("wb", buffering=0)
+    watcher.start()
+    try:
+        handle.write(b"PK\x03\x04 and nothing more")  # its writer never closes it
+        time.sleep(0.5)
+        assert watcher.due() == []
+    finally:
+        watcher.stop()
     long_ago = time.time() - 31
     os.utime(path, (long_ago, long_ago))
     due: list[Path] = []
     deadline = time.monotonic() + 5
     while not due and time.monotonic() < deadline:
         due = watcher.due()  # the changed mtime is a change: it settles again first
+    handle.close()
     assert due == [path]
 
 

@@ -85,7 +85,10 @@ def test_events_are_delivered_once_signed_after_retries(workspace, digit_data, r
     assert json.loads(retain(workspace, "webhooks", "--json").stdout) == []  # nothing pending or failed
 
 
-def test_a_webhook_that_never_answers_ends_failed_and_is_listed(workspace):
+def test_a_webhook_that_never_answers_ends_failed_and_is_listed(workspace, caplog):
+    from retain.daemon.logs import JsonFormatter
+
+    caplog.set_level("WARNING", logger="retain")
     dead = f"http://127.0.0.1:{free_port()}/nobody"
     write_config(workspace.parent, webhooks=[{"url": dead, "max_attempts": 2, "backoff_seconds": 0.05,
                                                "timeout_seconds": 1, "events": ["version.registered"]}])
@@ -96,6 +99,18 @@ def test_a_webhook_that_never_answers_ends_failed_and_is_listed(workspace):
     (row,) = json.loads(retain(workspace, "webhooks", "--json").stdout)
     assert (row["event"], row["attempts"], row["url"]) == ("version.registered", 2, dead)
     assert "Connection refused" in row["last_error"] or "URLError" in row["last_error"]
+    lines = [json.loads(JsonFormatter().format(record)) for record in caplog.records]
+    failures = [line for line in lines if line["event"] == "webhook delivery failed"]
+    assert len(failures) == 2 and failures[0]["webhook_event"] == "version.registered"
+    [said] = [line for line in lines if line["event"] == "configured endpoint unreachable"]  # at start, once
+    assert said["key"] == "webhooks[0].url" and "IPAddressAllow=" in said["hint"]
+
+
+def test_a_webhook_url_with_credentials_is_refused_at_load_without_printing_them(workspace):
+    write_config(workspace.parent, webhooks=[{"url": "http://alice:PASSWORD@127.0.0.1:9/hook"}])
+    result = retain(workspace, "webhooks", check=False)
+    assert result.returncode != 0 and "may not hold credentials" in result.stderr
+    assert "PASSWORD" not in result.stderr + result.stdout
 
 
 def test_without_webhooks_events_are_marked_dispatched_not_kept_for_a_later_one(workspace):
