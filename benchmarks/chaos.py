@@ -13,8 +13,11 @@ predicting, every artifact present and hash-verified, no temporary files, an emp
             final state, attempts and reason, and the daemon's peak RSS against
             ``data.max_bytes_in_memory`` plus the RSS of the same daemon on one plain batch.
 3. burst:   ``--burst`` small files at once; all processed exactly once, batches per second.
+4. moves:   ``--move-kills`` batches, the daemon SIGKILLed on the log line between registering a
+            batch and moving its file (``batch file moving``); restarted; every batch's recorded
+            path must hold its file, and a ``forget`` + ``gc`` of one must leave its file nowhere.
 
-    .venv/bin/python benchmarks/chaos.py [--kills 50] [--batches 20] [--burst 1000] [--short]
+    .venv/bin/python benchmarks/chaos.py [--kills 50] [--batches 20] [--burst 1000] [--move-kills 10] [--short]
 
 Exits 1 if an invariant or a target fails (0 lost, 0 stuck, 0 duplicated; every hostile file
 rejected or ignored on its first attempt; peak RSS within the limit plus the model).
@@ -212,6 +215,9 @@ def check_invariants(config: Path, dropped: dict[str, str], check: Check) -> dic
         memory = load_memory(production, artifacts)
         predictions = predict(model, memory.x[:50])
         check.expect(len(predictions) == min(50, len(memory.x)), "production does not predict")
+    misplaced = [b.id for b in batches if b.state in ("done", "rejected") and b.path
+                 and not b.path.startswith("s3://") and not os.path.lexists(b.path)]
+    check.expect(not misplaced, f"batches whose recorded path holds no file: {misplaced}")
     temp = [str(p) for p in settings.workdir.rglob(".*.tmp")]
     check.expect(not temp, f"temporary files left: {temp}")
     inbox_left = [p.name for p in settings.inbox.iterdir() if not p.is_dir()] if settings.inbox.exists() else []
@@ -398,13 +404,19 @@ def hostile_corpus(inbox: Path, outside: Path, short: bool) -> list[tuple[str, s
     expected.append(("latin1-caf\\xe9.npz", "rejected"))
     put("n" * 246 + ".npz", npz_bytes(x[1300:1400], y[1300:1400]), "done")
     put("données du jour.npz", npz_bytes(x[1400:1500], y[1400:1500]), "done")
+    edited = io.BytesIO()
+    np.savez(edited, x=gx, y=gy)
+    put("edited-header.npz", edited.getvalue().replace(b"(100, 64)", b"(900000000, 64)", 1))
+    (inbox / "dangling-link.npz").symlink_to(outside / "no-such-file.npz")
+    expected.append(("dangling-link.npz", "rejected"))
     put("duplicate-a.npz", npz_bytes(x[1500:1600], y[1500:1600]), "done")
     put("duplicate-b.npz", npz_bytes(x[1500:1600], y[1500:1600]), "duplicate")
     return expected
 
 
 def slow_writer(path: Path, data: bytes, seconds: float, chunks: int = 8) -> None:
-    """Writes ``data`` in chunks over ``seconds``, holding the file open throughout."""
+    """Writes ``data`` in chunks over ``seconds``, holding the file open throughout: each pause
+    is ``seconds / chunks``."""
     with path.open("wb") as handle:
         for index in range(chunks):
             handle.write(data[index * len(data) // chunks : (index + 1) * len(data) // chunks])
@@ -430,9 +442,14 @@ def part_hostile(root: Path, threads: int, short: bool, check: Check) -> tuple[d
     expected = hostile_corpus(inbox, outside, short)
     slow = npz_bytes(x[1600:1700], y[1600:1700])
     writer = threading.Thread(target=slow_writer, args=(inbox / "slow-writer.npz", slow, 2.5))
+    # Pauses of 1.25 s against settle_seconds 0.5: the file settles, unfinished, three times.
+    pausing = threading.Thread(target=slow_writer, args=(inbox / "pausing-writer.npz", npz_bytes(
+        x[1700:1800], y[1700:1800]), 5.0, 4))
     writer.start()
-    expected.append(("slow-writer.npz", "done"))
+    pausing.start()
+    expected += [("slow-writer.npz", "done"), ("pausing-writer.npz", "done")]
     writer.join()
+    pausing.join()
     recorded = 1 + sum(outcome not in ("ignored", "duplicate") for _, outcome in expected)
     rows = wait_until_settled(config, recorded, timeout=900)
     time.sleep(2)  # the duplicate's move and anything late
@@ -453,6 +470,8 @@ def part_hostile(root: Path, threads: int, short: bool, check: Check) -> tuple[d
             state = row["state"] if row else "lost"
             ok = state == outcome and (row["attempts"] <= 1)
         check.expect(ok, f"{name}: expected {outcome}, got {state}")
+        rows_named = sum(r["name"] == name for r in rows)
+        check.expect(rows_named <= 1, f"{name}: recorded {rows_named} times")
         report.append({"file": name, "expected": outcome, "state": state,
                        "attempts": row["attempts"] if row else 0, "reason": (row or {}).get("reason") or ""})
     check.expect(not Path("/tmp/retain-chaos-pwned").exists(), "a pickle payload ran")
@@ -492,6 +511,43 @@ def part_burst(root: Path, count: int, threads: int, check: Check) -> dict:
     return figures
 
 
+# ------------------------------------------------------------------ 4. moves
+
+
+def part_move_kills(root: Path, kills: int, threads: int, check: Check) -> dict:
+    """A SIGKILL on the line between a batch's registration and its file's move, per batch."""
+    config = workspace(root, threads)
+    inbox = root / "inbox"
+    files = stream(kills, size=120)
+    dropped = {hashlib.sha256(data).hexdigest(): name for name, data in files}
+    before_move = 0
+    for name, data in files:
+        (inbox / f".{name}.part").write_bytes(data)
+        os.replace(inbox / f".{name}.part", inbox / name)
+        process = subprocess.Popen([*RETAIN, "--config", str(config), "--log-format", "json", "--log-level", "debug",
+                                    "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+        assert process.stdout is not None
+        for line in process.stdout:
+            if b'"batch file moving"' in line:
+                process.kill()
+                break
+        process.wait()
+        process.stdout.close()
+        before_move += (inbox / name).exists()
+    retain(config, "run", "--once")  # the next start finishes the moves
+    figures = check_invariants(config, dropped, check)
+    erased = next(row for row in batch_rows(config) if row["state"] == "done")
+    retain(config, "forget", "--batch", str(erased["id"]), "--reason", "chaos")
+    retain(config, "gc", "--grace", "0")
+    left = [str(p) for p in root.rglob(f"{erased['id']:06d}-*")] + [
+        str(p) for p in inbox.iterdir() if p.name == erased["name"]]
+    check.expect(not left, f"erased batch {erased['id']}'s file still on disk: {left}")
+    figures["kills"] = kills
+    figures["kills_before_the_move"] = before_move
+    figures["erased_file_gone"] = not left
+    return figures
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -500,14 +556,15 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--move-kills", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--short", action="store_true", help="a few kills, a small bomb and burst: for the tests")
-    parser.add_argument("--parts", nargs="+", default=["kills", "hostile", "burst"])
+    parser.add_argument("--parts", nargs="+", default=["kills", "hostile", "burst", "moves"])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.short:
-        args.kills, args.batches, args.burst = 3, 4, 20
+        args.kills, args.batches, args.burst, args.move_kills = 3, 4, 20, 2
     from retain.strategies.training import limit_threads
 
     limit_threads(args.threads)  # the initial models are trained here
@@ -521,6 +578,8 @@ def main() -> int:
             results["hostile"], results["corpus"] = part_hostile(root / "hostile", args.threads, args.short, check)
         if "burst" in args.parts:
             results["burst"] = part_burst(root / "burst", args.burst, args.threads, check)
+        if "moves" in args.parts:
+            results["moves"] = part_move_kills(root / "moves", args.move_kills, args.threads, check)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if "corpus" in results:
@@ -531,11 +590,16 @@ def main() -> int:
         print()
     print(f"{'part':<8} {'files':>6} {'batches':>8} {'versions':>9} {'lost':>5} {'stuck':>6} {'dup':>4} "
           f"{'failed':>7}  figures")
-    for part in ("kills", "burst"):
+    for part in ("kills", "burst", "moves"):
         if part in results:
             r = results[part]
-            extra = (f"{r['kills']} SIGKILLs (daemon state at each: {r['kill_states']}), {r['seconds']} s"
-                     if part == "kills" else f"{r['batches_per_second']} batches/s over {r['seconds']} s")
+            extra = {
+                "kills": lambda: f"{r['kills']} SIGKILLs (daemon state at each: {r['kill_states']}), {r['seconds']} s",
+                "burst": lambda: f"{r['batches_per_second']} batches/s over {r['seconds']} s",
+                "moves": lambda: (f"{r['kills']} SIGKILLs between registering and moving, {r['kills_before_the_move']} "
+                                  f"before the move landed; erased file gone after forget + gc: "
+                                  f"{r['erased_file_gone']}"),
+            }[part]()
             print(f"{part:<8} {r['files']:>6} {r['batches']:>8} {r['versions']:>9} {r['lost']:>5} {r['stuck']:>6} "
                   f"{r['duplicated']:>4} {r['failed']:>7}  {extra}")
     if "hostile" in results:

@@ -530,6 +530,9 @@ class Pipeline:
                     path=str(target), n_samples=len(loaded)), f"registering batch {batch.id}'s candidates")
             except BatchNotHeld:
                 return self._not_held(batch)
+            # Registered, its destination recorded: a crash from here on leaves the file in the
+            # inbox, where the next scan moves it (benchmarks/chaos.py kills on this line).
+            log.debug("batch file moving", extra=self._fields(batch=batch.id, file=str(job.path), to=str(target)))
             move_to(job.path, target)
 
         final = candidates[accepted[0]] if accepted else candidates[-1]

@@ -65,8 +65,13 @@ def looks_whole(path: Path) -> bool:
     Types it knows nothing about count as whole (the loader judges them)."""
     suffix = path.suffix.lower()
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
+        # Non-blocking and not through a link: a FIFO would block an open until a writer came.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return True
+            size = info.st_size
             if size == 0:
                 return False
             if suffix in (".npz", ".pt"):
@@ -206,10 +211,10 @@ class InboxWatcher(FileSystemEventHandler):
     def _whole_or_abandoned(self, path: Path) -> bool:
         """A file that is not whole yet is waited for, until ``incomplete_wait_seconds`` after
         its last change."""
-        if path.is_symlink() or looks_whole(path):
-            return True
         found = signature(path)
-        return found is None or time.time() - found[1] / 1e9 >= self.incomplete_wait_seconds
+        if found is None or path.is_symlink() or looks_whole(path):
+            return True  # a link, a FIFO, a vanished file: not for this check to judge
+        return time.time() - found[1] / 1e9 >= self.incomplete_wait_seconds
 
     def wait(self, timeout: float) -> None:
         """Sleep until a path may be due, or ``timeout`` seconds."""

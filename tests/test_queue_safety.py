@@ -6,6 +6,7 @@ registry and real files in a real inbox.
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -336,3 +337,16 @@ def test_the_status_file_is_written_on_state_changes_not_on_every_training_step(
     run_once(fast)  # 80 optimizer steps, each reported as progress
     changes = sum(1 for i, (state, _) in enumerate(written) if i == 0 or state != written[i - 1][0])
     assert len(written) - changes <= time.monotonic() - started + 1
+
+
+def test_a_fifo_seen_created_in_the_inbox_does_not_block_the_watcher(tmp_path):
+    watcher = InboxWatcher([tmp_path], settle_seconds=0.0)
+    watcher.start()
+    try:
+        os.mkfifo(tmp_path / "fifo.npz")  # never opened for writing: opening it to read would block
+        time.sleep(0.3)
+        finished = threading.Event()
+        threading.Thread(target=lambda: (watcher.due(), finished.set()), daemon=True).start()
+        assert finished.wait(5), "due() blocked on the FIFO"
+    finally:
+        watcher.stop()
