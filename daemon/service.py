@@ -156,9 +156,15 @@ class Service:
         if not force and state is None and now - self._status_written < _STATUS_INTERVAL:
             return
         if state is None:  # periodic: pick up alias moves made from the CLI
-            for lineage in self.lineages.values():
-                lineage.pipeline.refresh_metrics()
-                lineage.pipeline.sync_published()
+            try:
+                for lineage in self.lineages.values():
+                    lineage.pipeline.refresh_metrics()
+                    lineage.pipeline.sync_published()
+            except Exception as exc:  # noqa: BLE001 - called mid-training too: an outage must not end it
+                kind = outage_of(exc)
+                if kind is None:
+                    raise
+                self.outages.report(kind, exc, "refreshing metrics")
         self.status.heartbeat_at = now
         self._status_written = now
         try:

@@ -73,7 +73,8 @@ def test_a_registry_outage_mid_batch_is_waited_out_and_charges_the_batch_no_try(
     server = postgres_server()
     try:
         x, y = digit_data
-        config = write_config(tmp_path, registry={"url": server.url}, training={"epochs": 300, "threads": 1},
+        # Training long enough to outlast the outage's start.
+        config = write_config(tmp_path, registry={"url": server.url}, training={"epochs": 1500, "threads": 1},
                               policy={"strategy": "finetune", "fallback": False})
         save_npz(tmp_path / "init.npz", x[:300], y[:300])
         retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
@@ -94,6 +95,8 @@ def test_a_registry_outage_mid_batch_is_waited_out_and_charges_the_batch_no_try(
             outages = [e for e in events if e["event"] == "system outage; waiting"]
             assert len(outages) == 1 and outages[0]["outage"] == "registry_unreachable"
             assert any(e["event"] == "system outage over" for e in events)
+            # Trained once: the outage neither ended the training nor cost it a retry.
+            assert sum(e["event"] == "strategy chosen" for e in events) == 1
             assert not any(e["level"] == "error" for e in events), [e for e in events if e["level"] == "error"]
     finally:
         server.remove()
