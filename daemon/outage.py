@@ -38,8 +38,10 @@ def outage_of(exc: BaseException) -> OutageKind | None:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return OutageKind.DISK_FULL
         if isinstance(exc, (OperationalError, DisconnectionError)):
-            # SQLite's file on a full disk: "database or disk is full" (SQLITE_FULL).
-            full = "disk is full" in str(getattr(exc, "orig", exc))
+            # SQLite's file on a full disk: "database or disk is full" (SQLITE_FULL), or "disk I/O
+            # error" when it cannot grow its write-ahead log or shared-memory file.
+            said = str(getattr(exc, "orig", exc))
+            full = "disk is full" in said or "disk I/O error" in said
             return OutageKind.DISK_FULL if full else OutageKind.REGISTRY_UNREACHABLE
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return OutageKind.REGISTRY_UNREACHABLE
