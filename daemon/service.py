@@ -131,7 +131,10 @@ class Service:
     def _outage_changed(self, kind: OutageKind, down: bool) -> None:
         self.metrics.outage.labels(kind=kind).set(1 if down else 0)
         self.notifier.status(f"degraded: {kind.replace('_', ' ')}; waiting" if down else "recovered")
-        self.status.state = DaemonState.DEGRADED if down else DaemonState.IDLE
+        if down:
+            self.status.state = DaemonState.DEGRADED
+        elif self.status.state == DaemonState.DEGRADED and not self.outages.down:
+            self.status.state = DaemonState.IDLE
 
     def _pipeline_outages(self) -> tuple[Outages, threading.Event, Callable[[], None]]:
         """What a pipeline needs to wait out an outage: the tracker, the stop flag, and a
@@ -236,8 +239,8 @@ class Service:
             log.info("finished batch file moved", extra=fields(batch=batch.id, file=str(recorded)))
             return
         if Path(batch.path) == path:
-            # Recorded before 0.3 moved the file first: finished before a crash that came before the move.
-            # Finished before a crash that came before the file was moved.
+            # Recorded by a retain before 0.3, which moved the file first: finished before a crash
+            # that came before the move.
             directory = self.config.rejected_dir if batch.state == BatchState.INVALID else self.config.processed_dir
             target = move_file(path, directory, batch.id, batch.name)
             self.registry.move_batch(batch.id, str(target))
@@ -374,7 +377,7 @@ class Service:
             if kind is not None:  # the system's fault, not the batch's: given back, its try not counted
                 self.outages.report(kind, exc, f"processing batch {batch.id}")
                 self._release(batch.id)
-                return BatchOutcome(batch.id, BatchState.PENDING, reason=f"interrupted by an outage ({kind})")
+                raise  # the loop waits the outage out before the batch is claimed again
             final = batch.attempts >= self.config.daemon.max_attempts
             state = BatchState.FAILED if final else BatchState.PENDING
             reason = f"{type(exc).__name__}: {exc}"
@@ -400,6 +403,19 @@ class Service:
                 lineage.metrics.queue_depth.set(depths.get(lineage.name, 0))
                 depth = sum(depths.get(name, 0) for name in self.lineages)
                 self.notifier.status(f"idle, {depth} queued" if depth else "idle")
+
+    def _record_due_files(self) -> None:
+        """Each file the watcher says is complete, recorded as a batch. One that cannot be
+        recorded now is noted again by the next rescan."""
+        for path in self.watcher.due():
+            try:
+                self.register_file(path)
+            except Exception as exc:  # noqa: BLE001 - the rescan retries it
+                kind = outage_of(exc)
+                if kind is None:
+                    log.exception("could not record file; will retry", extra=fields(file=str(path)))
+                else:
+                    self.outages.report(kind, exc, f"recording {path}")
 
     def _release(self, batch_id: int) -> None:
         """Give a batch back to the queue, its try not counted; if the registry cannot be reached
@@ -469,15 +485,7 @@ class Service:
                 self.last_progress = time.monotonic()
                 try:
                     self._release_pending()
-                    for path in self.watcher.due():
-                        try:
-                            self.register_file(path)
-                        except Exception as exc:  # noqa: BLE001 - the rescan retries it
-                            kind = outage_of(exc)
-                            if kind is None:
-                                log.exception("could not record file; will retry", extra=fields(file=str(path)))
-                            else:
-                                self.outages.report(kind, exc, f"recording {path}")
+                    self._record_due_files()
                     if self.stop_requested.is_set():
                         break
                     outcome = self.process_one()
