@@ -262,3 +262,15 @@ def test_connect_raises_only_retain_errors(tmp_path):
     for url in ("sqlite:///", f"sqlite:///{tmp_path}"):  # no file named; a folder, not a database
         with pytest.raises(api.RetainError):
             api.connect(url)
+
+
+@pytest.mark.parametrize("command", [
+    ["versions"], ["show", "1"], ["batches"], ["history"], ["models"], ["status"], ["webhooks"],
+    ["promote", "1"], ["rollback"], ["approve", "1"], ["reject", "1", "--reason", "x"], ["alias", "set", "c", "1"],
+    ["forget", "--batch", "1", "--reason", "x"], ["gc"], ["predict", "x.npz"], ["export", "1", "--out", "out"],
+])
+def test_every_command_says_in_one_line_that_the_registry_cannot_be_reached(workspace, command):
+    from conftest import free_port
+
+    write_config(workspace.parent, registry={"url": f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"})
+    one_error_line(retain(workspace, *command, check=False), "the registry's database cannot be used")
