@@ -12,6 +12,7 @@ import pytest
 
 from conftest import postgres_server, retain, save_npz, wait_for, write_config
 from daemon_process import DaemonProcess, DaemonThread, wait_for_batches
+from test_notify import NotifySocket
 from retain.daemon.outage import OutageKind
 
 
@@ -79,12 +80,18 @@ def test_a_registry_outage_mid_batch_is_waited_out_and_charges_the_batch_no_try(
                               policy={"strategy": "finetune", "fallback": False})
         save_npz(tmp_path / "init.npz", x[:300], y[:300])
         retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
-        with DaemonProcess(config, "--log-format", "json") as daemon:
+        notify = NotifySocket(tmp_path / "notify.sock")
+        env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}  # a ping a second
+        with DaemonProcess(config, "--log-format", "json", env=env) as daemon:
             save_npz(tmp_path / "inbox" / "a.npz", x[400:700], y[400:700])
             wait_for(lambda: "strategy chosen" in daemon.output(), timeout=60, message="training started")
             server.stop(mode="immediate")
+            down = time.monotonic()
             time.sleep(8)  # the daemon died 6.6 s into such an outage
             assert daemon.alive(), daemon.output()[-3000:]
+            # Alive but degraded, as systemd hears it: the watchdog is still fed.
+            assert "STATUS=degraded: registry unreachable; waiting" in notify.lines()
+            assert notify.pings_between(down, time.monotonic()) >= 4
             status = retain(config, "status", check=False)
             assert status.returncode == 1 and status.stderr.startswith("error: the registry's database")
             assert len(status.stderr.strip().splitlines()) == 1
@@ -99,5 +106,6 @@ def test_a_registry_outage_mid_batch_is_waited_out_and_charges_the_batch_no_try(
             # Trained once: the outage neither ended the training nor cost it a retry.
             assert sum(e["event"] == "strategy chosen" for e in events) == 1
             assert not any(e["level"] == "error" for e in events), [e for e in events if e["level"] == "error"]
+        notify.close()
     finally:
         server.remove()
