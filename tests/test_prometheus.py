@@ -28,7 +28,7 @@ def test_promtool_accepts_the_scrape_config_and_rules():
     promtool = require_tool("promtool")
     run(promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
     out = run(promtool, "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")).stdout
-    assert "SUCCESS: 4 rules found" in out
+    assert "SUCCESS: 5 rules found" in out
 
 
 def test_alert_rules_pass_their_promtool_unit_tests():
@@ -216,5 +216,5 @@ def test_alert_rules_load_into_prometheus_without_errors(monitored):
     groups = prometheus.api("rules")["data"]["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
     assert set(rules) == {"RetainDaemonDown", "RetainProductionForgettingAboveGate", "RetainQueueStalled",
-                          "RetainCandidatesRepeatedlyRejected"}
+                          "RetainCandidatesRepeatedlyRejected", "RetainSystemOutage"}
     assert all(r["health"] == "ok" for r in rules.values()), rules

@@ -117,6 +117,11 @@ def panels() -> list[dict]:
               [target(f"{PER_MODEL} (retain_awaiting_approval{{{SEL}}})", "{{model}}")], 0, 44, w=8, h=4,
               description="Accepted candidates waiting for `retain approve` or `retain reject` "
                           "(registry.auto_promote = false)"),
+        panel("stat", "System outages", [
+            target('max by (instance, kind) (retain_outage{job=~"$job", instance=~"$instance"})',
+                   "{{instance}} {{kind}}"),
+        ], 0, 48, w=8, h=4, description="1 while a daemon waits out a full disk or an unreachable registry "
+                                        "(it stays up, and carries on when the outage ends)"),
         panel("timeseries", "Unlabelled files: drift without training", [
             target(f"retain_check_shift_score{{{SEL}}}", "{{model}} MMD² ({{instance}})"),
             target(f"retain_check_prediction_distance_ratio{{{SEL}}}", "{{model}} prediction distance ({{instance}})"),
