@@ -79,9 +79,11 @@ def looks_whole(path: Path) -> bool:
                 handle.seek(start)
                 tail = handle.read()
                 at = tail.rfind(_ZIP_END)
+                if at < 0 or len(tail) - at < 22:
+                    return False
                 # The record, then exactly the comment it declares, and nothing after.
-                return at >= 0 and len(tail) - at >= 22 and at + 22 + int.from_bytes(tail[at + 20:at + 22], "little") \
-                    == len(tail)
+                comment = int.from_bytes(tail[at + 20:at + 22], "little")
+                return at + 22 + comment == len(tail)
             if suffix == ".parquet":
                 head = handle.read(4)
                 handle.seek(max(0, size - 4))

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,11 +281,8 @@ def run(
     """The daemon: watch the inboxes and process each model's batches one at a time."""
     from retain.daemon.metrics import ServiceMetrics
     from retain.daemon.notify import Notifier
-    from retain.daemon.service import Service
-
-    import threading
-
     from retain.daemon.outage import Outages, until_available
+    from retain.daemon.service import Service
 
     config = ctx.obj.config()
     # A watchdog SIGABRT leaves a Python stack in the journal. __stderr__: the process's own,
@@ -302,14 +300,17 @@ def run(
             service.request_stop()
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    # A registry that cannot be reached at start is waited for (said once a minute), not a crash.
-    registry = until_available(lambda: open_registry(config), Outages(), "opening the registry", stopping)
+    # A registry that cannot be reached at start is waited for (said once a minute), not a crash;
+    # systemd hears the daemon is up but degraded, so its start timeout does not kill it.
+    notifier = Notifier()
+    registry = until_available(lambda: open_registry(config), Outages(), "opening the registry", stopping,
+                               lambda: notifier.ready("degraded: waiting for the registry"))
     if registry is None:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         return
     metrics = ServiceMetrics(config.metrics.recent_batches)
-    service = Service(config, registry, metrics, notifier=Notifier(), watch=not worker, models=models or None)
+    service = Service(config, registry, metrics, notifier=notifier, watch=not worker, models=models or None)
     try:
         if config.metrics.enabled:
             try:

@@ -109,3 +109,26 @@ def test_a_registry_outage_mid_batch_is_waited_out_and_charges_the_batch_no_try(
         notify.close()
     finally:
         server.remove()
+
+
+def test_a_daemon_started_while_the_registry_is_down_waits_for_it_instead_of_exiting(tmp_path, digit_data):
+    import threading
+
+    server = postgres_server()
+    try:
+        x, y = digit_data
+        config = write_config(tmp_path, registry={"url": server.url})
+        save_npz(tmp_path / "init.npz", x[:300], y[:300])
+        retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
+        server.stop()
+        back = threading.Timer(5, server.start)  # under systemd: restarted in a loop until now
+        back.start()
+        try:
+            with DaemonProcess(config, "--log-format", "json") as daemon:  # ready once the database is back
+                events = [json.loads(line) for line in daemon.output().splitlines() if line.startswith("{")]
+                [waiting] = [e for e in events if e["event"] == "system outage; waiting"]
+                assert waiting["doing"] == "opening the registry" and daemon.alive()
+        finally:
+            back.join()
+    finally:
+        server.remove()
