@@ -140,8 +140,8 @@ def build_model(
     try:
         return build(input_shape=tuple(input_shape), num_classes=num_classes, **(kwargs or {}))
     except Exception as exc:  # noqa: BLE001 - a factory is user code: any error is a configuration problem
-        shown = ", ".join(f"{key}={value!r}" for key, value in (kwargs or {}).items())
-        raise ValueError(f"{factory}({shown}) failed: {type(exc).__name__}: {exc}") from exc
+        shown = ", ".join(f"{key}={value!r}" for key, value in (kwargs or {}).items()) or "none"
+        raise ValueError(f"the factory failed (model.kwargs: {shown}): {type(exc).__name__}: {exc}") from exc
 
 
 def head_module(model: nn.Module, head: str) -> nn.Module:

@@ -78,3 +78,26 @@ def test_the_api_reads_a_model_of_several(tmp_path, digit_data):
         assert registry.load_model("b@production").card.ref == "b@1"
         with pytest.raises(retain.RetainError, match="several models"):
             registry.versions()
+
+
+def test_a_model_whose_factory_file_is_not_importable_from_here_is_a_retain_error(tmp_path, monkeypatch):
+    # Connected by URL from another folder: the factory beside retain.toml is not on the path.
+    x, y = digits()
+    workdir = tmp_path / "ws"
+    workdir.mkdir()
+    (workdir / "factory_beside_config.py").write_text(
+        "from retain.strategies.models import mlp\n\ndef build(input_shape, num_classes, **kwargs):\n"
+        "    return mlp(input_shape=input_shape, num_classes=num_classes, **kwargs)\n")
+    from conftest import write_config
+
+    config = write_config(workdir, model={"factory": "factory_beside_config:build", "head": "head"})
+    save_npz(workdir / "known.npz", x[:100], y[:100])
+    run_retain(config, "init", "--data", str(workdir / "known.npz"), "--train")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(workdir))])
+    monkeypatch.delitem(sys.modules, "factory_beside_config", raising=False)
+    with retain.connect(f"sqlite:///{workdir / 'registry.db'}") as registry:
+        with pytest.raises(retain.RetainError, match="factory_beside_config"):
+            registry.load_model("production")

@@ -253,7 +253,7 @@ def test_a_factory_that_raises_on_its_keywords_is_a_one_line_error_naming_them(t
     config = write_config(tmp_path, model={"factory": "mymodel.py:build", "kwargs": {"weights": ""}})
     data = save_npz(tmp_path / "known.npz", x[:100], y[:100])
     one_error_line(retain(config, "init", "--data", str(data), "--train", check=False),
-                   "mymodel.py:build(weights='') failed: KeyError")
+                   "model.factory 'mymodel.py:build': the factory failed (model.kwargs: weights=''): KeyError")
 
 
 def test_connect_raises_only_retain_errors(tmp_path):
