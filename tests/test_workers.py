@@ -43,8 +43,21 @@ def test_three_workers_keep_three_lineages_in_order_through_a_kill(tmp_path, dig
                 start = 300 + SIZE * ((i * len(MODELS) + m) % 14)
                 path = save_npz(tmp_path / f"{model}-{i}.npz", x[start:start + SIZE], y[start:start + SIZE])
                 retain(laptop, "ingest", "--remote", "--model", model, str(path))
-        victim = wait_for(lambda: next((w for w in workers if w.status().get("state") == "processing"), None),
-                          timeout=90, message="a worker training")
+        def stopped_mid_batch():
+            """A worker frozen (SIGSTOP) while the registry shows it holding a batch: its status
+            file alone could lag a batch that just finished."""
+            for worker in workers:
+                if worker.status().get("state") != "processing":
+                    continue
+                worker.process.send_signal(signal.SIGSTOP)
+                held = [b for b in registry.batches(every_model=True) if b.state == BatchState.PROCESSING
+                        and (b.lease_owner or "").endswith(f":{worker.process.pid}")]
+                if held:
+                    return worker
+                worker.process.send_signal(signal.SIGCONT)
+            return None
+
+        victim = wait_for(stopped_mid_batch, timeout=90, interval=0.05, message="a worker training")
         victim.stop(signal.SIGKILL)
 
         def all_done():
