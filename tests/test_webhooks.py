@@ -4,6 +4,7 @@ first attempts."""
 import hashlib
 import hmac
 import json
+import logging
 import threading
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,21 +86,43 @@ def test_events_are_delivered_once_signed_after_retries(workspace, digit_data, r
     assert json.loads(retain(workspace, "webhooks", "--json").stdout) == []  # nothing pending or failed
 
 
-def test_a_webhook_that_never_answers_ends_failed_and_is_listed(workspace, caplog):
-    from retain.daemon.logs import JsonFormatter
+class Collected(logging.Handler):
+    """The records of the loggers it is added to, as JSON log lines (a handler on the child
+    loggers themselves: a command run in this process turns the parent's propagation off while
+    it runs, and the daemon's threads log meanwhile)."""
 
-    caplog.set_level("WARNING", logger="retain")
+    def __init__(self, *names: str) -> None:
+        super().__init__(logging.INFO)
+        self.names = names
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from retain.daemon.logs import JsonFormatter
+
+        self.lines.append(json.loads(JsonFormatter().format(record)))
+
+    def __enter__(self) -> "Collected":
+        for name in self.names:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name in self.names:
+            logging.getLogger(name).removeHandler(self)
+
+
+def test_a_webhook_that_never_answers_ends_failed_and_is_listed(workspace):
     dead = f"http://127.0.0.1:{free_port()}/nobody"
     write_config(workspace.parent, webhooks=[{"url": dead, "max_attempts": 2, "backoff_seconds": 0.05,
                                                "timeout_seconds": 1, "events": ["version.registered"]}])
-    with DaemonThread(workspace):
+    with Collected("retain.webhooks", "retain.daemon") as collected, DaemonThread(workspace):
         wait_for(lambda: json.loads(retain(workspace, "webhooks", "--json").stdout)[-1:]
                  and json.loads(retain(workspace, "webhooks", "--json").stdout)[-1]["state"] == "failed",
                  timeout=30, message="the delivery to fail")
     (row,) = json.loads(retain(workspace, "webhooks", "--json").stdout)
     assert (row["event"], row["attempts"], row["url"]) == ("version.registered", 2, dead)
     assert "Connection refused" in row["last_error"] or "URLError" in row["last_error"]
-    lines = [json.loads(JsonFormatter().format(record)) for record in caplog.records]
+    lines = collected.lines
     failures = [line for line in lines if line["event"] == "webhook delivery failed"]
     assert len(failures) == 2 and failures[0]["webhook_event"] == "version.registered"
     [said] = [line for line in lines if line["event"] == "configured endpoint unreachable"]  # at start, once
