@@ -77,6 +77,15 @@ class Outages:
         if first:
             self.on_change(kind, True)
 
+    def absorb(self, exc: BaseException, doing: str) -> bool:
+        """Report ``exc`` if it comes from an outage and say so; ``False`` (nothing reported)
+        when it does not, for the caller to re-raise or handle as its own error."""
+        kind = outage_of(exc)
+        if kind is None:
+            return False
+        self.report(kind, exc, doing)
+        return True
+
     def recovered(self, kind: OutageKind | None = None) -> None:
         """``kind`` (every kind: None) is over."""
         with self._lock:
@@ -101,11 +110,9 @@ def until_available(call: Callable[[], object], outages: Outages, doing: str, st
         try:
             result = call()
         except Exception as exc:  # noqa: BLE001 - only outages are waited out; the rest re-raised
-            kind = outage_of(exc)
-            if kind is None:
+            if not outages.absorb(exc, doing):
                 raise
             attempt += 1
-            outages.report(kind, exc, doing)
             while_waiting()
             if stop.wait(backoff(attempt)):
                 return None

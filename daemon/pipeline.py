@@ -24,7 +24,7 @@ from retain.daemon.logs import fields
 from retain.daemon.metrics import BatchOutcomeLabel, ModelMetrics
 from retain.daemon.publish import publish, published_version
 from retain.daemon.names import MAX_NAME_BYTES, fitted_name, unique_destination
-from retain.daemon.outage import Outages, outage_of, until_available
+from retain.daemon.outage import Outages, until_available
 from retain.daemon.remote_inbox import fetch_batch, incoming_path, is_remote
 from retain.daemon.versions import (
     ModelSpec,
@@ -405,10 +405,8 @@ class Pipeline:
         try:
             renewed = self.registry.renew_lease(batch.id, self.owner, self.config.daemon.lease_seconds)
         except Exception as exc:  # noqa: BLE001 - outages are reported and ridden out; the rest re-raised
-            kind = outage_of(exc)
-            if kind is None or self.outages is None:
+            if self.outages is None or not self.outages()[0].absorb(exc, f"renewing the lease of batch {batch.id}"):
                 raise
-            self.outages()[0].report(kind, exc, f"renewing the lease of batch {batch.id}")
             return
         if not renewed:
             log.warning("lease lost; another worker may be processing this batch", extra=self._fields(batch=batch.id))

@@ -164,10 +164,8 @@ class Service:
                     lineage.pipeline.refresh_metrics()
                     lineage.pipeline.sync_published()
             except Exception as exc:  # noqa: BLE001 - called mid-training too: an outage must not end it
-                kind = outage_of(exc)
-                if kind is None:
+                if not self.outages.absorb(exc, "refreshing metrics"):
                     raise
-                self.outages.report(kind, exc, "refreshing metrics")
         self.status.heartbeat_at = now
         self._status_written = now
         try:
@@ -373,9 +371,8 @@ class Service:
             log.info("batch interrupted; it will be retried", extra=fields(batch=batch.id))
             return BatchOutcome(batch.id, BatchState.PENDING, reason="interrupted")
         except Exception as exc:  # noqa: BLE001 - a failed batch must not stop the daemon
-            kind = outage_of(exc)
-            if kind is not None:  # the system's fault, not the batch's: given back, its try not counted
-                self.outages.report(kind, exc, f"processing batch {batch.id}")
+            if self.outages.absorb(exc, f"processing batch {batch.id}"):
+                # The system's fault, not the batch's: given back, its try not counted.
                 self._release(batch.id)
                 raise  # the loop waits the outage out before the batch is claimed again
             final = batch.attempts >= self.config.daemon.max_attempts
@@ -411,11 +408,8 @@ class Service:
             try:
                 self.register_file(path)
             except Exception as exc:  # noqa: BLE001 - the rescan retries it
-                kind = outage_of(exc)
-                if kind is None:
+                if not self.outages.absorb(exc, f"recording {path}"):
                     log.exception("could not record file; will retry", extra=fields(file=str(path)))
-                else:
-                    self.outages.report(kind, exc, f"recording {path}")
 
     def _release(self, batch_id: int) -> None:
         """Give a batch back to the queue, its try not counted; if the registry cannot be reached
@@ -428,10 +422,8 @@ class Service:
             try:
                 self.registry.release_batch(batch_id, self.owner)
             except Exception as exc:  # noqa: BLE001 - outages are waited out; anything else is a bug, shown
-                kind = outage_of(exc)
-                if kind is None:
+                if not self.outages.absorb(exc, f"giving batch {batch_id} back"):
                     raise
-                self.outages.report(kind, exc, f"giving batch {batch_id} back")
                 return
             self._unreleased.discard(batch_id)
 
@@ -508,11 +500,9 @@ class Service:
                     queued = any(depths.get(name) for name in self.lineages)
                     self.watcher.wait(_BLOCKED_WAIT if queued else _IDLE_WAIT)
                 except Exception as exc:  # noqa: BLE001 - outages are waited out; anything else re-raised
-                    kind = outage_of(exc)
-                    if kind is None:
+                    if not self.outages.absorb(exc, "serving"):
                         raise
                     waited += 1
-                    self.outages.report(kind, exc, "serving")
                     self._write_status(DaemonState.DEGRADED, force=True)
                     self.last_progress = time.monotonic()  # alive: the watchdog keeps being fed
                     self.stop_requested.wait(backoff(waited))

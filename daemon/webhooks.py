@@ -15,7 +15,7 @@ import urllib.request
 
 from retain.daemon.config import WebhookConfig
 from retain.daemon.logs import fields
-from retain.daemon.outage import Outages, outage_of
+from retain.daemon.outage import Outages
 from retain.registry import Registry
 from retain.registry.tables import OutboxEvent, WebhookDelivery, as_utc
 
@@ -86,11 +86,8 @@ class WebhookSender:
             try:
                 busy = self.send_due()
             except Exception as exc:  # noqa: BLE001 - try again at the next poll
-                kind = outage_of(exc)
-                if kind is None:
+                if not self.outages.absorb(exc, "sending webhooks"):
                     log.exception("webhook deliveries could not be read; will retry")
-                else:
-                    self.outages.report(kind, exc, "sending webhooks")
                 busy = 0
             if not busy:
                 self._stop.wait(_POLL_SECONDS)

@@ -126,11 +126,19 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names ("" for none named); ``None`` for an in-memory database or
+    another database."""
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        return None
+    return url.removeprefix("sqlite:///").partition("?")[0]
+
+
 def _create_private(url: str) -> None:
     """A new SQLite registry file is made readable by its owner only (its WAL and shared-memory
     files take the same mode): it holds batch names, paths, metrics and webhook URLs."""
-    path = url.removeprefix("sqlite:///").partition("?")[0]
-    if not url.startswith("sqlite:///") or not path or ":memory:" in url or os.path.exists(path):
+    path = _sqlite_file(url)
+    if not path or os.path.exists(path):
         return
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -141,10 +149,9 @@ def _create_private(url: str) -> None:
 def require_database(url: str) -> None:
     """Raise ``RegistryError`` for a SQLite registry that does not exist: opening it would
     create an empty one, and a reader would see no models instead of a mistake."""
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        path = url.removeprefix("sqlite:///").partition("?")[0]
-        if not path or not Path(path).is_file():
-            raise RegistryError(f"no registry at {path or '(no file named)'}: run `retain init` first")
+    path = _sqlite_file(url)
+    if path is not None and not Path(path).is_file():
+        raise RegistryError(f"no registry at {path or '(no file named)'}: run `retain init` first")
 
 
 class Registry:
