@@ -15,12 +15,15 @@ drawn from 20,000 fresh samples of B, as the daemon's gate does:
 
 - ``point``: the rule before the paired gate, forgetting (production accuracy − candidate
   accuracy) ≤ limit and the held-out gain ≥ ``gate.min_gain``;
-- ``gate``: retain's gate at its defaults (``retain.strategies.forgetting.audit_finding`` on
-  the one-sided ``gate.confidence`` Newcombe bounds of ``retain.strategies.paired``): promoted
-  when the audit set shows forgetting below limit + ``gate.tolerance`` and the held-out gain is
-  ≥ ``min_gain``; an unresolved finding is refused;
-- ``gate+gain``: the same with ``gate.unresolved = "accept_if_gain_significant"``;
-- ``gate@90%``: ``gate`` at confidence 0.90, the frontier one step looser.
+- ``gate@95%``: the paired gate as it was until the defaults changed: promoted when the audit
+  set shows forgetting below limit + ``gate.tolerance`` at 95 % (one-sided Newcombe bounds,
+  ``retain.strategies.forgetting.audit_finding``) and the held-out gain is ≥ ``min_gain``; an
+  unresolved finding is refused;
+- ``defaults``: retain's gate at its defaults: the audit set shows forgetting within the limit
+  at ``gate.confidence``, and the candidate is better on the mix of old and new data with
+  probability ≥ ``gate.better_probability`` (``retain.strategies.forgetting.mix_probability``);
+- ``gate+gain``: the defaults with ``gate.unresolved = "accept_if_gain_significant"``;
+- ``defaults@C``: the defaults at each ``--confidences`` C: the frontier between both errors.
 
 Printed per audit size: the false-promotion rate (true forgetting ≥ limit + 1 point, promoted,
 whatever it gains) and the false-refusal rate (true forgetting ≤ 0 and true gain on B ≥ 2
@@ -38,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retain.strategies.forgetting import GateConfig, audit_finding
+from retain.strategies.forgetting import GateConfig, audit_finding, mix_probability
 from retain.strategies.kinds import AuditFinding
 from retain.strategies.paired import paired_bounds
 from retain.strategies.training import limit_threads
@@ -132,13 +135,21 @@ def promoted_by(rule: str, audit: tuple[np.ndarray, ...], holdout: tuple[np.ndar
     gain_ok = gain >= defaults.min_gain - 1e-12
     if rule == "point":
         return ((audit[1] - audit[2]) / n <= limit + 1e-12) & gain_ok
-    confidence = 0.90 if rule == "gate@90%" else defaults.confidence
+    if rule == "gate@95%":
+        confidence = 0.95
+    elif rule.startswith("defaults@"):
+        confidence = float(rule.removeprefix("defaults@"))
+    else:
+        confidence = defaults.confidence
     lower, upper = paired_bounds(*audit, confidence)
     finding = audit_finding(lower, upper, limit, defaults.tolerance)
-    promoted = (finding == AuditFinding.WITHIN) & gain_ok
+    if rule == "gate@95%":
+        return (finding == AuditFinding.WITHIN) & gain_ok
+    better = mix_probability(audit, holdout, defaults.new_data_weight, defaults.min_gain) >= defaults.better_probability
+    promoted = (finding == AuditFinding.WITHIN) & better
     if rule == "gate+gain":
         gain_lower = paired_bounds(*holdout, confidence)[0]
-        promoted |= (finding == AuditFinding.UNRESOLVED) & gain_ok & (gain_lower > defaults.min_gain)
+        promoted |= (finding == AuditFinding.UNRESOLVED) & (gain_lower > defaults.min_gain)
     return promoted
 
 
@@ -148,6 +159,8 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=GateConfig().max_forgetting)
     parser.add_argument("--holdout-ratio", type=float, default=0.5, help="held-out samples of B per audit sample")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--confidences", type=float, nargs="*", default=[0.7, 0.9],
+                        help="gate.confidence values to print beside the default (the frontier)")
     args = parser.parse_args()
     limit_threads(args.threads)
     defaults = GateConfig()
@@ -161,8 +174,11 @@ def main() -> None:
           f"{len(worth_it)} forget <= 0 and gain >= 2 pts; limit {args.limit}, tolerance {defaults.tolerance}, "
           f"min gain {defaults.min_gain}, {args.draws} draws per size")
     rng = np.random.default_rng(0)
-    rules = ("point", "gate", "gate+gain", "gate@90%")
-    print(f"{'audit':>6} {'held-out':>8}  {'false promotions':>43}  {'false refusals':>43}")
+    rules = ("point", "gate@95%", "defaults", "gate+gain", *(f"defaults@{c:g}" for c in args.confidences))
+    width = 11 * len(rules) - 1
+    print(f"defaults: gate.confidence {defaults.confidence}, gate.better_probability {defaults.better_probability}, "
+          f"gate.new_data_weight {defaults.new_data_weight}")
+    print(f"{'audit':>6} {'held-out':>8}  {'false promotions':>{width}}  {'false refusals':>{width}}")
     print(f"{'':>6} {'':>8}  " + " ".join(f"{r:>10}" for r in rules) + "  " + " ".join(f"{r:>10}" for r in rules))
     for n in SIZES:
         m = max(5, round(n * args.holdout_ratio))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.special import ndtr
 from torch import nn
 
 from retain.strategies.kinds import AuditFinding, GateDecision, WhenUnresolved
@@ -23,6 +24,7 @@ class GroupAccuracy:
     production: float
     candidate: float
     forgetting: float  # production − candidate on this source batch's audit samples
+    paired: PairedCounts = PairedCounts()  # which of the two got each of its samples right
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class Verdict:
     forgetting_bounds: tuple[float, float] = (-1.0, 1.0)  # one-sided, each at the gate's confidence
     audit_samples: int = 0
     samples_to_resolve: int = 0  # audit samples the limit takes at this candidate's discordance
+    better_probability: float = 0.5  # that the candidate is the better model on the mix it will serve
+    groups_above: tuple[int, ...] = ()  # source batches whose own audit samples show forgetting above the limit
 
     @property
     def decision(self) -> GateDecision:
@@ -67,9 +71,66 @@ def audit_finding(lower, upper, limit: float, tolerance: float):
     return AuditFinding(str(found)) if found.ndim == 0 else found
 
 
+def better_probability(audit: PairedCounts, holdout: PairedCounts, new_data_weight: float,
+                       min_gain: float = 0.0) -> float:
+    """The probability that the candidate is the better model on a mix of old and new data
+    (new data weighted ``new_data_weight``): its gain on the held-out slice, less ``min_gain``,
+    against its forgetting on the audit set (``mix_probability`` on the two sets' counts)."""
+    return float(mix_probability(
+        (audit.both, audit.only_production, audit.only_candidate, audit.neither),
+        (holdout.both, holdout.only_candidate, holdout.only_production, holdout.neither),
+        new_data_weight, min_gain))
+
+
+def mix_probability(audit, holdout, new_data_weight: float, min_gain: float = 0.0):
+    """``better_probability`` from count tuples (both, only the first, only the second, neither):
+    ``audit`` with production first, ``holdout`` with the candidate first; scalars or arrays.
+
+    Each side is a paired difference with its own uncertainty (normal approximation; half a
+    disagreement is added on either side, so that a few samples on which the two agree
+    everywhere still leave doubt); a side with no samples says nothing (variance 1).
+    """
+
+    def mean_and_variance(counts):
+        both, first, second, neither = (np.asarray(c, dtype=float) for c in counts)
+        n = both + first + second + neither
+        safe = np.maximum(n, 1)
+        difference = (first - second) / safe
+        variance = np.maximum((first + second + 1) / safe - difference**2, 1 / safe) / safe
+        return np.where(n > 0, difference, 0.0), np.where(n > 0, variance, 1.0)
+
+    gain, gain_variance = mean_and_variance(holdout)
+    forgetting, forgetting_variance = mean_and_variance(audit)
+    w = new_data_weight
+    benefit = w * (gain - min_gain) - (1 - w) * forgetting
+    return ndtr(benefit / np.sqrt(w * w * gain_variance + (1 - w) ** 2 * forgetting_variance))
+
+
+def groups_above(groups: Sequence[GroupAccuracy], limit: float, confidence: float) -> tuple[int, ...]:
+    """Source batches whose own audit samples show forgetting above ``limit``: each group's lower
+    bound at ``1 − (1 − confidence) / groups`` (Bonferroni: all groups together are wrong no more
+    often than the pooled finding). One group is the pooled finding itself."""
+    if len(groups) < 2:
+        return ()
+    corrected = 1 - (1 - confidence) / len(groups)
+    return tuple(g.source for g in groups if g.paired.n and g.paired.bounds(corrected)[0] > limit + 1e-12)
+
+
+def rule_text(config: GateConfig) -> str:
+    """The gate's rule in words, as ``show`` states it."""
+    unresolved = ("refused" if config.unresolved is WhenUnresolved.REFUSE
+                  else "accepted only with a significant gain on the new batch")
+    return (f"accepted when the audit set shows forgetting within the limit + tolerance at {config.confidence:.0%}, "
+            f"no audit batch shows its own above the limit, and the candidate is better on a mix of old and new "
+            f"data ({config.new_data_weight:.0%} new) with probability >= {config.better_probability:.0%}; "
+            f"unresolved forgetting is {unresolved} (gate.unresolved = {config.unresolved})")
+
+
 def verdict(metrics: GateMetrics, config: GateConfig, new_classes: Sequence[int] = ()) -> Verdict:
-    """Accept iff the audit set shows forgetting within the limit (``audit_finding``) and
-    acc_new(candidate) ≥ acc_new(production) + min_gain; an unresolved finding is refused, or
+    """Accept iff the audit set shows forgetting within the limit (``audit_finding``), no source
+    batch's share of it shows forgetting above the limit (``groups_above``), and the candidate
+    is better on the mix of old and new data it will serve with at least
+    ``gate.better_probability`` (``better_probability``). An unresolved finding is refused, or
     accepted when the new-data gain is significant (``gate.unresolved``).
 
     The limit is ``max_forgetting``, or ``max_forgetting_new_classes`` when the batch brings
@@ -92,26 +153,39 @@ def verdict(metrics: GateMetrics, config: GateConfig, new_classes: Sequence[int]
         reasons = [f"{measured}: cannot resolve {which} {limit:.4f} + tolerance {config.tolerance:.4f} "
                    f"at this size (about {needed} audit samples would)"]
 
-    needed_accuracy = metrics.acc_new_production + config.min_gain
-    gain_ok = metrics.acc_new_candidate >= needed_accuracy - 1e-12
+    above = groups_above(metrics.groups, limit, confidence)
+    if above:
+        shown = ", ".join(f"batch {g.source} {g.forgetting:+.3f} on {g.n}" for g in metrics.groups
+                          if g.source in above)
+        reasons.append(f"forgetting on its own audit samples above {which} {limit:.4f} "
+                       f"(each of {len(metrics.groups)} batches at {1 - (1 - confidence) / len(metrics.groups):.1%}): "
+                       f"{shown}")
+    elif len(metrics.groups) > 1:
+        reasons.append(f"no audit batch of {len(metrics.groups)} shows forgetting above {which} {limit:.4f} on its own")
+
+    probability = better_probability(metrics.audit, metrics.holdout, config.new_data_weight, config.min_gain)
+    better = probability >= config.better_probability
     gain_lower = -metrics.holdout.bounds(confidence)[1]
-    gain_significant = gain_ok and gain_lower > config.min_gain
+    gain_significant = gain_lower > config.min_gain
     reasons.append(
-        f"new-batch accuracy {metrics.acc_new_candidate:.4f} {'>=' if gain_ok else '<'} "
-        f"production {metrics.acc_new_production:.4f} + min gain {config.min_gain:.4f} "
-        f"({confidence:.0%} lower bound on the gain {gain_lower:+.4f} over {metrics.holdout.n} held-out samples)"
+        f"new-batch accuracy {metrics.acc_new_candidate:.4f} against production {metrics.acc_new_production:.4f} "
+        f"over {metrics.holdout.n} held-out samples ({confidence:.0%} lower bound on the gain {gain_lower:+.4f}, "
+        f"min gain {config.min_gain:.4f}): better on the mix ({config.new_data_weight:.0%} new data) with "
+        f"probability {probability:.2f} {'>=' if better else '<'} {config.better_probability:.2f}"
     )
-    accepted = gain_ok and finding is AuditFinding.WITHIN
+    accepted = better and finding is AuditFinding.WITHIN and not above
     if finding is AuditFinding.UNRESOLVED:
         if config.unresolved is WhenUnresolved.ACCEPT_IF_GAIN_SIGNIFICANT:
-            accepted = gain_significant
+            accepted = gain_significant and not above
             reasons.append(f"unresolved forgetting accepted only with a significant gain "
                            f"(gate.unresolved = {config.unresolved}): the gain is "
                            f"{'significant' if gain_significant else 'not significant'}")
         else:
             reasons.append(f"unresolved forgetting is refused (gate.unresolved = {config.unresolved})")
+    reasons.append(f"rule: {rule_text(config)}")
     return Verdict(accepted=accepted, reasons=tuple(reasons), forgetting_limit=limit, finding=finding,
-                   forgetting_bounds=(lower, upper), audit_samples=metrics.audit.n, samples_to_resolve=needed)
+                   forgetting_bounds=(lower, upper), audit_samples=metrics.audit.n, samples_to_resolve=needed,
+                   better_probability=probability, groups_above=above)
 
 
 def paired_counts(production_right: torch.Tensor, candidate_right: torch.Tensor) -> PairedCounts:
@@ -140,6 +214,7 @@ def evaluate_gate(
     sizes: dict[int, int] = {}
     forgetting = Forgetting()
     rights = []  # (production right, candidate right) per audit sample, group by group
+    rights_by_source = {}
     for source, (x, y) in audit_groups.items():
         sizes[source] = len(y)
         right = {}
@@ -152,6 +227,7 @@ def evaluate_gate(
             per_group.setdefault(source, {})[name] = group.result()
             forgetting.update(source, group.result(), initial=name == "production")
         rights.append((right["production"], right["candidate"]))
+        rights_by_source[source] = rights[-1]
     production_right = torch.cat([p for p, _ in rights]) if rights else torch.empty(0, dtype=torch.bool)
     candidate_right = torch.cat([c for _, c in rights]) if rights else torch.empty(0, dtype=torch.bool)
     paired = production_right.double() - candidate_right.double()
@@ -172,6 +248,7 @@ def evaluate_gate(
             production=per_group[source]["production"],
             candidate=per_group[source]["candidate"],
             forgetting=forgetting.result_key(source),
+            paired=paired_counts(*rights_by_source[source]),
         )
         for source in sorted(per_group)
     )
