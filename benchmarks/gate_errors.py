@@ -22,12 +22,16 @@ drawn from 20,000 fresh samples of B, as the daemon's gate does:
 - ``defaults``: retain's gate at its defaults: the audit set shows forgetting within the limit
   at ``gate.confidence``, and the candidate is better on the mix of old and new data with
   probability ≥ ``gate.better_probability`` (``retain.strategies.forgetting.mix_probability``);
+  When the audit set cannot resolve the limit (``gate.unresolved = "weigh"``), the candidate is
+  promoted when it is better on the mix with probability ``gate.confidence``;
+- ``refuse``: the defaults with ``gate.unresolved = "refuse"``;
 - ``gate+gain``: the defaults with ``gate.unresolved = "accept_if_gain_significant"``;
 - ``defaults@C``: the defaults at each ``--confidences`` C: the frontier between both errors.
 
 Printed per audit size: the false-promotion rate (true forgetting ≥ limit + 1 point, promoted,
 whatever it gains) and the false-refusal rate (true forgetting ≤ 0 and true gain on B ≥ 2
-points, refused).
+points, refused); then what the user gets from each rule: every candidate's true change in
+accuracy on the mix of old and new data when promoted (none when refused), averaged.
 
     .venv/bin/python benchmarks/gate_errors.py [--draws 2000] [--limit 0.02] [--holdout-ratio 0.5]
 """
@@ -145,12 +149,14 @@ def promoted_by(rule: str, audit: tuple[np.ndarray, ...], holdout: tuple[np.ndar
     finding = audit_finding(lower, upper, limit, defaults.tolerance)
     if rule == "gate@95%":
         return (finding == AuditFinding.WITHIN) & gain_ok
-    better = mix_probability(audit, holdout, defaults.new_data_weight, defaults.min_gain) >= defaults.better_probability
-    promoted = (finding == AuditFinding.WITHIN) & better
+    probability = mix_probability(audit, holdout, defaults.new_data_weight, defaults.min_gain)
+    promoted = (finding == AuditFinding.WITHIN) & (probability >= defaults.better_probability)
+    unresolved = finding == AuditFinding.UNRESOLVED
     if rule == "gate+gain":
-        gain_lower = paired_bounds(*holdout, confidence)[0]
-        promoted |= (finding == AuditFinding.UNRESOLVED) & (gain_lower > defaults.min_gain)
-    return promoted
+        return promoted | unresolved & (paired_bounds(*holdout, confidence)[0] > defaults.min_gain)
+    if rule == "refuse":
+        return promoted
+    return promoted | unresolved & (probability >= confidence)  # gate.unresolved = "weigh"
 
 
 def main() -> None:
@@ -174,27 +180,44 @@ def main() -> None:
           f"{len(worth_it)} forget <= 0 and gain >= 2 pts; limit {args.limit}, tolerance {defaults.tolerance}, "
           f"min gain {defaults.min_gain}, {args.draws} draws per size")
     rng = np.random.default_rng(0)
-    rules = ("point", "gate@95%", "defaults", "gate+gain", *(f"defaults@{c:g}" for c in args.confidences))
+    rules = ("point", "gate@95%", "defaults", "refuse", "gate+gain", *(f"defaults@{c:g}" for c in args.confidences))
     width = 11 * len(rules) - 1
     print(f"defaults: gate.confidence {defaults.confidence}, gate.better_probability {defaults.better_probability}, "
           f"gate.new_data_weight {defaults.new_data_weight}")
     print(f"{'audit':>6} {'held-out':>8}  {'false promotions':>{width}}  {'false refusals':>{width}}")
     print(f"{'':>6} {'':>8}  " + " ".join(f"{r:>10}" for r in rules) + "  " + " ".join(f"{r:>10}" for r in rules))
+    stakes: dict[int, dict[str, float]] = {}
     for n in SIZES:
         m = max(5, round(n * args.holdout_ratio))
         rates = {}
-        for name, group, promoted_is_error in (("promote", too_much, True), ("refuse", worth_it, False)):
+        groups = (("promote", too_much, True), ("refuse", worth_it, False), ("all", pool, None))
+        for name, group, promoted_is_error in groups:
             errors: dict[str, list[float]] = {rule: [] for rule in rules}
-            for prod_a, cand_a, _, _, prod_b, cand_b in group:
+            for prod_a, cand_a, forgetting, gain, prod_b, cand_b in group:
                 audit = paired(prod_a, cand_a, rng.integers(0, FRESH, size=(args.draws, n)))
                 holdout = paired(cand_b, prod_b, rng.integers(0, FRESH, size=(args.draws, m)))
+                benefit = defaults.new_data_weight * gain - (1 - defaults.new_data_weight) * forgetting
                 for rule in rules:
                     promoted = promoted_by(rule, audit, holdout, args.limit, defaults)
-                    errors[rule].append(promoted.mean() if promoted_is_error else 1 - promoted.mean())
+                    if promoted_is_error is None:  # what the user gets: the change on the mix, promoted or not
+                        errors[rule].append(promoted.mean() * benefit)
+                    else:
+                        errors[rule].append(promoted.mean() if promoted_is_error else 1 - promoted.mean())
             rates[name] = {rule: float(np.mean(values)) if values else float("nan") for rule, values in errors.items()}
+        stakes[n] = rates["all"]
         print(f"{n:>6} {m:>8}  " + " ".join(f"{rates['promote'][r]:>10.1%}" for r in rules) + "  "
               + " ".join(f"{rates['refuse'][r]:>10.1%}" for r in rules), flush=True)
 
+    # The user's side: each candidate's true change in accuracy on the mix the gate weighs
+    # (gain on B and forgetting on A, weighted by gate.new_data_weight) when promoted, nothing when
+    # refused, averaged over all candidates; "oracle" promotes exactly those whose change is positive.
+    oracle = float(np.mean([max(0.0, defaults.new_data_weight * c[3] - (1 - defaults.new_data_weight) * c[2])
+                            for c in pool]))
+    print(f"\nmean change in accuracy on the mix ({defaults.new_data_weight:.0%} new data) over all {len(pool)} "
+          f"candidates, points (oracle {100 * oracle:.2f})")
+    print(f"{'audit':>6}  " + " ".join(f"{r:>10}" for r in rules))
+    for n, by_rule in stakes.items():
+        print(f"{n:>6}  " + " ".join(f"{100 * by_rule[r]:>10.2f}" for r in rules))
 
 if __name__ == "__main__":
     main()

@@ -120,6 +120,9 @@ class ServiceMetrics:
             "retain_gate_audit_samples_needed",
             "Audit samples the forgetting limit takes at the last candidate's disagreement with production", m,
             registry=r)
+        self.suspected_noisy_labels = Counter(
+            "retain_suspected_noisy_labels", "Labels left out of training, gate and memory as suspected noise", m,
+            registry=r)
         self.outage = Gauge(
             "retain_outage", "1 while the daemon waits out a system outage (disk_full, registry_unreachable)",
             ["kind"], registry=r)
@@ -211,7 +214,7 @@ class ModelMetrics:
                      "batch_latency", "queue_depth", "awaiting_approval", "production_version",
                      "check_shift_score", "check_pvalue", "check_prediction_distance", "check_timestamp",
                      "replay_samples", "gate_forgetting_upper", "gate_forgetting_lower", "gate_audit_samples",
-                     "gate_samples_to_resolve", "last_batch"):
+                     "gate_samples_to_resolve", "last_batch", "suspected_noisy_labels"):
             setattr(self, name, getattr(service, name).labels(model=model))
         self.batches = _ForModel(service.batches, model)
         self.candidates = _ForModel(service.candidates, model)

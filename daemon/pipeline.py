@@ -511,6 +511,11 @@ class Pipeline:
             phases=phases,
         )
         candidates, production = list(step.candidates), job.production
+        if step.report.suspected_labels:
+            self.metrics.suspected_noisy_labels.inc(len(step.report.suspected_labels))
+            log.warning("suspected label noise", extra=self._fields(
+                batch=batch.id, suspected_labels=len(step.report.suspected_labels), n_samples=len(loaded.y),
+                reason=next(r for r in step.report.reasons if r.startswith("suspected label noise"))))
 
         with phases.timed(Phase.ARTIFACTS):
             replay_sha256 = save_memory(step.memory, self.artifacts)
@@ -577,6 +582,7 @@ class Pipeline:
                 mmd2=report.mmd2, p_value=report.p_value, label_distance=report.label_distance,
                 novel_classes=report.novel_classes, accuracy_reference=report.accuracy_reference,
                 accuracy_batch=report.accuracy_batch, probe_accuracy=report.probe_accuracy, reasons=report.reasons,
+                suspected_noisy_labels=len(report.suspected_labels),
             ),
             choice=ChoiceDetails(rule=choice.rule, hyperparameters=choice.hyperparameters,
                                  measurements=choice.measurements, fallback=choice.fallback),

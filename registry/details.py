@@ -23,6 +23,8 @@ class ShiftDetails:
     accuracy_batch: float
     probe_accuracy: float | None
     reasons: tuple[str, ...]
+    # Labels left out of training, gate and memory as suspected noise (strategies/label_noise.py).
+    suspected_noisy_labels: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShiftDetails:
@@ -35,6 +37,7 @@ class ShiftDetails:
             accuracy_batch=float(data.get("accuracy_batch", 0.0)),
             probe_accuracy=data.get("probe_accuracy"),
             reasons=tuple(data.get("reasons", ())),
+            suspected_noisy_labels=int(data.get("suspected_noisy_labels", 0)),
         )
 
 

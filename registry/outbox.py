@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from retain.registry.details import ShiftDetails
 from retain.registry.tables import (
     AliasEvent,
     Batch,
@@ -39,6 +40,13 @@ def move_payload(move: AliasEvent, target: ModelVersion | None) -> dict[str, Any
         "from_version": move.from_version, "actor": move.actor, "reason": move.reason,
         **({"target": version_payload(target)} if target is not None else {}),
     }
+
+
+def label_noise_payload(rows: list[ModelVersion], shift: ShiftDetails) -> dict[str, Any]:
+    """A batch whose labels were partly suspected noise: how many, why, and the versions trained without them."""
+    return {"model": rows[0].model, "batch": rows[0].batch_id, "versions": [row.version for row in rows],
+            "suspected_labels": shift.suspected_noisy_labels,
+            "reason": next((r for r in shift.reasons if r.startswith("suspected label noise")), None)}
 
 
 def batch_payload(batch: Batch) -> dict[str, Any]:

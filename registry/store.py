@@ -30,7 +30,7 @@ from sqlmodel import Session, create_engine, select
 from retain.registry.details import VersionDetails
 from retain.registry.errors import AliasConflict, BatchNotHeld, RegistryError, UnknownVersion
 from retain.registry.migrations import upgrade
-from retain.registry.outbox import batch_payload, emit, move_payload, version_payload
+from retain.registry.outbox import batch_payload, emit, label_noise_payload, move_payload, version_payload
 from retain.registry import outbox
 from retain.registry.refs import ALIAS_PATTERN, VersionRef
 from retain.registry.tables import (
@@ -540,6 +540,9 @@ class Registry:
                 accepted = row.status == VersionStatus.ACCEPTED
                 emit(session, EventKind.VERSION_REGISTERED if accepted else EventKind.VERSION_REJECTED,
                      version_payload(row))
+            shift = news[0].details.shift if news else None
+            if shift is not None and shift.suspected_noisy_labels:
+                emit(session, EventKind.BATCH_LABEL_NOISE, label_noise_payload(rows, shift))
             moved = False
             if promote_index is not None:
                 current = self._alias_row(session, PRODUCTION)

@@ -182,6 +182,7 @@ class EventKind(StrEnum):
     VERSION_ROLLED_BACK = "version.rolled_back"
     BATCH_REJECTED = "batch.rejected"  # the file was refused
     BATCH_FAILED = "batch.failed"  # out of attempts
+    BATCH_LABEL_NOISE = "batch.label_noise"  # labels left out as suspected noise (its candidates' registration)
 
 
 class OutboxEvent(SQLModel, table=True):

@@ -402,6 +402,10 @@ def show(
             f"shift: {row['severity']} (MMD² {row['shift_score']:.4g}, p {row['p_value']:.3g}, "
             f"label distance {distance:.3f}, novel {novel})"
         )
+    noise = next((r for r in details.shift.reasons if r.startswith("suspected label noise: ")), None) \
+        if details.shift else None
+    if noise:
+        out.print(f"label noise: {noise.removeprefix('suspected label noise: ')}")
     for label, cand, prod in (
         ("old accuracy", row["acc_old_candidate"], row["acc_old_production"]),
         ("new accuracy", row["acc_new_candidate"], row["acc_new_production"]),

@@ -118,20 +118,25 @@ def groups_above(groups: Sequence[GroupAccuracy], limit: float, confidence: floa
 
 def rule_text(config: GateConfig) -> str:
     """The gate's rule in words, as ``show`` states it."""
-    unresolved = ("refused" if config.unresolved is WhenUnresolved.REFUSE
-                  else "accepted only with a significant gain on the new batch")
+    unresolved = {
+        WhenUnresolved.WEIGH: f"accepted when the candidate is better on the mix with probability >= "
+                              f"{config.confidence:.0%}",
+        WhenUnresolved.REFUSE: "refused",
+        WhenUnresolved.ACCEPT_IF_GAIN_SIGNIFICANT: "accepted only with a significant gain on the new batch",
+    }[config.unresolved]
     return (f"accepted when the audit set shows forgetting within the limit + tolerance at {config.confidence:.0%}, "
             f"no audit batch shows its own above the limit, and the candidate is better on a mix of old and new "
             f"data ({config.new_data_weight:.0%} new) with probability >= {config.better_probability:.0%}; "
-            f"unresolved forgetting is {unresolved} (gate.unresolved = {config.unresolved})")
+            f"forgetting the audit set cannot resolve is {unresolved} (gate.unresolved = {config.unresolved})")
 
 
 def verdict(metrics: GateMetrics, config: GateConfig, new_classes: Sequence[int] = ()) -> Verdict:
     """Accept iff the audit set shows forgetting within the limit (``audit_finding``), no source
     batch's share of it shows forgetting above the limit (``groups_above``), and the candidate
     is better on the mix of old and new data it will serve with at least
-    ``gate.better_probability`` (``better_probability``). An unresolved finding is refused, or
-    accepted when the new-data gain is significant (``gate.unresolved``).
+    ``gate.better_probability`` (``better_probability``). An unresolved finding is weighed (the
+    candidate better on the mix with probability ``gate.confidence``), refused, or accepted when
+    the new-data gain is significant (``gate.unresolved``).
 
     The limit is ``max_forgetting``, or ``max_forgetting_new_classes`` when the batch brings
     classes production has never seen (``new_classes``).
@@ -175,7 +180,12 @@ def verdict(metrics: GateMetrics, config: GateConfig, new_classes: Sequence[int]
     )
     accepted = better and finding is AuditFinding.WITHIN and not above
     if finding is AuditFinding.UNRESOLVED:
-        if config.unresolved is WhenUnresolved.ACCEPT_IF_GAIN_SIGNIFICANT:
+        if config.unresolved is WhenUnresolved.WEIGH:
+            accepted = probability >= config.confidence and not above
+            reasons.append(f"unresolved forgetting weighed against the gain (gate.unresolved = {config.unresolved}): "
+                           f"better on the mix with probability {probability:.2f} "
+                           f"{'>=' if accepted else '<'} {config.confidence:.2f}")
+        elif config.unresolved is WhenUnresolved.ACCEPT_IF_GAIN_SIGNIFICANT:
             accepted = gain_significant and not above
             reasons.append(f"unresolved forgetting accepted only with a significant gain "
                            f"(gate.unresolved = {config.unresolved}): the gain is "

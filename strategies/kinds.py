@@ -51,6 +51,10 @@ class AuditFinding(StrEnum):
 class WhenUnresolved(StrEnum):
     """``gate.unresolved``: what a candidate whose forgetting the audit set cannot resolve gets."""
 
+    # Accepted when the candidate is better on the mix of old and new data with probability
+    # ``gate.confidence``: refusing keeps a model that is wrong on the new data, and what is at
+    # stake there can outweigh what the audit set cannot rule out.
+    WEIGH = "weigh"
     REFUSE = "refuse"
     ACCEPT_IF_GAIN_SIGNIFICANT = "accept_if_gain_significant"  # its new-data gain is itself significant
 

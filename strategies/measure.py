@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from retain.errors import RetainError
 from retain.strategies.kinds import Phase
+from retain.strategies.label_noise import suspect_labels
 from retain.strategies.models import features_and_logits
 from retain.strategies.phases import PhaseTimes
 from retain.strategies.probe import linear_probe_accuracy
@@ -74,7 +77,12 @@ def measure_batch(
         probe_accuracy=probe,
     )
     with phases.timed(Phase.SHIFT):
-        return measure_shift(evidence, thresholds, seed)
+        report = measure_shift(evidence, thresholds, seed)
+    noise = suspect_labels(batch_logits.softmax(1), y, audit_logits.softmax(1), audit_y,
+                           features_shifted=report.p_value < thresholds.alpha, thresholds=thresholds)
+    if not noise.suspected:
+        return report
+    return replace(report, suspected_labels=noise.suspects, reasons=(*report.reasons, noise.reason()))
 
 
 def measure_unlabelled(

@@ -78,14 +78,12 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
                 (f"no significant shift and production predicts the batch better than its audit set "
                  f"(accuracy {report.accuracy_batch:.3f} against {report.accuracy_reference:.3f}, "
                  f"margin >= {config.known_batch_margin})"))
-    # Before "little shift": features that separate even unshifted data poorly belong to a
-    # model with more to learn, which a gentle fine-tune leaves unlearnt (the README gives the
-    # regret on policy_regret.py's steady stream with this rule after "little shift" and here).
-    if probe is not None and probe < config.probe_transfers:
-        return (Strategy.META, "features-do-not-transfer",
-                f"frozen features do not transfer (linear probe accuracy {probe_text} < {config.probe_transfers})")
     if report.severity not in SIGNIFICANT:
         return (Strategy.FINETUNE, "little-shift", "no measurement shows a significant shift")
+    if probe is not None and probe < config.probe_transfers:
+        return (Strategy.META, "features-do-not-transfer",
+                f"a significant shift that frozen features do not absorb (linear probe accuracy {probe_text} "
+                f"< {config.probe_transfers})")
     if recurring >= config.recurring_batches:
         return (Strategy.META, "recurring-shift",
                 f"significant shifts recur: {recurring} distinct earlier batches >= {config.recurring_batches}")
@@ -96,9 +94,11 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
             f"{report.severity} shift on a large batch whose features transfer (linear probe accuracy {probe_text})")
 
 
-# What to try when the first choice fails the gate: the next-best strategy for that rule.
+# What to try when the first choice fails the gate: the cheap choices escalate to meta, which
+# costs several times as much and learns what a gentle fine-tune or a new head cannot; meta
+# falls back to the cheapest safe change, a new head.
 _FALLBACK: dict[Strategy, Strategy] = {
-    Strategy.FINETUNE: Strategy.FEATURE_EXTRACTION,
+    Strategy.FINETUNE: Strategy.META,
     Strategy.FEATURE_EXTRACTION: Strategy.META,
     Strategy.META: Strategy.FEATURE_EXTRACTION,
 }

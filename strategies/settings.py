@@ -33,6 +33,14 @@ class ShiftThresholds:
     mild_accuracy_drop: float = 0.03
     moderate_accuracy_drop: float = 0.10
     severe_accuracy_drop: float = 0.25
+    # Suspected label noise (strategies/label_noise.py): among the batch's rows production is
+    # as sure of as of the surest half of its audit set (this quantile of its top probability
+    # there), labels that disagree with it exceed its error rate on those audit samples by
+    # ``noise_excess`` or more, at significance ``noise_alpha``. Such labels are left out of
+    # training, the gate and the memory.
+    noise_confidence_quantile: float = Field(default=0.5, ge=0, lt=1)
+    noise_excess: float = Field(default=0.1, gt=0, le=1)
+    noise_alpha: float = Field(default=0.001, gt=0, lt=1)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -146,10 +154,12 @@ class GateConfig:
     # Without a margin no audit set could show a candidate forgetting exactly nothing to be
     # within a limit it is near.
     tolerance: float = Field(default=0.01, ge=0, le=1)
-    # What a candidate gets when the audit set can resolve neither (too few samples): refused,
-    # or accepted when its gain on the new batch's held-out slice is significant at the same
-    # confidence.
-    unresolved: WhenUnresolved = WhenUnresolved.REFUSE
+    # What a candidate gets when the audit set can resolve neither (too few samples): weighed
+    # (accepted when it is better on the mix of old and new data with probability
+    # ``confidence``), refused, or accepted when its gain on the new batch's held-out slice is
+    # significant at the same confidence. Refusing froze every small model on the evaluation
+    # streams while production fell ever further behind on new data (benchmarks/defaults.py).
+    unresolved: WhenUnresolved = WhenUnresolved.WEIGH
     # The share of new data in what the model will serve, which weighs its gain on the new batch
     # against its forgetting on the audit set ...
     new_data_weight: float = Field(default=0.5, gt=0, lt=1)

@@ -57,6 +57,9 @@ class ShiftReport:
     # Held-out accuracy of a linear probe on the production features of the new batch: how
     # well the frozen features separate its classes (None when too small to measure).
     probe_accuracy: float | None = None
+    # Batch rows whose labels a confident production model disagrees with far more often than
+    # its audit set predicts (strategies/label_noise.py): left out of training, gate and memory.
+    suspected_labels: tuple[int, ...] = field(default=())
 
     @property
     def accuracy_drop(self) -> float:

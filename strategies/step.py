@@ -108,10 +108,12 @@ def adapt_step(
     """
     seed = settings.training.seed
     phases = phases or PhaseTimes()
-    train_data, holdout = split_holdout(batch.x, batch.y, settings.gate.holdout_fraction, seed)
     if report is None:
         report = measure_batch(production, settings.head, memory, batch.x, batch.y, batch.num_classes,
                                settings.thresholds, seed, phases)
+    keep = torch.ones(len(batch.y), dtype=torch.bool)
+    keep[list(report.suspected_labels)] = False  # suspected label noise: not trained on, gated on or remembered
+    train_data, holdout = split_holdout(batch.x[keep], batch.y[keep], settings.gate.holdout_fraction, seed)
 
     with phases.timed(Phase.TRAINING):
         job = TrainingJob.from_memory(production, train_data, memory, settings.training, head=settings.head,

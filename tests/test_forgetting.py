@@ -52,7 +52,7 @@ WINE_AUDIT = PairedCounts(both=24, only_production=1, neither=1)
 WINE_HOLDOUT = PairedCounts(both=17, only_candidate=1, neither=1)
 
 
-def test_one_sample_of_26_cannot_resolve_a_two_point_limit_and_is_refused_by_default():
+def test_one_sample_of_26_cannot_resolve_a_two_point_limit_and_a_gain_of_one_of_19_does_not_outweigh_it():
     result = verdict(metrics(WINE_AUDIT, WINE_HOLDOUT), GateConfig(max_forgetting=0.02))
     assert result.finding is AuditFinding.UNRESOLVED
     assert not result.accepted
@@ -61,7 +61,20 @@ def test_one_sample_of_26_cannot_resolve_a_two_point_limit_and_is_refused_by_def
     assert "cannot resolve max 0.0200 + tolerance 0.0100 at this size" in result.reasons[0]
     assert f"about {result.samples_to_resolve} audit samples would" in result.reasons[0]
     assert result.samples_to_resolve > 26
-    assert "unresolved forgetting is refused (gate.unresolved = refuse)" in result.reasons[2]
+    assert "better on the mix with probability 0.56 < 0.80" in result.reasons[2]
+
+
+def test_an_unresolved_finding_is_weighed_against_what_production_gets_wrong_on_the_new_data():
+    # One audit sample of 34 lost; production right on 6 of 12 held-out samples, the candidate on all.
+    lost_one = PairedCounts(both=31, only_production=1, neither=2)
+    far_behind = PairedCounts(both=6, only_candidate=6)
+    result = verdict(metrics(lost_one, far_behind), GateConfig())
+    assert result.finding is AuditFinding.UNRESOLVED and result.accepted
+    assert "unresolved forgetting weighed against the gain (gate.unresolved = weigh): better on the mix with " \
+           "probability 1.00 >= 0.80" in result.reasons[2]
+    assert not verdict(metrics(lost_one, far_behind), GateConfig(unresolved=WhenUnresolved.REFUSE)).accepted
+    one_more = PairedCounts(both=10, only_candidate=1, neither=1)  # a gain of 1 of 12 does not outweigh it
+    assert not verdict(metrics(lost_one, one_more), GateConfig()).accepted
 
 
 def test_an_unresolved_finding_is_accepted_with_a_significant_gain_when_configured():

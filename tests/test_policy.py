@@ -81,9 +81,10 @@ def test_features_that_do_not_transfer_pick_meta():
     assert (choice.strategy, choice.rule) == ("meta", "features-do-not-transfer")
 
 
-def test_little_shift_with_features_that_do_not_transfer_picks_meta():
+def test_little_shift_picks_finetune_first_even_where_features_do_not_transfer():
     choice = choose(report("none", probe=0.9, reasons=()), (), CONFIG, 0.01)
-    assert (choice.strategy, choice.rule) == ("meta", "features-do-not-transfer")
+    assert (choice.strategy, choice.rule) == ("finetune", "little-shift")
+    assert choice.fallback == "meta"  # escalated to if the cheap candidate fails the gate
 
 
 def test_a_batch_production_predicts_far_better_than_its_audit_set_picks_finetune_despite_a_low_probe():
@@ -96,7 +97,7 @@ def test_a_batch_production_predicts_far_better_than_its_audit_set_picks_finetun
 
 def test_a_batch_production_predicts_only_a_little_better_is_not_a_known_batch():
     within_margin = replace(report("none", probe=0.7, reasons=()), accuracy_reference=0.6, accuracy_batch=0.75)
-    assert choose(within_margin, (), CONFIG, 0.01).rule == "features-do-not-transfer"
+    assert choose(within_margin, (), CONFIG, 0.01).rule == "little-shift"
 
 
 def test_a_significant_shift_is_never_a_known_batch():
