@@ -50,6 +50,7 @@ bench: $(STAMP) $(MLFLOW_STAMP) $(ALIBI_STAMP)
 	$(BIN)/python benchmarks/replay_storage.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/gate_errors.py
+	$(BIN)/python benchmarks/defaults.py
 	records=$$(mktemp) && trap 'rm -f "$$records"' EXIT && \
 	$(BIN)/python benchmarks/policy_regret.py --seeds 0 1 2 3 --retrain-seeds 3 --records "$$records" && \
 	$(BIN)/python benchmarks/policy_fit.py "$$records"

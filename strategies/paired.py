@@ -139,7 +139,8 @@ class AuditSizing:
     def warning(self) -> str:
         return (f"the audit set holds {self.samples} samples, too few to show a candidate's forgetting below "
                 f"gate.max_forgetting + gate.tolerance = {self.threshold:.4f} at confidence {self.confidence}: "
-                f"that takes about {self.needed}; candidates will be judged unresolved "
+                f"that takes about {self.needed}; candidates that forget nothing will be judged unresolved and "
+                f"weighed by the gain they bring (gate.unresolved), not shown within the limit "
                 f"(raise replay.capacity × replay.audit_fraction, and label enough data to fill it)")
 
 

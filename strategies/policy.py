@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,7 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
         return (Strategy.META, "features-do-not-transfer",
                 f"a significant shift that frozen features do not absorb (linear probe accuracy {probe_text} "
                 f"< {config.probe_transfers})")
-    if recurring >= config.recurring_batches:
+    if config.recurring_batches is not None and recurring >= config.recurring_batches:
         return (Strategy.META, "recurring-shift",
                 f"significant shifts recur: {recurring} distinct earlier batches >= {config.recurring_batches}")
     if report.n_batch < config.small_batch:
@@ -94,14 +95,19 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
             f"{report.severity} shift on a large batch whose features transfer (linear probe accuracy {probe_text})")
 
 
-# What to try when the first choice fails the gate: the cheap choices escalate to meta, which
-# costs several times as much and learns what a gentle fine-tune or a new head cannot; meta
-# falls back to the cheapest safe change, a new head.
-_FALLBACK: dict[Strategy, Strategy] = {
-    Strategy.FINETUNE: Strategy.META,
-    Strategy.FEATURE_EXTRACTION: Strategy.META,
-    Strategy.META: Strategy.FEATURE_EXTRACTION,
-}
+# What a candidate that fails the gate is followed by: the next strategy round this cycle not
+# yet tried. A refused fine-tune escalates to meta, which learns what a fine-tune could not
+# (trying the new head first got it accepted, cheap and weak: 0.868 against 0.937 on
+# benchmarks/defaults.py's rotated digits); a refused meta falls back to the safe new head;
+# a refused new head escalates to the whole net.
+ESCALATION: tuple[Strategy, ...] = (Strategy.FEATURE_EXTRACTION, Strategy.FINETUNE, Strategy.META)
+
+
+def next_strategy(tried: Sequence[Strategy]) -> Strategy | None:
+    """The strategy after the last of ``tried`` round ``ESCALATION`` that is not in ``tried``."""
+    start = ESCALATION.index(tried[-1])
+    following = (ESCALATION[(start + step) % len(ESCALATION)] for step in range(1, len(ESCALATION)))
+    return next((s for s in following if s not in tried), None)
 
 
 def hyperparameters(strategy: Strategy, report: ShiftReport, config: PolicyConfig, base_lr: float) -> dict[str, Any]:
@@ -149,22 +155,25 @@ def choose(
         rationale=rationale,
         rule=rule,
         measurements=_measurements(report, recurring),
-        fallback=_FALLBACK[strategy] if config.fallback else None,
+        fallback=next_strategy([strategy]) if config.fallback else None,
     )
 
 
-def fallback_choice(first: Choice, report: ShiftReport, config: PolicyConfig, base_lr: float) -> Choice | None:
-    """The second candidate to train when ``first`` failed the gate, or None."""
-    if first.fallback is None:
+def fallback_choice(tried: Sequence[Choice], report: ShiftReport, config: PolicyConfig,
+                    base_lr: float) -> Choice | None:
+    """The next candidate to train when every one in ``tried`` (the first choice, then its
+    fallbacks) failed the gate, or None when there is none left or fallbacks are off."""
+    strategy = tried[-1].fallback
+    if strategy is None:
         return None
-    strategy = first.fallback
     params = hyperparameters(strategy, report, config, base_lr)
+    first = tried[0]
     return Choice(
         strategy=strategy,
         hyperparameters=params,
-        rationale=f"{strategy} as fallback after the {first.strategy} candidate failed the gate "
+        rationale=f"{strategy} as fallback after the {tried[-1].strategy} candidate failed the gate "
                   f"[fallback-after-{first.rule}]; lr {params['lr']:g} ({params['lr_scale']:g} x base)",
         rule=f"fallback-after-{first.rule}",
         measurements=first.measurements,
-        fallback=None,
+        fallback=next_strategy([*(c.strategy for c in tried), strategy]),
     )

@@ -1,4 +1,4 @@
-"""One adaptation step, the heart of retain: measure → choose → train and gate → fallback →
+"""One adaptation step, the heart of retain: measure → choose → train and gate → fallbacks →
 remember. The daemon's pipeline and every benchmark call this one function; the pipeline adds
 only I/O and telemetry around it (claim, load, register, move, report).
 """
@@ -65,7 +65,7 @@ class Candidate:
 @dataclass(frozen=True)
 class StepResult:
     report: ShiftReport
-    candidates: tuple[Candidate, ...]  # the first choice, then its fallback if it was tried
+    candidates: tuple[Candidate, ...]  # the first choice, then each fallback tried, until one passed
     train: Data
     holdout: Data
     memory: ReplayMemory  # production's memory with this batch remembered
@@ -133,12 +133,14 @@ def adapt_step(
         on_candidate(candidate)
         return candidate
 
-    first = choose(report, history, settings.policy, settings.training.lr)
-    candidates = [train_and_gate(first)]
-    if not candidates[0].verdict.accepted:
-        second = fallback_choice(first, report, settings.policy, settings.training.lr)
-        if second is not None:
-            candidates.append(train_and_gate(second))
+    choices = [choose(report, history, settings.policy, settings.training.lr)]
+    candidates = [train_and_gate(choices[0])]
+    while not candidates[-1].verdict.accepted:
+        following = fallback_choice(choices, report, settings.policy, settings.training.lr)
+        if following is None:
+            break
+        choices.append(following)
+        candidates.append(train_and_gate(following))
     with phases.timed(Phase.ARTIFACTS):
         remembered = remember(memory, train_data, holdout, source=batch.source, capacity=settings.replay_capacity,
                               audit_fraction=settings.audit_fraction, seed=seed)

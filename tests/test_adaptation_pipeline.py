@@ -12,18 +12,18 @@ def versions(config):
     return json.loads(retain(config, "versions", "--json").stdout)
 
 
-def test_a_rejected_candidate_is_followed_by_one_fallback_and_both_are_recorded(workspace, digit_data):
+def test_a_rejected_candidate_is_followed_by_each_fallback_and_all_are_recorded(workspace, digit_data):
     x, y = digit_data
     write_config(workspace.parent, gate={"min_gain": 1.0})  # nothing can pass
     save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
     retain(workspace, "run", "--once")
-    first, second = versions(workspace)[1:]
-    assert first["batch"] == second["batch"] == 1
-    assert first["strategy"] != second["strategy"]
-    assert (first["status"], second["status"]) == ("rejected", "rejected")
-    assert "as fallback after the" in second["rationale"]
+    tried = versions(workspace)[1:]
+    assert [v["batch"] for v in tried] == [1, 1, 1]
+    assert {v["strategy"] for v in tried} == {"finetune", "feature_extraction", "meta"}
+    assert [v["status"] for v in tried] == ["rejected"] * 3
+    assert all("as fallback after the" in v["rationale"] for v in tried[1:])
     [batch] = json.loads(retain(workspace, "batches", "--json").stdout)
-    assert (batch["state"], batch["version"]) == ("done", second["version"])
+    assert (batch["state"], batch["version"]) == ("done", tried[-1]["version"])
 
 
 def test_fallback_can_be_switched_off(workspace, digit_data):
@@ -116,7 +116,7 @@ def test_the_built_in_cnn_adapts_image_batches_with_meta(tmp_path, digit_data):
     images = x.reshape(-1, 1, 8, 8)
     config = write_config(tmp_path, model={"factory": "retain.strategies.models:small_cnn",
                                            "kwargs": {"channels": [4], "features": 16}},
-                          policy={"probe_transfers": 1.0, "fallback": False},
+                          policy={"strategy": "meta", "fallback": False},
                           gate={"max_forgetting": 1.0, "min_gain": -1.0})
     save_npz(tmp_path / "init.npz", images[:400], y[:400])
     retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")

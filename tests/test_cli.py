@@ -75,7 +75,7 @@ def test_show_prints_forgetting_with_its_bounds_audit_size_limit_and_finding(wor
     save_npz(workspace.parent / "inbox" / "b.npz", x[500:700], y[500:700])
     retain(workspace, "run", "--once")
     shown = retain(workspace, "show", "2").stdout
-    bounds = r"95% bounds \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]"
+    bounds = r"80% bounds \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]"
     assert re.search(rf"forgetting: [+-]\d\.\d{{4}}, {bounds} over \d+ audit samples, limit 0\.0200: "
                      r"(within|above|unresolved)", shown), shown
     assert re.search(rf"gate: forgetting [+-]\d\.\d{{4}} on \d+ audit samples, {bounds}: ", shown), shown

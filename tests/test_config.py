@@ -77,7 +77,8 @@ def test_example_config_lists_every_key():
     defaults = parse_config({}).model_dump()
     # Inferred from the init data, or absent, by default; [models.NAME] tables are shown commented.
     optional = {"model": {"input_shape", "num_classes", "weights", "inbox", *OVERRIDABLE}, "publish": {"dir"},
-                "policy": {"strategy"}, "meta": {"continue_steps"}, "shift": {"max_samples", "kernel_features"}}
+                "policy": {"strategy", "recurring_batches"}, "meta": {"continue_steps"},
+                "shift": {"max_samples", "kernel_features"}}
     del defaults["models"], defaults["webhooks"]  # arrays of tables, shown commented
     for section, values in defaults.items():
         skip = optional.get(section, set())

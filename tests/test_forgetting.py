@@ -240,9 +240,11 @@ def test_the_wine_case_is_decided_at_its_audit_size_and_show_states_the_rule(tmp
     x = (x - x[:100].mean(0)) / x[:100].std(0)  # standardised with the known rows' statistics
     batch = x[100:].copy()
     batch[:, :3] *= 1.5
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, gate={"tolerance": GateConfig().tolerance})
     save_npz(tmp_path / "known.npz", x[:100], y[:100])
-    retain(config, "init", "--data", str(tmp_path / "known.npz"), "--train")
+    init = retain(config, "init", "--data", str(tmp_path / "known.npz"), "--train")
+    assert "too few to show a candidate's forgetting below" in init.stderr
+    assert "weighed by the gain they bring (gate.unresolved)" in init.stderr
     save_npz(tmp_path / "inbox" / "wine.npz", batch, y[100:])
     retain(config, "run", "--once")
 

@@ -15,7 +15,9 @@ from retain.strategies.policy import (
 )
 from retain.strategies.shift import ShiftReport
 
-CONFIG = PolicyConfig()
+# Every rule switched on, with the reduced fine-tuning rates a user may configure: the rules
+# themselves are pinned here; what the defaults pick, in the tests that say so.
+CONFIG = PolicyConfig(lr_scale_none=0.1, lr_scale_mild=0.2, small_batch=200, probe_transfers=0.98)
 
 
 def report(severity="moderate", n_batch=500, probe=0.99, novel=(), reasons=("accuracy drop 0.120 >= 0.1",)):
@@ -67,13 +69,22 @@ def test_meta_for_new_classes_takes_its_own_learning_rate_scale():
     assert choose(report("severe", probe=0.4), (), config, 0.01).hyperparameters["lr"] == 0.002
 
 
-def test_significant_shifts_recurring_across_earlier_batches_pick_meta():
-    choice = choose(report("moderate"), history("severe", "none", "mild"), CONFIG, 0.01)
+def test_significant_shifts_recurring_across_earlier_batches_pick_meta_when_the_rule_is_on():
+    config = replace(CONFIG, recurring_batches=2)
+    choice = choose(report("moderate"), history("severe", "none", "mild"), config, 0.01)
     assert (choice.strategy, choice.rule) == ("meta", "recurring-shift")
+    assert choose(report("moderate"), history("severe", "none"), config, 0.01).strategy == "finetune"
 
 
-def test_one_earlier_significant_shift_is_not_a_recurrence():
-    assert choose(report("moderate"), history("severe", "none"), CONFIG, 0.01).strategy == "finetune"
+def test_by_default_a_recurring_shift_is_met_by_the_cheap_strategy_first():
+    choice = choose(report("moderate"), history("severe", "mild", "severe", "mild"), PolicyConfig(), 0.01)
+    assert (choice.strategy, choice.fallback) == ("finetune", "meta")
+
+
+def test_at_the_defaults_a_shifted_batch_without_new_classes_is_fine_tuned_first_at_the_full_rate():
+    for shifted in (report("severe", n_batch=60, probe=0.4), report("mild", probe=0.9), report("none", reasons=())):
+        choice = choose(shifted, history("severe", "mild", "severe"), PolicyConfig(), 0.01)
+        assert (choice.strategy, choice.fallback, choice.hyperparameters["lr"]) == ("finetune", "meta", 0.01)
 
 
 def test_features_that_do_not_transfer_pick_meta():
@@ -84,7 +95,7 @@ def test_features_that_do_not_transfer_pick_meta():
 def test_little_shift_picks_finetune_first_even_where_features_do_not_transfer():
     choice = choose(report("none", probe=0.9, reasons=()), (), CONFIG, 0.01)
     assert (choice.strategy, choice.rule) == ("finetune", "little-shift")
-    assert choice.fallback == "meta"  # escalated to if the cheap candidate fails the gate
+    assert choice.fallback == "meta"  # escalated to if this candidate fails the gate
 
 
 def test_a_batch_production_predicts_far_better_than_its_audit_set_picks_finetune_despite_a_low_probe():
@@ -123,12 +134,20 @@ def test_rationale_names_the_measurements_and_the_rule():
     assert choice.measurements["p_value"] == 0.004 and choice.measurements["probe_accuracy"] == 0.99
 
 
-def test_fallback_is_the_next_best_strategy_and_can_be_switched_off():
-    first = choose(report("moderate", n_batch=100), (), CONFIG, 0.01)
-    second = fallback_choice(first, report("moderate", n_batch=100), CONFIG, 0.01)
-    assert (first.strategy, second.strategy) == ("feature_extraction", "meta")
-    assert second.rule == "fallback-after-significant-shift-small-batch"
-    assert fallback_choice(choose(report(), (), replace(CONFIG, fallback=False), 0.01), report(), CONFIG, 0.01) is None
+def test_a_refused_candidate_is_followed_by_the_next_strategy_round_the_cycle_not_yet_tried():
+    shifted = report("moderate", n_batch=800)
+    first = choose(shifted, (), CONFIG, 0.01)
+    second = fallback_choice([first], shifted, CONFIG, 0.01)
+    third = fallback_choice([first, second], shifted, CONFIG, 0.01)
+    assert [c.strategy for c in (first, second, third)] == ["finetune", "meta", "feature_extraction"]
+    assert third.rule == "fallback-after-significant-shift-moderate"
+    assert "after the meta candidate failed the gate" in third.rationale
+    assert fallback_choice([first, second, third], shifted, CONFIG, 0.01) is None
+
+
+def test_fallbacks_can_be_switched_off():
+    first = choose(report(), (), replace(CONFIG, fallback=False), 0.01)
+    assert first.fallback is None and fallback_choice([first], report(), CONFIG, 0.01) is None
 
 
 def test_a_pinned_strategy_is_chosen_whatever_the_shift_and_keeps_its_learning_rate():

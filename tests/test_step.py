@@ -31,16 +31,18 @@ def settings(gate: GateConfig) -> StepSettings:
                         reptile=ReptileSettings(meta_steps=3), gate=gate, replay_capacity=200, audit_fraction=0.3)
 
 
-def test_a_refused_first_candidate_is_followed_by_its_fallback_and_production_and_memory_are_untouched():
+def test_refused_candidates_are_followed_by_each_fallback_in_turn_and_production_and_memory_are_untouched():
     production, memory, batch = production_and_memory()
     before = copy.deepcopy(production.state_dict())
     chosen, gated = [], []
     result = adapt_step(production, memory, batch, (), settings(GateConfig(min_gain=1.0)),
                         on_choice=chosen.append, on_candidate=gated.append)
-    first, second = result.candidates
-    assert [c.strategy for c in chosen] == [first.choice.strategy, second.choice.strategy]
-    assert second.choice.strategy == first.choice.fallback and gated == list(result.candidates)
-    assert result.accepted is None and result.final is second
+    first, second, third = result.candidates
+    assert [c.strategy for c in chosen] == [c.choice.strategy for c in result.candidates]
+    assert len({c.strategy for c in chosen}) == 3 and gated == list(result.candidates)
+    assert second.choice.strategy == first.choice.fallback and third.choice.strategy == second.choice.fallback
+    assert third.choice.fallback is None
+    assert result.accepted is None and result.final is third
     assert all(torch.equal(before[k], v) for k, v in production.state_dict().items())
     assert 7 not in memory.source.tolist() and 7 in result.memory.source.tolist()
     assert len(result.train[1]) + len(result.holdout[1]) == len(batch.y)
