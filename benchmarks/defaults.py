@@ -18,7 +18,16 @@ the final average accuracy over the domains seen, mean ± spread over the seeds;
 training seconds (every candidate, fallbacks included) and the largest drop of any domain's
 held-out accuracy after a promotion; and the summary the issue asks for.
 
-    .venv/bin/python benchmarks/defaults.py [--streams NAME ...] [--seeds 0 1 2] [--methods ...]
+    .venv/bin/python benchmarks/defaults.py [--streams NAME ...] [--seeds 0 1 2] [--methods ...] [--set K=V ...]
+
+``--set`` runs retain with settings changed, to hold a change against the defaults. The
+defaults before issue 31, approximately (the cycle of fallbacks stays):
+
+    --methods retain --set gate.confidence=0.95 gate.unresolved=refuse training.distillation=1.0 \
+        policy.lr_scale_none=0.1 policy.lr_scale_mild=0.2 policy.probe_transfers=0.98 \
+        policy.small_batch=200 policy.recurring_batches=2
+
+and without the label-noise check: ``--set shift.noise_excess=1.0``.
 """
 
 from __future__ import annotations
