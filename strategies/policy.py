@@ -95,19 +95,20 @@ def _rule(report: ShiftReport, recurring: int, config: PolicyConfig) -> tuple[St
             f"{report.severity} shift on a large batch whose features transfer (linear probe accuracy {probe_text})")
 
 
-# What a candidate that fails the gate is followed by: the next strategy round this cycle not
-# yet tried. A refused fine-tune escalates to meta, which learns what a fine-tune could not
-# (trying the new head first got it accepted, cheap and weak: 0.868 against 0.937 on
-# benchmarks/defaults.py's rotated digits); a refused meta falls back to the safe new head;
-# a refused new head escalates to the whole net.
-ESCALATION: tuple[Strategy, ...] = (Strategy.FEATURE_EXTRACTION, Strategy.FINETUNE, Strategy.META)
+# What a candidate that fails the gate is followed by, decided by why it failed: one shown to
+# forget beyond the limit by the safest strategy not yet tried (a new head on frozen features
+# first), one that did not gain enough by the strongest (meta first, which learns what a
+# fine-tune could not). On benchmarks/defaults.py's rotated digits a new head tried after
+# every refused fine-tune was accepted, cheap and weak (0.937), and meta after every one cost
+# 2.8x as much (0.942).
+SAFER: tuple[Strategy, ...] = (Strategy.FEATURE_EXTRACTION, Strategy.FINETUNE, Strategy.META)
+STRONGER: tuple[Strategy, ...] = (Strategy.META, Strategy.FINETUNE, Strategy.FEATURE_EXTRACTION)
 
 
-def next_strategy(tried: Sequence[Strategy]) -> Strategy | None:
-    """The strategy after the last of ``tried`` round ``ESCALATION`` that is not in ``tried``."""
-    start = ESCALATION.index(tried[-1])
-    following = (ESCALATION[(start + step) % len(ESCALATION)] for step in range(1, len(ESCALATION)))
-    return next((s for s in following if s not in tried), None)
+def next_strategy(tried: Sequence[Strategy], forgot: bool = False) -> Strategy | None:
+    """The first strategy not in ``tried``, the safest when the last candidate forgot beyond
+    the limit, the strongest otherwise."""
+    return next((s for s in (SAFER if forgot else STRONGER) if s not in tried), None)
 
 
 def hyperparameters(strategy: Strategy, report: ShiftReport, config: PolicyConfig, base_lr: float) -> dict[str, Any]:
@@ -134,12 +135,18 @@ def choose(
     1. new classes: ``feature_extraction`` if a linear probe on the frozen features separates
        the batch's classes, else ``meta``;
     2. a batch production already knows (no significant shift, and far more accurate on it than
-       on the audit set): ``finetune`` at a reduced learning rate;
-    3. features that do not transfer (low probe accuracy), shifted or not: ``meta``;
-    4. little shift (severity none): ``finetune`` at a reduced learning rate;
-    5. significant shifts recurring across several distinct earlier batches: ``meta``;
-    6. a significant shift on a small batch: ``feature_extraction``;
+       on the audit set): ``finetune``;
+    3. little shift (severity none): ``finetune``;
+    4. a significant shift that frozen features do not absorb (probe below
+       ``probe_transfers``; off by default): ``meta``;
+    5. significant shifts recurring across ``recurring_batches`` earlier batches (off by
+       default): ``meta``;
+    6. a significant shift on a batch smaller than ``small_batch`` (off by default):
+       ``feature_extraction``;
     7. otherwise ``finetune``.
+
+    ``Choice.fallback`` is the strategy a refused candidate escalates to; ``fallback_choice``
+    picks the safest one instead when the candidate forgot beyond the limit.
     """
     recurring = recurring_shifts(history, config.history_window)
     strategy, rule, why = _rule(report, recurring, config)
@@ -160,20 +167,26 @@ def choose(
 
 
 def fallback_choice(tried: Sequence[Choice], report: ShiftReport, config: PolicyConfig,
-                    base_lr: float) -> Choice | None:
+                    base_lr: float, forgot: bool = False) -> Choice | None:
     """The next candidate to train when every one in ``tried`` (the first choice, then its
-    fallbacks) failed the gate, or None when there is none left or fallbacks are off."""
-    strategy = tried[-1].fallback
+    fallbacks) failed the gate, or None when there is none left or fallbacks are off.
+    ``forgot``: the last one was refused for forgetting shown above the limit (pooled or on
+    one batch's audit samples), not for too little gain."""
+    if tried[-1].fallback is None:
+        return None
+    done = [c.strategy for c in tried]
+    strategy = next_strategy(done, forgot)
     if strategy is None:
         return None
     params = hyperparameters(strategy, report, config, base_lr)
     first = tried[0]
+    why = "forgot beyond the limit" if forgot else "did not gain enough to pass"
     return Choice(
         strategy=strategy,
         hyperparameters=params,
-        rationale=f"{strategy} as fallback after the {tried[-1].strategy} candidate failed the gate "
+        rationale=f"{strategy} as fallback after the {tried[-1].strategy} candidate {why} "
                   f"[fallback-after-{first.rule}]; lr {params['lr']:g} ({params['lr_scale']:g} x base)",
         rule=f"fallback-after-{first.rule}",
         measurements=first.measurements,
-        fallback=next_strategy([*(c.strategy for c in tried), strategy]),
+        fallback=next_strategy([*done, strategy]),
     )

@@ -15,7 +15,7 @@ from torch import nn
 from retain.strategies.adapt import train_candidate
 from retain.strategies.job import MetaInit, TrainedCandidate, TrainingJob
 from retain.strategies.forgetting import GateMetrics, Verdict, evaluate_gate, verdict
-from retain.strategies.kinds import MetaStart, Phase
+from retain.strategies.kinds import AuditFinding, MetaStart, Phase
 from retain.strategies.measure import measure_batch
 from retain.strategies.phases import PhaseTimes
 from retain.strategies.policy import Choice, ShiftHistoryEntry, choose, fallback_choice
@@ -136,7 +136,9 @@ def adapt_step(
     choices = [choose(report, history, settings.policy, settings.training.lr)]
     candidates = [train_and_gate(choices[0])]
     while not candidates[-1].verdict.accepted:
-        following = fallback_choice(choices, report, settings.policy, settings.training.lr)
+        refused = candidates[-1].verdict
+        forgot = refused.finding is AuditFinding.ABOVE or bool(refused.groups_above)
+        following = fallback_choice(choices, report, settings.policy, settings.training.lr, forgot)
         if following is None:
             break
         choices.append(following)

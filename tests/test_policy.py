@@ -134,15 +134,24 @@ def test_rationale_names_the_measurements_and_the_rule():
     assert choice.measurements["p_value"] == 0.004 and choice.measurements["probe_accuracy"] == 0.99
 
 
-def test_a_refused_candidate_is_followed_by_the_next_strategy_round_the_cycle_not_yet_tried():
+def test_a_candidate_refused_for_too_little_gain_escalates_to_the_strongest_strategy_not_yet_tried():
     shifted = report("moderate", n_batch=800)
     first = choose(shifted, (), CONFIG, 0.01)
     second = fallback_choice([first], shifted, CONFIG, 0.01)
     third = fallback_choice([first, second], shifted, CONFIG, 0.01)
     assert [c.strategy for c in (first, second, third)] == ["finetune", "meta", "feature_extraction"]
     assert third.rule == "fallback-after-significant-shift-moderate"
-    assert "after the meta candidate failed the gate" in third.rationale
+    assert "after the meta candidate did not gain enough to pass" in third.rationale
     assert fallback_choice([first, second, third], shifted, CONFIG, 0.01) is None
+
+
+def test_a_candidate_refused_for_forgetting_falls_back_to_the_safest_strategy_not_yet_tried():
+    shifted = report("moderate", n_batch=800)
+    first = choose(shifted, (), CONFIG, 0.01)
+    second = fallback_choice([first], shifted, CONFIG, 0.01, forgot=True)
+    third = fallback_choice([first, second], shifted, CONFIG, 0.01, forgot=True)
+    assert [c.strategy for c in (first, second, third)] == ["finetune", "feature_extraction", "meta"]
+    assert "after the finetune candidate forgot beyond the limit" in second.rationale
 
 
 def test_fallbacks_can_be_switched_off():
