@@ -87,8 +87,9 @@ class PolicyConfig:
     recurring_batches: int | None = Field(default=None, ge=1)
     # Look back this many earlier batches for recurrence.
     history_window: int = Field(default=10, ge=0)
-    # When a candidate fails the gate, train the cheapest strategy not yet tried (feature
-    # extraction, finetune, meta), until one passes or all three have been tried.
+    # When a candidate fails the gate, train a strategy not yet tried, until one passes or all
+    # three have been tried: the safest after one that forgot beyond the limit, the strongest
+    # after one that gained too little (retain.strategies.policy.next_strategy).
     fallback: bool = True
     # Always this strategy, without consulting the rules (a lineage pinned to one way of
     # adapting, or a baseline to compare the rules against). Unset: the rules choose.
