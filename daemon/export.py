@@ -107,12 +107,14 @@ def _check(form: str, expected: torch.Tensor, actual: torch.Tensor) -> Parity:
 def _write_torchscript(model: nn.Module, x: torch.Tensor, target: Path) -> Parity:
     import torch
 
+    from retain.strategies.models import without_logits_hook
+
     # torch deprecates TorchScript in favour of torch.export, but TorchServe and Triton's
     # PyTorch backend load it: the format is asked for by name, the warning tells no one anything.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            scripted = torch.jit.script(model)
+            scripted = torch.jit.script(without_logits_hook(model))
         except Exception:  # noqa: BLE001 - a model TorchScript cannot compile may still trace
             scripted = torch.jit.trace(model, x[:1])
         scripted.save(str(target))

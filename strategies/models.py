@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
+import inspect
 import logging
 import math
 import sys
@@ -130,18 +131,72 @@ def resolve_factory(spec: str) -> Callable[..., nn.Module]:
     return factory
 
 
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits in what a model returned: a tensor, a tuple or list whose first item is the
+    logits, or an object with ``.logits`` (a Hugging Face ``SequenceClassifierOutput``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"the model returned {type(output).__name__}, not logits: return a tensor, a tuple whose "
+                    f"first item is the logits, or an object with .logits")
+
+
+def _logits_only(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor | None:
+    return None if isinstance(output, torch.Tensor) else logits_of(output)
+
+
+def returning_logits(model: nn.Module) -> nn.Module:
+    """``model``, its calls made to return the logits tensor whatever its forward returns
+    (``logits_of``), so that training, the gate, predict and export all see one tensor. A
+    forward hook, not a wrapper: the weights keep their names, and copies keep the hook."""
+    if _logits_only not in model._forward_hooks.values():
+        model.register_forward_hook(_logits_only)
+    return model
+
+
+def without_logits_hook(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` without ``returning_logits``'s hook, for TorchScript, which cannot
+    compile a hook that takes any output."""
+    copied = copy.deepcopy(model)
+    for key, hook in list(copied._forward_hooks.items()):
+        if hook is _logits_only:
+            del copied._forward_hooks[key]
+    return copied
+
+
+def factory_arguments(build: Callable[..., nn.Module], input_shape: Sequence[int], num_classes: int,
+                      kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What to call ``build`` with: ``input_shape`` and ``num_classes`` where its signature
+    names them (or takes ``**kwargs``), then ``kwargs``."""
+    try:
+        parameters = inspect.signature(build).parameters
+    except (TypeError, ValueError):  # a builtin or C extension without a signature: pass everything
+        parameters = None
+    open_ended = parameters is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    given = {"input_shape": tuple(input_shape), "num_classes": num_classes}
+    return {**{k: v for k, v in given.items() if open_ended or k in parameters}, **kwargs}
+
+
 def build_model(
     factory: str, input_shape: Sequence[int], num_classes: int, kwargs: dict[str, Any] | None = None
 ) -> nn.Module:
-    """Build an untrained model from a factory spec. Whatever the factory raises (a user's
-    code, or a library given a bad keyword: ``weights=""`` to torchvision is a ``KeyError``)
-    becomes a ``ValueError`` naming the factory, its keywords and the error."""
+    """Build an untrained model from a factory spec, returning logits (``returning_logits``).
+    The factory gets ``input_shape`` and ``num_classes`` where it names them. Whatever it
+    raises (a user's code, or a library given a bad keyword: ``weights=""`` to torchvision is a
+    ``KeyError``) becomes a ``ValueError`` naming the factory, its keywords and the error."""
     build = resolve_factory(factory)
     try:
-        return build(input_shape=tuple(input_shape), num_classes=num_classes, **(kwargs or {}))
+        model = build(**factory_arguments(build, input_shape, num_classes, kwargs or {}))
     except Exception as exc:  # noqa: BLE001 - a factory is user code: any error is a configuration problem
         shown = ", ".join(f"{key}={value!r}" for key, value in (kwargs or {}).items()) or "none"
         raise ValueError(f"the factory failed (model.kwargs: {shown}): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"the factory returned {type(model).__name__}, not a torch.nn.Module")
+    return returning_logits(model)
 
 
 def head_module(model: nn.Module, head: str) -> nn.Module:

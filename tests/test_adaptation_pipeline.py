@@ -101,6 +101,54 @@ def test_a_users_model_beside_the_config_names_its_head_in_config(tmp_path, digi
     assert versions(config)[1]["artifact_sha256"]
 
 
+OUTPUT_OBJECT_MODEL = """
+    from dataclasses import dataclass
+
+    import torch
+    from torch import nn
+
+
+    @dataclass
+    class Output:  # as Hugging Face models return: the logits in a field
+        logits: torch.Tensor
+        hidden: torch.Tensor
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU())
+            self.classifier = nn.Linear(32, 10)
+
+        def forward(self, x):
+            hidden = self.body(x)
+            return Output(self.classifier(hidden), hidden)
+
+
+    def build():  # names neither input_shape nor num_classes
+        return Net()
+"""
+
+
+def test_a_model_returning_an_output_object_built_by_a_factory_without_arguments_adapts_and_predicts(
+        tmp_path, digit_data):
+    x, y = digit_data
+    (tmp_path / "outputs.py").write_text(textwrap.dedent(OUTPUT_OBJECT_MODEL))
+    # 300 samples: 225 train in minibatches of 32, which once left a last one of a single sample
+    # that BatchNorm cannot train on.
+    save_npz(tmp_path / "init.npz", x[:300], y[:300])
+    config = write_config(tmp_path, model={"factory": "outputs.py:build", "kwargs": {}, "head": "classifier"},
+                          gate={"max_forgetting": 1.0, "min_gain": -1.0})
+    retain(config, "init", "--data", str(tmp_path / "init.npz"), "--train")
+    save_npz(tmp_path / "inbox" / "b.npz", x[300:500], y[300:500])
+    retain(config, "run", "--once")
+    assert [v["status"] for v in versions(config)][:2] == ["accepted", "accepted"], versions(config)
+    np.savez(tmp_path / "unseen.npz", x=x[500:600])
+    predicted = json.loads(retain(config, "predict", str(tmp_path / "unseen.npz"), "--json").stdout)
+    assert predicted["version"] == 2
+    assert np.mean(np.array(predicted["predictions"]) == y[500:600]) > 0.5
+
+
 def test_a_factory_can_be_a_python_file_beside_the_config(tmp_path, digit_data):
     x, y = digit_data
     (tmp_path / "net_in_a_file.py").write_text(textwrap.dedent(USER_MODEL))

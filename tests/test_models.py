@@ -173,3 +173,32 @@ def test_features_and_logits_keep_no_autograd_graph_alive():
     features, logits = features_and_logits(mlp((4,), 3), "head", torch.randn(1100, 4), batch_size=512)
     assert (features.shape, logits.shape) == ((1100, 64), (1100, 3))
     assert logits.grad_fn is None and not logits.requires_grad  # a graph would hold every chunk's activations
+
+
+def test_the_logits_are_found_in_a_tensor_a_tuple_or_an_object_with_logits():
+    from types import SimpleNamespace
+
+    import torch
+
+    from retain.strategies.models import logits_of
+
+    logits = torch.ones(2, 3)
+    assert logits_of(logits) is logits
+    assert logits_of((logits, torch.zeros(2, 5))) is logits
+    assert logits_of(SimpleNamespace(logits=logits, loss=None)) is logits
+    with pytest.raises(TypeError, match="returned dict, not logits: return a tensor, a tuple"):
+        logits_of({"scores": logits})
+
+
+def test_a_factory_gets_only_the_arguments_its_signature_names():
+    from retain.strategies.models import factory_arguments
+
+    def only_classes(num_classes, depth=2):
+        return None
+
+    def open_ended(**kwargs):
+        return None
+
+    assert factory_arguments(only_classes, (8,), 3, {"depth": 4}) == {"num_classes": 3, "depth": 4}
+    assert factory_arguments(lambda: None, (8,), 3, {}) == {}
+    assert factory_arguments(open_ended, (8,), 3, {}) == {"input_shape": (8,), "num_classes": 3}
