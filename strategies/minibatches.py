@@ -35,7 +35,7 @@ class Rehearsal:
 
 class TensorMinibatches:
     """An epoch of shuffled ``[x, y, task_label]`` minibatches of ``batch_size`` new samples (the
-    last one shorter, or longer by the one sample that would be left over), each followed by
+    last one shorter, and never of a single sample where there are more), each followed by
     ``rehearsal.batch_size`` replayed ones where a rehearsal set is given. Replayed samples are
     drawn without replacement, reshuffling when the set runs out, so each is seen about equally
     often, as Avalanche's ``ReplayDataLoader`` draws them. Where the rehearsal has ``outputs``,
@@ -67,13 +67,15 @@ class TensorMinibatches:
         return TensorMinibatches(self.x, self.y, self.batch_size, rehearsal, self.device)
 
     def _bounds(self) -> list[tuple[int, int]]:
-        """Each step's slice of the shuffled samples. A lone sample left over joins the step
-        before it: a minibatch of one cannot be trained through BatchNorm (225 samples in 32s
-        end in one), and that one sample is no loss to the step it joins."""
+        """Each step's slice of the shuffled samples. A lone sample left over takes one more
+        from the step before it: a minibatch of one cannot be trained through BatchNorm (225
+        samples in 32s end in one), and the number of steps stays what it was (joining the two
+        would halve the steps of a 33-sample batch)."""
         n, size = len(self.y), self.batch_size
         bounds = [(start, min(start + size, n)) for start in range(0, n, size)]
         if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
-            bounds[-2:] = [(bounds[-2][0], n)]
+            (start, end), _ = bounds[-2:]
+            bounds[-2:] = [(start, end - 1), (end - 1, n)]
         return bounds
 
     def __len__(self) -> int:
