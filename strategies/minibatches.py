@@ -35,7 +35,7 @@ class Rehearsal:
 
 class TensorMinibatches:
     """An epoch of shuffled ``[x, y, task_label]`` minibatches of ``batch_size`` new samples (the
-    last one shorter, and never of a single sample where there are more), each followed by
+    last one shorter, but not below ``fewest``), each followed by
     ``rehearsal.batch_size`` replayed ones where a rehearsal set is given. Replayed samples are
     drawn without replacement, reshuffling when the set runs out, so each is seen about equally
     often, as Avalanche's ``ReplayDataLoader`` draws them. Where the rehearsal has ``outputs``,
@@ -50,6 +50,7 @@ class TensorMinibatches:
         batch_size: int,
         rehearsal: Rehearsal | None = None,
         device: torch.device | str = "cpu",
+        fewest: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -58,24 +59,28 @@ class TensorMinibatches:
         self.device = torch.device(device)
         self.x, self.y = x.to(self.device), y.to(self.device)
         self.batch_size = batch_size
+        # The fewest samples a step may hold: 2 for a model with BatchNorm, which cannot
+        # normalise a single sample in training (225 samples in 32s end in one).
+        self.fewest = max(1, min(fewest, batch_size))
         self.rehearsal = None
         if rehearsal is not None and len(rehearsal.y) and rehearsal.batch_size > 0:
             self.rehearsal = rehearsal.to(self.device)
 
     def with_rehearsal(self, rehearsal: Rehearsal) -> TensorMinibatches:
         """The same new samples, each minibatch joined by draws from ``rehearsal``."""
-        return TensorMinibatches(self.x, self.y, self.batch_size, rehearsal, self.device)
+        return TensorMinibatches(self.x, self.y, self.batch_size, rehearsal, self.device, self.fewest)
 
     def _bounds(self) -> list[tuple[int, int]]:
-        """Each step's slice of the shuffled samples. A lone sample left over takes one more
-        from the step before it: a minibatch of one cannot be trained through BatchNorm (225
-        samples in 32s end in one), and the number of steps stays what it was (joining the two
-        would halve the steps of a 33-sample batch)."""
+        """Each step's slice of the shuffled samples. A last step holding fewer than ``fewest``
+        (replayed samples included) takes the rest from the step before it; the number of steps
+        stays what it was."""
         n, size = len(self.y), self.batch_size
         bounds = [(start, min(start + size, n)) for start in range(0, n, size)]
-        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        replayed = self.rehearsal.batch_size if self.rehearsal is not None else 0
+        short = self.fewest - (bounds[-1][1] - bounds[-1][0] + replayed) if bounds else 0
+        if len(bounds) > 1 and short > 0:
             (start, end), _ = bounds[-2:]
-            bounds[-2:] = [(start, end - 1), (end - 1, n)]
+            bounds[-2:] = [(start, end - short), (end - short, n)]
         return bounds
 
     def __len__(self) -> int:

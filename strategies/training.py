@@ -293,12 +293,14 @@ def run_template(
 ) -> nn.Module:
     """Train ``model`` in place on one experience with a ``SupervisedTemplate`` whose
     minibatches are cut from ``x`` and ``y`` by index (``TensorMinibatches``)."""
+    normalises_batches = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     with quiet_avalanche():
         from retain.strategies.avalanche_api import SupervisedTemplate
 
         class TensorTemplate(SupervisedTemplate):
             def make_train_dataloader(self, **kwargs):
-                self.dataloader = TensorMinibatches(x.float(), y.long(), self.train_mb_size, device=self.device)
+                self.dataloader = TensorMinibatches(x.float(), y.long(), self.train_mb_size, device=self.device,
+                                                    fewest=2 if normalises_batches else 1)
 
         torch.manual_seed(settings.seed)
         strategy = TensorTemplate(

@@ -32,11 +32,14 @@ def test_an_epoch_holds_every_new_sample_once_in_minibatches_of_the_batch_size()
     assert all(torch.equal(b[1], y[b[0].flatten().long()]) for b in batches)
 
 
-def test_a_lone_sample_left_over_takes_one_more_from_the_minibatch_before_it():
+def test_for_batchnorm_a_lone_sample_left_over_takes_one_more_from_the_minibatch_before_it():
     x, y = numbered(225)  # 7 x 32 + 1: a last minibatch of one cannot pass through BatchNorm
-    loader = TensorMinibatches(x, y, batch_size=32)
+    loader = TensorMinibatches(x, y, batch_size=32, fewest=2)
     batches = list(loader)
     assert len(loader) == 8 and [len(b[0]) for b in batches] == [32] * 6 + [31, 2]
+    assert [len(b[0]) for b in TensorMinibatches(x, y, batch_size=32)][-1] == 1  # other models: as before
+    with_replay = TensorMinibatches(x, y, 32, Rehearsal(x[:10], y[:10], batch_size=4), fewest=2)
+    assert [len(b[0]) for b in with_replay][-1] == 1 + 4  # replayed samples fill the step
     assert sorted(torch.cat([b[0] for b in batches]).flatten().long().tolist()) == list(range(225))
 
 
