@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from retain.errors import RetainError
 from retain.daemon.config import Config
@@ -29,6 +31,7 @@ from retain.strategies.forgetting import evaluate_gate
 from retain.strategies.models import head_width
 from retain.strategies.paired import audit_sizing
 from retain.strategies.replay import INIT_SOURCE, ReplayMemory, remember, split_holdout
+from retain.strategies.sources import MissingLibrary, find_head
 from retain.strategies.training import TrainingHooks, TrainingProgress, train_initial
 
 log = logging.getLogger("retain.init")
@@ -36,6 +39,24 @@ log = logging.getLogger("retain.init")
 
 class InitError(RetainError):
     """``retain init`` cannot go on; the message says why."""
+
+
+def source_name(config: Config) -> str:
+    """The config key that names the model's source, with its value, for messages."""
+    factory, _ = config.model.source()
+    for key in ("torchvision", "timm"):
+        if getattr(config.model, key) is not None:
+            return f"model.{key} {getattr(config.model, key)!r}"
+    return f"model.factory {factory!r}"
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a ``.safetensors`` file or a ``torch.save`` one (``weights_only``)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def infer_model_spec(config: Config, data: Path) -> ModelSpec:
@@ -56,12 +77,13 @@ def infer_model_spec(config: Config, data: Path) -> ModelSpec:
         num_classes = max(int(y.max()) + 1, 2)
     if config.model.input_shape is None and x.ndim == 2 and len(input_shape) == 1:
         input_shape = (math.prod(input_shape),)
+    factory, kwargs = config.model.source()
     return ModelSpec(
-        factory=config.model.factory,
+        factory=factory,
         input_shape=input_shape,
         num_classes=num_classes,
-        head=config.model.head,
-        kwargs=dict(config.model.kwargs),
+        head=config.model.head or "",  # found on the built model when unset
+        kwargs=kwargs,
     )
 
 
@@ -86,9 +108,13 @@ def init_workspace(
         torch.manual_seed(config.training.seed)  # the initial weights are reproducible too
         try:
             model = spec.build()
+        except MissingLibrary as exc:
+            raise InitError(str(exc)) from None
         except (ValueError, TypeError) as exc:
-            raise InitError(f"model.factory {spec.factory!r}: {exc}") from None
+            raise InitError(f"{source_name(config)}: {exc}") from None
         try:
+            if not spec.head:
+                spec = replace(spec, head=find_head(model))
             head_width(model, spec.head)
         except ValueError as exc:
             raise InitError(f"model.head: {exc}") from None
@@ -110,8 +136,8 @@ def init_workspace(
             weights = config.model.weights
             weights = weights if weights.is_absolute() else config.base_dir / weights
             try:
-                model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
-            except (OSError, RuntimeError) as exc:
+                model.load_state_dict(read_weights(weights))
+            except (OSError, RuntimeError, SafetensorError) as exc:
                 raise InitError(f"model.weights {weights}: {str(exc).splitlines()[0]}") from None
         else:
             raise InitError("no initial weights: pass --train, or set model.weights in the config")

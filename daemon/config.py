@@ -103,12 +103,21 @@ class WebhookConfig(_Section):
 
 
 class ModelConfig(_Section):
+    # Where the architecture comes from, one of: a factory of one's own (module:function or
+    # file.py:function), a torchvision model by name, a timm model by name. The last two are
+    # built with their library's own class-count keyword and no download.
     factory: str = "retain.strategies.models:mlp"
+    torchvision: str | None = None  # e.g. "resnet18"
+    timm: str | None = None  # e.g. "resnet18"; needs retain[vision]
     kwargs: dict[str, Any] = Field(default_factory=dict)
     input_shape: list[int] | None = None  # inferred from the init data when absent
     num_classes: int | None = Field(default=None, ge=2)
-    head: str = "head"
-    weights: Path | None = None  # initial state_dict for `retain init` without --train
+    # The final Linear layer (a dotted module name); unset: the last Linear under the first of
+    # head, fc, classifier, score the model has (retain.strategies.sources.find_head).
+    head: str | None = None
+    # Initial weights for `retain init` without --train: a state_dict saved with torch.save
+    # (loaded with weights_only=True) or a .safetensors file.
+    weights: Path | None = None
     # Labels up to max_classes - 1 are accepted; a batch with classes beyond the head's width
     # widens it (class-incremental streams). A label past the cap is refused.
     max_classes: int = Field(default=1000, ge=2)
@@ -127,6 +136,22 @@ class ModelConfig(_Section):
         if value is not None and (not value or any(d <= 0 for d in value)):
             raise ValueError("every dimension must be a positive integer")
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        named = [key for key in ("factory", "torchvision", "timm")
+                 if key in self.model_fields_set and getattr(self, key) is not None]
+        if len(named) > 1:
+            raise ValueError(f"set one model source, not {' and '.join(named)}")
+        return self
+
+    def source(self) -> tuple[str, dict[str, Any]]:
+        """The factory spec and keywords that build this model, whichever source names it."""
+        if self.torchvision is not None:
+            return "retain.strategies.sources:torchvision_model", {"name": self.torchvision, **self.kwargs}
+        if self.timm is not None:
+            return "retain.strategies.sources:timm_model", {"name": self.timm, **self.kwargs}
+        return self.factory, dict(self.kwargs)
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))

@@ -188,9 +188,13 @@ def build_model(
     The factory gets ``input_shape`` and ``num_classes`` where it names them. Whatever it
     raises (a user's code, or a library given a bad keyword: ``weights=""`` to torchvision is a
     ``KeyError``) becomes a ``ValueError`` naming the factory, its keywords and the error."""
+    from retain.strategies.sources import MissingLibrary
+
     build = resolve_factory(factory)
     try:
         model = build(**factory_arguments(build, input_shape, num_classes, kwargs or {}))
+    except MissingLibrary:
+        raise  # its message names the extra to install, which is all there is to say
     except Exception as exc:  # noqa: BLE001 - a factory is user code: any error is a configuration problem
         shown = ", ".join(f"{key}={value!r}" for key, value in (kwargs or {}).items()) or "none"
         raise ValueError(f"the factory failed (model.kwargs: {shown}): {type(exc).__name__}: {exc}") from exc

@@ -76,7 +76,8 @@ def test_example_config_lists_every_key():
     written = tomllib.loads((Path(__file__).parent.parent / "deploy" / "retain.example.toml").read_text())
     defaults = parse_config({}).model_dump()
     # Inferred from the init data, or absent, by default; [models.NAME] tables are shown commented.
-    optional = {"model": {"input_shape", "num_classes", "weights", "inbox", *OVERRIDABLE}, "publish": {"dir"},
+    optional = {"model": {"input_shape", "num_classes", "weights", "inbox", "torchvision", "timm", "head",
+                          *OVERRIDABLE}, "publish": {"dir"},
                 "policy": {"strategy", "recurring_batches"}, "meta": {"continue_steps"},
                 "shift": {"max_samples", "kernel_features"}}
     del defaults["models"], defaults["webhooks"]  # arrays of tables, shown commented
