@@ -12,7 +12,7 @@ only by the calls that load tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,11 +64,13 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class Predictions:
-    """Predicted class ids, and the version that made them."""
+    """Predicted class ids, each sample's most probable classes, and the version that made them."""
 
     model: str
     version: int
     labels: list[int]
+    # Per sample, (class, probability) for its ``top_k`` most probable classes, most probable first.
+    probabilities: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 class Client:
@@ -128,15 +130,19 @@ class Client:
                              input_shape=spec.input_shape, num_classes=spec.num_classes, factory=spec.factory)
             return VersionedModel(load_model(row, self._artifacts), card)
 
-    def predict(self, ref: str, x: Any) -> Predictions:
-        """Class ids for ``x`` (an array or tensor of samples, one per row)."""
+    def predict(self, ref: str, x: Any, top_k: int = 3) -> Predictions:
+        """Class ids for ``x`` (an array or tensor of samples, one per row), with each sample's
+        ``top_k`` most probable classes."""
+        if top_k < 1:
+            raise RetainError(f"top_k must be at least 1, not {top_k}")
         with as_retain_errors():
             from retain.served import as_samples
-            from retain.strategies.models import predict
+            from retain.strategies.models import probabilities, top_classes
 
             model = self.load_model(ref)
-            labels = predict(model.module, as_samples(x, model.card)).tolist()
-            return Predictions(model.card.model, model.card.version, labels)
+            probable = probabilities(model.module, as_samples(x, model.card))
+            labels = probable.argmax(1).tolist() if len(probable) else []
+            return Predictions(model.card.model, model.card.version, labels, top_classes(probable, top_k))
 
     def _lineage(self, model: str | None) -> Registry:
         if model is None:

@@ -789,14 +789,16 @@ def predict(
     version: Annotated[Optional[str], typer.Option(
         "--version", help="Version: 7, an alias or NAME@… (default: production).")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", help="Write predictions here (.json or .csv).")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Most probable classes per sample in "
+                                       "'probabilities' (--json, --out .json).")] = 3,
     as_json: JsonOption = False,
     model: ModelOption = None,
 ) -> None:
-    """Predicted labels for a data file (labels in it are not needed; if the model has their
-    classes, the accuracy is reported too)."""
+    """Predicted labels for a data file, with each sample's most probable classes (labels in it
+    are not needed; if the model has their classes, the accuracy is reported too)."""
     from retain.daemon.loading import DataSpec
     from retain.daemon.versions import load_model, spec_of
-    from retain.strategies.models import predict as model_predict
+    from retain.strategies.models import probabilities, top_classes
 
     config, registry, number = ctx.obj.lineage(model, version)
     use_threads(config)
@@ -810,8 +812,12 @@ def predict(
     model = load_model(row, open_artifacts(config))
     spec = spec_of(row)
     loaded = read_data(file, DataSpec(spec.input_shape, spec.num_classes, limits=config.data))
-    predictions = model_predict(model, loaded.x).tolist()
-    payload: dict[str, Any] = {"version": number, "predictions": predictions}
+    probable = probabilities(model, loaded.x)
+    predictions = probable.argmax(1).tolist() if len(probable) else []
+    payload: dict[str, Any] = {
+        "version": number, "predictions": predictions,
+        "probabilities": [[{"class": c, "probability": p} for c, p in row] for row in top_classes(probable, top_k)],
+    }
     if loaded.y is not None:  # labels are never needed; with ones the model has, it is scored
         right = sum(p == t for p, t in zip(predictions, loaded.y.tolist(), strict=True))
         payload["accuracy"] = right / len(predictions)

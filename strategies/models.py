@@ -255,6 +255,27 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
+def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities (softmax of the logits), one row per sample, on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            out = [model(x[start : start + batch_size].to(device)).softmax(1).cpu()
+                   for start in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def top_classes(probabilities: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
+    """Per sample, its ``k`` most probable classes with their probabilities, most probable first."""
+    values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    return [[(int(c), round(float(p), 6)) for c, p in zip(row_c, row_p, strict=True)]
+            for row_c, row_p in zip(indices.tolist(), values.tolist(), strict=True)]
+
+
 def head_width(model: nn.Module, head: str) -> int:
     module = head_module(model, head)
     if not isinstance(module, nn.Linear):

@@ -32,6 +32,8 @@ def test_a_loaded_version_is_a_module_in_eval_mode_that_knows_what_it_is(workspa
     assert model(torch.from_numpy(x[:5])).shape == (5, 10)
     assert predictions.version == 1 and len(predictions.labels) == 200
     assert sum(p == t for p, t in zip(predictions.labels, y[:200], strict=True)) / 200 > 0.8
+    assert [top[0][0] for top in predictions.probabilities] == predictions.labels
+    assert all(len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] for top in predictions.probabilities)
 
 
 def test_connect_by_url_finds_the_artifacts_beside_a_sqlite_registry(workspace):

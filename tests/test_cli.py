@@ -142,6 +142,18 @@ def test_predict_json_gives_one_label_per_row(workspace, digit_data):
     assert all(0 <= p < 10 for p in payload["predictions"])
 
 
+def test_predict_gives_each_samples_most_probable_classes_with_their_probabilities(workspace, digit_data):
+    x, _ = digit_data
+    np.savez(workspace.parent / "unlabelled.npz", x=x[:25])
+    payload = json.loads(retain(workspace, "predict", str(workspace.parent / "unlabelled.npz"), "--top-k", "2",
+                                "--json").stdout)
+    assert len(payload["probabilities"]) == 25
+    for predicted, top in zip(payload["predictions"], payload["probabilities"], strict=True):
+        assert [entry["class"] for entry in top][0] == predicted and len(top) == 2
+        assert 1 >= top[0]["probability"] >= top[1]["probability"] >= 0
+    assert "--top-k" in retain(workspace, "predict", "--help").stdout
+
+
 def test_predict_refuses_a_bad_file_naming_it(workspace):
     bad = workspace.parent / "bad.npz"
     np.savez(bad, x=np.zeros((3, 5), np.float32))
