@@ -25,6 +25,9 @@ def test_three_workers_keep_three_lineages_in_order_through_a_kill(tmp_path, dig
         "registry": {"url": fresh_postgres_database(postgres_url, "workers")},
         "artifacts": {"url": f"s3://{s3_server.bucket}/{uuid.uuid4().hex[:8]}", "endpoint_url": s3_server.endpoint_url},
         "gate": {"max_forgetting": 1.0, "min_gain": -1.0},  # every candidate accepted: production moves each time
+        # meta's training (about a second a batch here) keeps batches in flight long enough for the
+        # 0.2 s polls below to see models trained side by side; a fine-tune is over in 0.1 s.
+        "policy": {"strategy": "meta", "fallback": False},
         "daemon": {"lease_seconds": 8, "settle_seconds": 0.2},
         "models": {name: {} for name in MODELS},
     }
