@@ -43,11 +43,8 @@ class InitError(RetainError):
 
 def source_name(config: Config) -> str:
     """The config key that names the model's source, with its value, for messages."""
-    factory, _ = config.model.source()
-    for key in ("torchvision", "timm"):
-        if getattr(config.model, key) is not None:
-            return f"model.{key} {getattr(config.model, key)!r}"
-    return f"model.factory {factory!r}"
+    key = next((k for k in ("torchvision", "timm") if getattr(config.model, k) is not None), "factory")
+    return f"model.{key} {getattr(config.model, key)!r}"
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

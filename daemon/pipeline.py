@@ -515,7 +515,7 @@ class Pipeline:
             self.metrics.suspected_noisy_labels.inc(len(step.report.suspected_labels))
             log.warning("suspected label noise", extra=self._fields(
                 batch=batch.id, suspected_labels=len(step.report.suspected_labels), n_samples=len(loaded.y),
-                reason=next(r for r in step.report.reasons if r.startswith("suspected label noise"))))
+                reason=step.report.noise_reason))
 
         with phases.timed(Phase.ARTIFACTS):
             replay_sha256 = save_memory(step.memory, self.artifacts)

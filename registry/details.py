@@ -26,6 +26,12 @@ class ShiftDetails:
     # Labels left out of training, gate and memory as suspected noise (strategies/label_noise.py).
     suspected_noisy_labels: int = 0
 
+    @property
+    def noise_reason(self) -> str | None:
+        """The reason that says why labels were suspected noise, if any were (the registry keeps
+        the shift report's reasons as text; retain.strategies.label_noise.REASON_PREFIX begins it)."""
+        return next((r for r in self.reasons if r.startswith("suspected label noise: ")), None)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShiftDetails:
         return cls(

@@ -46,7 +46,7 @@ def label_noise_payload(rows: list[ModelVersion], shift: ShiftDetails) -> dict[s
     """A batch whose labels were partly suspected noise: how many, why, and the versions trained without them."""
     return {"model": rows[0].model, "batch": rows[0].batch_id, "versions": [row.version for row in rows],
             "suspected_labels": shift.suspected_noisy_labels,
-            "reason": next((r for r in shift.reasons if r.startswith("suspected label noise")), None)}
+            "reason": shift.noise_reason}
 
 
 def batch_payload(batch: Batch) -> dict[str, Any]:

@@ -402,8 +402,7 @@ def show(
             f"shift: {row['severity']} (MMD² {row['shift_score']:.4g}, p {row['p_value']:.3g}, "
             f"label distance {distance:.3f}, novel {novel})"
         )
-    noise = next((r for r in details.shift.reasons if r.startswith("suspected label noise: ")), None) \
-        if details.shift else None
+    noise = details.shift.noise_reason if details.shift else None
     if noise:
         out.print(f"label noise: {noise.removeprefix('suspected label noise: ')}")
     for label, cand, prod in (

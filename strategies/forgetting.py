@@ -223,8 +223,7 @@ def evaluate_gate(
     per_group: dict[int, dict[str, float]] = {}
     sizes: dict[int, int] = {}
     forgetting = Forgetting()
-    rights = []  # (production right, candidate right) per audit sample, group by group
-    rights_by_source = {}
+    rights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per group: (production right, candidate right)
     for source, (x, y) in audit_groups.items():
         sizes[source] = len(y)
         right = {}
@@ -236,10 +235,9 @@ def evaluate_gate(
             old[name].update(predicted, y)
             per_group.setdefault(source, {})[name] = group.result()
             forgetting.update(source, group.result(), initial=name == "production")
-        rights.append((right["production"], right["candidate"]))
-        rights_by_source[source] = rights[-1]
-    production_right = torch.cat([p for p, _ in rights]) if rights else torch.empty(0, dtype=torch.bool)
-    candidate_right = torch.cat([c for _, c in rights]) if rights else torch.empty(0, dtype=torch.bool)
+        rights[source] = (right["production"], right["candidate"])
+    production_right = torch.cat([p for p, _ in rights.values()]) if rights else torch.empty(0, dtype=torch.bool)
+    candidate_right = torch.cat([c for _, c in rights.values()]) if rights else torch.empty(0, dtype=torch.bool)
     paired = production_right.double() - candidate_right.double()
     stderr = float(paired.std() / len(paired) ** 0.5) if len(paired) > 1 else 0.0
 
@@ -258,7 +256,7 @@ def evaluate_gate(
             production=per_group[source]["production"],
             candidate=per_group[source]["candidate"],
             forgetting=forgetting.result_key(source),
-            paired=paired_counts(*rights_by_source[source]),
+            paired=paired_counts(*rights[source]),
         )
         for source in sorted(per_group)
     )

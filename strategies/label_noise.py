@@ -20,6 +20,10 @@ from scipy.stats import binom
 from retain.strategies.settings import ShiftThresholds
 
 
+# How a shift report's reason about suspected label noise begins (``ShiftReport.noise_reason``).
+REASON_PREFIX = "suspected label noise: "
+
+
 @dataclass(frozen=True)
 class LabelNoise:
     suspects: tuple[int, ...]  # batch rows whose labels are suspected wrong (empty unless ``suspected``)
@@ -37,7 +41,7 @@ class LabelNoise:
         return self.disagreeing / self.confident if self.confident else 0.0
 
     def reason(self) -> str:
-        return (f"suspected label noise: {self.disagreeing} of {self.confident} labels production is confident "
+        return (f"{REASON_PREFIX}{self.disagreeing} of {self.confident} labels production is confident "
                 f"about disagree with it ({self.observed_rate:.1%}; its confident audit predictions err "
                 f"{self.expected_rate:.1%}, p {self.p_value:.2g}): left out of training, the gate and the memory")
 
@@ -81,4 +85,4 @@ def suspect_labels(
     return LabelNoise(suspects, n, k, expected, p_value)
 
 
-__all__ = ["LabelNoise", "suspect_labels"]
+__all__ = ["REASON_PREFIX", "LabelNoise", "suspect_labels"]

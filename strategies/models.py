@@ -212,7 +212,23 @@ def head_module(model: nn.Module, head: str) -> nn.Module:
     return modules[head]
 
 
-@torch.no_grad()
+def _in_chunks(model: nn.Module, x: torch.Tensor, batch_size: int,
+               each: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """``each`` of the model's logits for ``x``, chunk by chunk, in eval mode, on the CPU; the
+    model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        # No graph: with one, every chunk's activations would stay alive through its logits,
+        # and a 100,000-sample batch through a CNN would hold gigabytes of them.
+        with torch.no_grad():
+            return [each(model(x[start : start + batch_size].to(device))).cpu()
+                    for start in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+
+
 def features_and_logits(
     model: nn.Module, head: str, x: torch.Tensor, batch_size: int = 512
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,19 +237,10 @@ def features_and_logits(
     hook = head_module(model, head).register_forward_hook(
         lambda _module, inputs, _output: captured.append(inputs[0].detach().flatten(1).cpu())
     )
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    logits = []
     try:
-        # No graph: with one, every chunk's activations would stay alive through its logits,
-        # and a 100,000-sample batch through a CNN would hold gigabytes of them.
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                logits.append(model(x[start : start + batch_size].to(device)).cpu())
+        logits = _in_chunks(model, x, batch_size, lambda out: out)
     finally:
         hook.remove()
-        model.train(was_training)
     if not logits:
         return torch.empty(0, 0), torch.empty(0, 0)
     return torch.cat(captured), torch.cat(logits)
@@ -241,31 +248,13 @@ def features_and_logits(
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Predicted class indices."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            out = [
-                model(x[start : start + batch_size].to(device)).argmax(1).cpu()
-                for start in range(0, len(x), batch_size)
-            ]
-    finally:
-        model.train(was_training)
+    out = _in_chunks(model, x, batch_size, lambda logits: logits.argmax(1))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
 def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Class probabilities (softmax of the logits), one row per sample, on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            out = [model(x[start : start + batch_size].to(device)).softmax(1).cpu()
-                   for start in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
+    out = _in_chunks(model, x, batch_size, lambda logits: logits.softmax(1))
     return torch.cat(out) if out else torch.empty(0, 0)
 
 

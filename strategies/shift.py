@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from retain.strategies.kinds import SEVERITIES, Severity
+from retain.strategies.label_noise import REASON_PREFIX
 from retain.strategies.settings import ShiftThresholds
 
 
@@ -64,6 +65,11 @@ class ShiftReport:
     @property
     def accuracy_drop(self) -> float:
         return self.accuracy_reference - self.accuracy_batch
+
+    @property
+    def noise_reason(self) -> str | None:
+        """The reason that says why labels were suspected noise, if any were."""
+        return next((r for r in self.reasons if r.startswith(REASON_PREFIX)), None)
 
     @property
     def significant(self) -> bool:
